@@ -1,0 +1,47 @@
+# Two commands for a fresh machine: `make run` (set up, launch the app) and `make test`.
+# Set-up is idempotent: the virtualenv at .venv is rebuilt only when the requirements change.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages the project needs (installed when apt is available and we are root).
+APT_PACKAGES :=
+
+.PHONY: setup system-packages test run bench clean
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing system packages:$$missing"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	else \
+		echo "WARNING: missing system packages:$$missing"; \
+		echo "  Install them by hand: sudo apt-get install -y$$missing"; \
+	fi
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch==2.13.0 is pinned first in requirements.txt so pip takes the CPU wheel, not CUDA builds.
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+run: setup
+	@if [ ! -f app.py ]; then \
+		echo "The Gradio app is not built yet (it has its own issue); nothing to launch."; exit 1; \
+	fi
+	$(PY) app.py
+
+bench: setup
+	$(PY) bench/extract.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,83 @@
+"""``load_backbone``: a diffusers pipeline (Hub repo id or local folder) as the right Backbone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, RepositoryNotFoundError
+
+from revelio.backbones.base import Backbone
+from revelio.backbones.dit import DiTBackbone
+from revelio.backbones.pixel_unet import PixelUNetBackbone
+from revelio.backbones.stable_diffusion import StableDiffusionBackbone
+
+# Optional file beside model_index.json with what diffusers has no place for: class names,
+# the null class id, the default guidance scale.
+EXTRAS_FILE = "revelio.json"
+
+
+def _read_json(name_or_path: str, filename: str, required: bool) -> dict[str, Any]:
+    local = Path(name_or_path)
+    if local.is_dir():
+        path = local / filename
+        if not path.is_file():
+            if required:
+                raise ValueError(
+                    f"{name_or_path!r} has no {filename}; point load_backbone at a diffusers pipeline "
+                    "folder (one written by DiffusionPipeline.save_pretrained)"
+                )
+            return {}
+        return json.loads(path.read_text())
+    try:
+        return json.loads(Path(hf_hub_download(name_or_path, filename)).read_text())
+    except EntryNotFoundError:
+        if required:
+            raise ValueError(
+                f"{name_or_path!r} has no {filename}: it is not a diffusers pipeline repo"
+            ) from None
+        return {}
+    except (HFValidationError, RepositoryNotFoundError) as err:
+        raise ValueError(
+            f"{name_or_path!r} is neither a local folder nor a Hub repo id we can reach ({err}). "
+            "Pass a diffusers pipeline folder or a repo id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5'."
+        ) from None
+
+
+def _backbone_class(model_index: dict[str, Any], name_or_path: str) -> type[Backbone]:
+    components = {k: v[1] for k, v in model_index.items() if isinstance(v, list) and len(v) == 2}
+    unet, transformer = components.get("unet"), components.get("transformer")
+    if unet == "UNet2DModel":
+        return PixelUNetBackbone
+    if unet == "UNet2DConditionModel" and "text_encoder" in components:
+        return StableDiffusionBackbone
+    if transformer in ("DiTTransformer2DModel", "Transformer2DModel") and "vae" in components:
+        return DiTBackbone
+    raise ValueError(
+        f"{name_or_path!r} is a {model_index.get('_class_name')} with components {components}; "
+        "revelio supports pixel UNet2DModel pipelines, Stable Diffusion 1.x/2.x, SDXL and DiT"
+    )
+
+
+def load_backbone(
+    name_or_path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Backbone:
+    """Load a diffusers pipeline and wrap it for activation capture, steering and generation.
+
+    ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA, float32 on CPU.
+    """
+    name = str(name_or_path)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    cls = _backbone_class(_read_json(name, "model_index.json", required=True), name)
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if cls is StableDiffusionBackbone:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    pipeline = DiffusionPipeline.from_pretrained(name, **kwargs).to(device)
+    if cls is PixelUNetBackbone:
+        return PixelUNetBackbone(pipeline, name, _read_json(name, EXTRAS_FILE, required=False))
+    return cls(pipeline, name)
