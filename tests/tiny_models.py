@@ -75,9 +75,9 @@ def _tokenizer() -> CLIPTokenizer:
         return CLIPTokenizer.from_pretrained(folder, model_max_length=MAX_PROMPT_TOKENS)
 
 
-def _text_config(tokenizer: CLIPTokenizer, **extra: int) -> CLIPTextConfig:
+def _text_config(tokenizer: CLIPTokenizer, **overrides: int) -> CLIPTextConfig:
     """CLIP text config whose vocabulary and special ids match the tokenizer."""
-    return CLIPTextConfig(
+    settings = dict(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_HIDDEN_SIZE,
         intermediate_size=64,
@@ -87,8 +87,8 @@ def _text_config(tokenizer: CLIPTokenizer, **extra: int) -> CLIPTextConfig:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **extra,
     )
+    return CLIPTextConfig(**{**settings, **overrides})
 
 
 def _vae() -> AutoencoderKL:
@@ -140,21 +140,26 @@ def build_pixel_unet(path: str | Path, class_names: list[str] | None = None) -> 
     return path
 
 
-def build_stable_diffusion(path: str | Path) -> Path:
-    """Save a Stable Diffusion 1.x-shaped pipeline: 32x32 images, 4x8x8 latents."""
+def stable_diffusion_pipeline(unet: UNet2DConditionModel | None = None) -> StableDiffusionPipeline:
+    """A Stable Diffusion 1.x-shaped pipeline in memory: 32x32 images, 4x8x8 latents.
+
+    Pass a bigger ``unet`` (e.g. SD1.5's architecture, for benchmarks); the text encoder's width
+    follows its ``cross_attention_dim``.
+    """
     torch.manual_seed(0)
     tokenizer = _tokenizer()
-    unet = UNet2DConditionModel(
-        sample_size=LATENT_SIZE,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        cross_attention_dim=TEXT_HIDDEN_SIZE,
-        attention_head_dim=4,
-    )
+    if unet is None:
+        unet = UNet2DConditionModel(
+            sample_size=LATENT_SIZE,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            cross_attention_dim=TEXT_HIDDEN_SIZE,
+            attention_head_dim=4,
+        )
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -163,9 +168,10 @@ def build_stable_diffusion(path: str | Path) -> Path:
         clip_sample=False,
         set_alpha_to_one=False,
     )
-    pipeline = StableDiffusionPipeline(
+    text_config = _text_config(tokenizer, hidden_size=unet.config.cross_attention_dim)
+    return StableDiffusionPipeline(
         vae=_vae(),
-        text_encoder=CLIPTextModel(_text_config(tokenizer)),
+        text_encoder=CLIPTextModel(text_config),
         tokenizer=tokenizer,
         unet=unet,
         scheduler=scheduler,
@@ -173,7 +179,11 @@ def build_stable_diffusion(path: str | Path) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return _save(pipeline, path)
+
+
+def build_stable_diffusion(path: str | Path) -> Path:
+    """Save the tiny Stable Diffusion 1.x-shaped pipeline."""
+    return _save(stable_diffusion_pipeline(), path)
 
 
 def build_sdxl(path: str | Path) -> Path:

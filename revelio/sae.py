@@ -1,0 +1,185 @@
+"""The TopK sparse autoencoder (k-SAE) of Makhzani & Frey and Gao et al. (2024).
+
+x -> scale -> subtract pre-bias -> encode -> keep the top k (ReLU) -> decode with unit-norm
+decoder rows -> add pre-bias -> unscale. Decoding is sparse (``embedding_bag`` over the k active
+rows) and so is the encoder's backward pass: only the k kept pre-activations per input get a
+gradient, so the weight gradient is a k-row accumulation per input instead of a dense matmul.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from revelio.hub import ArtifactFormatError, HubArtifact
+
+# Descriptive fields an SAE carries from training to the Hub (all optional, JSON values).
+METADATA_FIELDS = ("backbone", "hook", "timestep", "pooling", "dataset", "training_tokens", "metrics")
+
+
+@dataclass
+class SparseCode:
+    """The k active latents of each input: ``values`` and ``indices``, both [..., k]."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+    def to_dense(self, d_sae: int) -> torch.Tensor:
+        dense = self.values.new_zeros(*self.values.shape[:-1], d_sae)
+        return dense.scatter_(-1, self.indices, self.values)
+
+
+def _sparse_row_gradient(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """sum over (n, j) of weights[n, j] * rows[n], accumulated into output row indices[n, j].
+
+    This is exactly embedding_bag's weight gradient, whose kernel does the accumulation without
+    materialising a dense [N, num_rows] matrix.
+    """
+    with torch.enable_grad():
+        table = torch.zeros(num_rows, rows.shape[-1], dtype=rows.dtype, device=rows.device, requires_grad=True)
+        out = F.embedding_bag(indices, table, per_sample_weights=weights, mode="sum")
+        (grad,) = torch.autograd.grad(out, table, rows)
+    return grad
+
+
+class _TopKEncode(torch.autograd.Function):
+    """Encoder matmul + top-k + ReLU with a sparse backward pass."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int, dead: torch.Tensor | None, k_aux: int):
+        pre = torch.addmm(bias, x, weight.t())
+        values, indices = pre.topk(k, dim=-1, sorted=False)
+        values = values.relu()
+        outputs = [values, indices]
+        if dead is not None:
+            aux_values, aux_indices = pre.masked_fill_(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False)
+            outputs += [aux_values.relu(), aux_indices]
+        ctx.save_for_backward(x, weight, *outputs)
+        ctx.mark_non_differentiable(*outputs[1::2])
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor):
+        x, weight, *saved = ctx.saved_tensors
+        all_indices, all_grads = [], []
+        for (values, indices), grad in zip(zip(saved[0::2], saved[1::2]), grads[0::2]):
+            if grad is None:
+                continue
+            all_indices.append(indices)
+            all_grads.append(grad * (values > 0))
+        indices, grad = torch.cat(all_indices, dim=-1), torch.cat(all_grads, dim=-1)
+        grad_x = F.embedding_bag(indices, weight, per_sample_weights=grad, mode="sum")
+        grad_weight = _sparse_row_gradient(indices, grad, x, weight.shape[0])
+        grad_bias = torch.zeros(weight.shape[0], dtype=grad.dtype, device=grad.device)
+        grad_bias.index_add_(0, indices.flatten(), grad.flatten())
+        return grad_x, grad_weight, grad_bias, None, None, None
+
+
+class KSparseAutoencoder(nn.Module, HubArtifact):
+    """A TopK SAE over ``d_in``-dimensional activations with ``d_sae`` latents, ``k`` active.
+
+    ``input_scale`` multiplies inputs before encoding (and divides reconstructions), so training
+    sees a fixed mean norm; it is stored in the config. Works on [N, C] and [N, T, C] inputs.
+    """
+
+    artifact_type = "k-sparse-autoencoder"
+
+    def __init__(self, d_in: int, d_sae: int, k: int, input_scale: float = 1.0, **metadata: Any) -> None:
+        super().__init__()
+        if not 0 < k <= d_sae:
+            raise ValueError(f"k must be in 1..d_sae ({d_sae}); got {k}")
+        unknown = set(metadata) - set(METADATA_FIELDS)
+        if unknown:
+            raise TypeError(f"unknown SAE config fields {sorted(unknown)}; known: {METADATA_FIELDS}")
+        self.d_in, self.d_sae, self.k, self.input_scale = d_in, d_sae, k, float(input_scale)
+        self.metadata: dict[str, Any] = dict(metadata)
+        self.extra_files: dict[str, dict[str, torch.Tensor]] = {}
+        decoder = torch.randn(d_sae, d_in)
+        decoder /= decoder.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(decoder)
+        self.W_enc = nn.Parameter(decoder.clone())  # encoder starts as the decoder's transpose
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.b_pre = nn.Parameter(torch.zeros(d_in))
+
+    # --- the model -------------------------------------------------------------------------
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.d_in:
+            raise ValueError(f"this SAE takes inputs with {self.d_in} channels; got shape {tuple(x.shape)}")
+        return x.reshape(-1, self.d_in).to(self.W_enc.dtype)
+
+    def encode(self, x: torch.Tensor, dense: bool = False) -> SparseCode | torch.Tensor:
+        """Top-k codes of ``x`` ([..., d_in]) as a :class:`SparseCode`, or dense [..., d_sae]."""
+        values, indices = self._encode_flat(self._flat(x))
+        code = SparseCode(values.reshape(*x.shape[:-1], self.k), indices.reshape(*x.shape[:-1], self.k))
+        return code.to_dense(self.d_sae) if dense else code
+
+    def _encode_flat(self, x: torch.Tensor, dead: torch.Tensor | None = None, k_aux: int = 0) -> tuple[torch.Tensor, ...]:
+        return _TopKEncode.apply((x * self.input_scale) - self.b_pre, self.W_enc, self.b_enc, self.k, dead, k_aux)
+
+    def decode(self, code: SparseCode | torch.Tensor) -> torch.Tensor:
+        """Reconstruction in input units from a :class:`SparseCode` or a dense [..., d_sae] code."""
+        if isinstance(code, torch.Tensor):
+            if code.shape[-1] != self.d_sae:
+                raise ValueError(f"dense codes need {self.d_sae} latents; got shape {tuple(code.shape)}")
+            return (code @ self.W_dec + self.b_pre) / self.input_scale
+        lead = code.values.shape[:-1]
+        flat = self._decode_flat(code.values.reshape(-1, code.values.shape[-1]), code.indices.reshape(-1, code.indices.shape[-1]))
+        return flat.reshape(*lead, self.d_in)
+
+    def _decode_flat(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values.to(self.W_dec.dtype), mode="sum")
+        return (out + self.b_pre) / self.input_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of ``x``."""
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        """Project decoder rows back to unit norm (after each optimiser step)."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad(self) -> None:
+        """Drop the gradient component along each decoder row; it would only change its norm."""
+        if self.W_dec.grad is not None:
+            parallel = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
+            self.W_dec.grad -= parallel * self.W_dec
+
+    # --- the Hub format --------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        return {"d_in": self.d_in, "d_sae": self.d_sae, "k": self.k, "input_scale": self.input_scale, **self.metadata}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "KSparseAutoencoder":
+        try:
+            return cls(
+                int(config["d_in"]), int(config["d_sae"]), int(config["k"]), float(config.get("input_scale", 1.0)),
+                **{key: config[key] for key in METADATA_FIELDS if key in config},
+            )
+        except KeyError as missing:
+            raise ArtifactFormatError(f"SAE config lacks the field {missing}") from None
+
+    @classmethod
+    def weight_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        d_in, d_sae = int(config["d_in"]), int(config["d_sae"])
+        return {"W_enc": (d_sae, d_in), "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_pre": (d_in,)}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {name: p.data for name, p in self.named_parameters()}
+
+    def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(tensors)
+
+    @property
+    def stats(self) -> dict[str, torch.Tensor]:
+        """Per-feature statistics (firing frequency, mean/max activation, exemplars) if computed."""
+        return self.extra_files.get("stats.safetensors", {})
+
+    def extra_repr(self) -> str:
+        where = ", ".join(f"{k}={self.metadata[k]!r}" for k in ("hook", "timestep", "pooling") if k in self.metadata)
+        return f"d_in={self.d_in}, d_sae={self.d_sae}, k={self.k}" + (f", {where}" if where else "")
