@@ -134,7 +134,7 @@ class CacheWriter:
             raise ValueError("a batch must hold at least one (hook, timestep) cell")
         counts = {key: self._check(key, value) for key, value in batch.items()}
         if len(set(counts.values())) > 1:
-            raise ValueError(f"every cell of a batch must hold the same images; got counts {counts}")
+            raise ValueError(f"every cell of a batch must hold the same images; got {counts}")
         if not self._cells:
             self._open_cells(list(batch))
         elif set(batch) != set(self._cells):
@@ -142,6 +142,8 @@ class CacheWriter:
                 f"a batch has cells {sorted(batch)} but earlier batches had {sorted(self._cells)}; "
                 "pass the same hook points and timesteps in every batch"
             )
+        for key, value in batch.items():  # check every cell before any grows, to keep them in step
+            self._cells[key].check(value)
         for key, value in batch.items():
             self._cells[key].add(value)
 
@@ -157,7 +159,10 @@ class CacheWriter:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
     ) -> None:
         if kind is None:
             self.close()
@@ -229,20 +234,29 @@ class _CellWriter:
         self._pending: list[torch.Tensor] = []
         self._pending_rows = 0
 
-    def add(self, value: torch.Tensor) -> None:
-        tokens = value.reshape(value.shape[0], -1, value.shape[-1])  # [N, C] -> [N, 1, C]
-        count, per_image, d_in = tokens.shape
+    def check(self, value: torch.Tensor) -> None:
+        """Refuse a tensor whose width or token count differs from the earlier batches'."""
         if self.manifest["d_in"] is None:
-            self._start(d_in, per_image)
+            return
+        d_in, per_image = value.shape[-1], 1 if value.ndim == 2 else value.shape[1]
         where = f"{self.manifest['hook']!r} at t={self.manifest['timestep']}"
         if d_in != self.manifest["d_in"]:
-            raise ValueError(f"d_in of {where} changed from {self.manifest['d_in']} to {d_in} between batches")
+            raise ValueError(
+                f"d_in of {where} changed from {self.manifest['d_in']} to {d_in} between batches"
+            )
         if per_image != self.manifest["tokens_per_image"]:
             raise ValueError(
                 f"tokens per image of {where} changed from {self.manifest['tokens_per_image']} "
                 f"to {per_image} between batches; use one image size per cache"
             )
-        self._pending.append(tokens.detach().to("cpu", self.dtype).reshape(count * per_image, d_in))
+
+    def add(self, value: torch.Tensor) -> None:
+        count, d_in = value.shape[0], value.shape[-1]
+        per_image = 1 if value.ndim == 2 else value.shape[1]
+        if self.manifest["d_in"] is None:
+            self._start(d_in, per_image)
+        rows = value.detach().to("cpu", self.dtype).reshape(count * per_image, d_in)
+        self._pending.append(rows)
         self._pending_rows += count * per_image
         if self._pending_rows >= self.shard_rows:
             rows = torch.cat(self._pending)
@@ -426,7 +440,7 @@ class ActivationCache:
                 f"need batch_size >= 1, buffer_rows >= 1, start >= 0 and seed >= 0; got "
                 f"batch_size={batch_size}, buffer_rows={buffer_rows}, start={start}, seed={seed}"
             )
-        per_epoch = (self.num_rows // batch_size) if drop_last else math.ceil(self.num_rows / batch_size)
+        per_epoch = (self.num_rows if drop_last else self.num_rows + batch_size - 1) // batch_size
         if per_epoch == 0:
             raise ValueError(
                 f"{self.path} holds {self.num_rows} rows, fewer than one batch of {batch_size}; "
@@ -505,8 +519,8 @@ class ActivationCache:
             epoch, first_row = epoch + 1, 0
 
     def _epoch(
-        self, buffer: torch.Tensor, batch_size: int, seed: int, shuffle: bool, epoch: int, first_row: int,
-        drop_last: bool, buffer_rows: int,
+        self, buffer: torch.Tensor, batch_size: int, seed: int, shuffle: bool, epoch: int,
+        first_row: int, drop_last: bool, buffer_rows: int,
     ) -> Iterator[torch.Tensor]:
         """One epoch's batches from row ``first_row`` of its stream (a batch boundary) on."""
         carry: list[torch.Tensor] = []  # rows waiting to complete the next batch
@@ -537,7 +551,7 @@ class ActivationCache:
     def _plan(
         self, seed: int, epoch: int, shuffle: bool, buffer_rows: int
     ) -> list[tuple[list[_Piece], int]]:
-        """The epoch's buffers (lists of shard pieces) and their shuffle seeds, from the manifest alone."""
+        """The epoch's buffers (lists of shard pieces) and shuffle seeds, from the manifest."""
         pieces = [
             _Piece(shard, start, min(start + buffer_rows, count))
             for shard, count in enumerate(self._shard_rows)
@@ -572,17 +586,17 @@ class ActivationCache:
     ) -> dict[str, torch.Tensor]:
         """Rows [start, stop) of some columns of one shard, reading only those bytes."""
         path = self.path / self._manifest["shards"][shard]["file"]
-        expected = {"activations": [self._shard_rows[shard], self.d_in]}
+        rows = self._shard_rows[shard]
         try:
             with safe_open(path, framework="pt") as file:
                 out = {}
                 for name in columns:
                     column = file.get_slice(name)
-                    shape = column.get_shape()
-                    if shape != expected.get(name, [self._shard_rows[shard]]):
+                    expected = [rows, self.d_in] if name == "activations" else [rows]
+                    if column.get_shape() != expected:
                         raise CacheError(
-                            f"{path}: column {name!r} has shape {shape} but the manifest says "
-                            f"{expected.get(name, [self._shard_rows[shard]])}; {_REWRITE_HINT}"
+                            f"{path}: column {name!r} has shape {column.get_shape()} but the "
+                            f"manifest says {expected}; {_REWRITE_HINT}"
                         )
                     out[name] = column[start:stop]
         except (SafetensorError, OSError) as error:
@@ -611,7 +625,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         if manifest.get("format") != FORMAT:
             raise ValueError(f"format is {manifest.get('format')!r}, not {FORMAT!r}")
     except (ValueError, AttributeError, OSError) as error:
-        raise CacheError(f"{manifest_path} is not a readable cache manifest ({error}); {_REWRITE_HINT}") from None
+        raise CacheError(
+            f"{manifest_path} is not a readable cache manifest ({error}); {_REWRITE_HINT}"
+        ) from None
     if manifest.get("format_version") != FORMAT_VERSION:
         raise CacheError(
             f"{manifest_path} has cache format version {manifest.get('format_version')}, but this "
@@ -625,7 +641,9 @@ def _check_size(path: Path, expected: int) -> None:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise CacheError(f"shard {path} is listed in the manifest but missing; {_REWRITE_HINT}") from None
+        raise CacheError(
+            f"shard {path} is listed in the manifest but missing; {_REWRITE_HINT}"
+        ) from None
     if size != expected:
         raise CacheError(
             f"shard {path} is {size} bytes but the manifest says {expected} (truncated or "

@@ -170,6 +170,7 @@ def train_sae(
     config: SAETrainConfig,
     out_dir: str | Path,
     progress: bool | None = None,
+    device: str | torch.device = "cpu",
 ) -> KSparseAutoencoder:
     """Train (or resume) one SAE; writes it with ``save_pretrained`` into ``out_dir``.
 
@@ -183,14 +184,16 @@ def train_sae(
     torch.manual_seed(config.seed)
     sae = KSparseAutoencoder(d_in, config.d_sae(d_in), config.k, **config.metadata)
     initialise(sae, source.sample(config.eval_tokens, seed=config.seed))
+    sae.to(device)
     lr = config.learning_rate(d_in)
     opt = _optimizer(sae, lr)
     checkpoints = _Checkpoints(training_dir / "checkpoints")
-    since_fired = torch.zeros(sae.d_sae, dtype=torch.long)
+    since_fired = torch.zeros(sae.d_sae, dtype=torch.long, device=device)
     step = 0
     resumed = checkpoints.load(sae, opt)
     if resumed is not None:
         step, since_fired, info = resumed
+        since_fired = since_fired.to(device)
         sae.input_scale = info["input_scale"]
     log_path = training_dir / "metrics.jsonl"
     _truncate_log(log_path, after_step=step)
@@ -201,7 +204,7 @@ def train_sae(
     bar = tqdm(total=total_steps, initial=step, disable=(None if progress is None else not progress), desc="train SAE", unit="step")
     with bar, open(log_path, "a") as log:
         while step < total_steps:
-            x = next(batches).float()
+            x = next(batches).to(device, torch.float32)
             for group in opt.param_groups:
                 group["lr"] = lr * min(1.0, (step + 1) / max(1, config.warmup_steps))
             dead = since_fired >= config.dead_tokens
@@ -217,6 +220,7 @@ def train_sae(
             if step % config.checkpoint_every == 0 and step < total_steps:
                 checkpoints.save(step, sae, opt, since_fired, {"input_scale": sae.input_scale, "config": asdict(config)})
 
+    sae.to("cpu")
     evaluator = SAEEvaluator(sae)
     evaluator.add(source.sample(config.eval_tokens, seed=config.seed + 1))
     sae.metadata.update(training_tokens=total_steps * config.batch_size, metrics=evaluator.result())
@@ -243,7 +247,7 @@ def _train_step(
     total_var = (scaled - scaled.mean(dim=0)).pow(2).sum()
     nmse = err.pow(2).sum() / total_var
     loss = nmse
-    aux = torch.zeros(())
+    aux = torch.zeros((), device=x.device)
     if dead is not None:
         aux_recon = F.embedding_bag(outputs[3], sae.W_dec, per_sample_weights=outputs[2], mode="sum")
         aux = (aux_recon - err.detach()).pow(2).sum() / total_var

@@ -1,9 +1,10 @@
-"""Activation cache: round trips, crash safety, resumable deterministic streaming, bounded memory."""
+"""Activation cache: round trips, crash safety, resumable shuffled streaming, bounded memory."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,7 +29,8 @@ def _spatial_batches(sizes: list[int], tokens: int = 16, d_in: int = 8) -> list[
 
 def _id_cache(root: Path, rows: int = 300, shard_rows: int = 23) -> ActivationCache:
     """A mean-pooled cache whose column 0 is each row's index (exact in fp16 below 2048)."""
-    data = torch.cat([torch.arange(rows, dtype=torch.float32)[:, None], torch.randn(rows, 3)], dim=1)
+    ids = torch.arange(rows, dtype=torch.float32)[:, None]
+    data = torch.cat([ids, torch.randn(rows, 3)], dim=1)
     batches = [{KEY: data[i : i + 17]} for i in range(0, rows, 17)]
     return ActivationCache(write_cache(root, batches, pooling="mean", shard_rows=shard_rows)[KEY])
 
@@ -58,7 +60,10 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
 def test_mean_round_trip_keeps_values_image_index_and_metadata(tmp_path):
     generator = torch.Generator().manual_seed(1)
     batches = [
-        {KEY: torch.randn(n, 8, generator=generator), ("up_blocks.0", 500): torch.randn(n, 6, generator=generator)}
+        {
+            KEY: torch.randn(n, 8, generator=generator),
+            ("up_blocks.0", 500): torch.randn(n, 6, generator=generator),
+        }
         for n in (3, 5, 4)
     ]
     metadata = {"backbone": "tiny", "dataset": "noise"}
@@ -80,10 +85,13 @@ def test_mean_round_trip_keeps_values_image_index_and_metadata(tmp_path):
         assert torch.equal(everything["image_index"], torch.arange(12))
 
 
-@pytest.mark.parametrize(("dtype", "tokens", "side"), [(torch.float16, 16, 4), (torch.bfloat16, 6, None)])
+@pytest.mark.parametrize(
+    ("dtype", "tokens", "side"), [(torch.float16, 16, 4), (torch.bfloat16, 6, None)]
+)
 def test_spatial_round_trip_stores_one_row_per_token(tmp_path, dtype, tokens, side):
     batches = _spatial_batches([2, 3], tokens=tokens)
-    cache = ActivationCache(write_cache(tmp_path, batches, pooling="none", dtype=dtype, shard_rows=7)[KEY])
+    paths = write_cache(tmp_path, batches, pooling="none", dtype=dtype, shard_rows=7)
+    cache = ActivationCache(paths[KEY])
     expected = torch.cat([batch[KEY] for batch in batches]).reshape(-1, 8)
 
     assert cache.manifest["dtype"] == str(dtype).removeprefix("torch.")
@@ -95,8 +103,10 @@ def test_spatial_round_trip_stores_one_row_per_token(tmp_path, dtype, tokens, si
     assert everything["location"].dtype == torch.int32
     assert torch.equal(everything["location"], torch.arange(tokens, dtype=torch.int32).repeat(5))
     chunks = list(cache.chunks(rows=5, columns=["location", "activations"]))
-    assert all(len(chunk["location"]) <= 5 and set(chunk) == {"location", "activations"} for chunk in chunks)
-    assert torch.equal(torch.cat([chunk["activations"] for chunk in chunks]), everything["activations"])
+    assert all(set(chunk) == {"location", "activations"} for chunk in chunks)
+    assert max(len(chunk["location"]) for chunk in chunks) <= 5
+    joined = torch.cat([chunk["activations"] for chunk in chunks])
+    assert torch.equal(joined, everything["activations"])
 
 
 def test_caches_what_iter_extract_yields(tmp_path, backbones):
@@ -104,14 +114,18 @@ def test_caches_what_iter_extract_yields(tmp_path, backbones):
     rng = np.random.default_rng(0)
     images = [(rng.random((24, 24, 3)) * 255).astype(np.uint8) for _ in range(3)]
     stream = revelio.iter_extract(bb, images, ["mid_block"], [10], pooling="none", batch_size=2)
-    cache = ActivationCache(write_cache(tmp_path, stream, pooling="none", metadata={"backbone": "pixel-class"})[KEY])
+    paths = write_cache(tmp_path, stream, pooling="none", metadata={"backbone": "pixel-class"})
+    cache = ActivationCache(paths[KEY])
     reference = revelio.extract(bb, images, ["mid_block"], [10], pooling="none")[KEY]
 
     assert cache.num_images == 3 and cache.tokens_per_image == reference.shape[1]
     assert cache.grid_side ** 2 == reference.shape[1]
     everything = cache.read_all()
-    torch.testing.assert_close(everything["activations"], reference.reshape(-1, reference.shape[2]), atol=1e-3, rtol=1e-2)
-    assert torch.equal(everything["image_index"], torch.arange(3).repeat_interleave(reference.shape[1]))
+    tokens = reference.shape[1]
+    expected = reference.reshape(-1, reference.shape[2])
+    torch.testing.assert_close(everything["activations"], expected, atol=1e-3, rtol=1e-2)
+    assert torch.equal(everything["image_index"], torch.arange(3).repeat_interleave(tokens))
+    assert torch.equal(everything["location"], torch.arange(tokens, dtype=torch.int32).repeat(3))
 
 
 class _Crash(Exception):
@@ -120,7 +134,7 @@ class _Crash(Exception):
 
 @pytest.mark.parametrize("crash_at", range(1, 7))
 def test_a_crash_never_leaves_a_shard_that_looks_complete(tmp_path, monkeypatch, crash_at):
-    """Dies at every file write: before a shard's rename (odd), or before the manifest lists it (even)."""
+    """Dies at each file write: before a shard's rename (odd) or before the manifest lists it."""
     writes = []
     original = cache_module._write_atomic
 
@@ -140,7 +154,7 @@ def test_a_crash_never_leaves_a_shard_that_looks_complete(tmp_path, monkeypatch,
     with pytest.raises(CacheError, match="unfinished"):
         ActivationCache(folder)
     cache = ActivationCache(folder, allow_incomplete=True)
-    listed = crash_at // 2
+    listed = (crash_at - 1) // 2
     assert cache.num_shards == listed and cache.num_rows == 6 * listed
     on_disk = sorted(path.name for path in folder.glob("shard-*.safetensors"))
     assert len(on_disk) == listed + (crash_at % 2 == 0)  # an unlisted shard is ignored
@@ -166,7 +180,8 @@ write_cache(sys.argv[1], batches(), pooling="none", shard_rows=40)
 
 
 def test_sigkill_mid_write_leaves_every_listed_shard_loadable(tmp_path):
-    writer = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], stderr=subprocess.PIPE)
+    command = [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)]
+    writer = subprocess.Popen(command, stderr=subprocess.PIPE)
     manifest = cell_path(tmp_path, *KEY, "none") / "manifest.json"
     deadline = time.monotonic() + 60
     try:
@@ -181,7 +196,8 @@ def test_sigkill_mid_write_leaves_every_listed_shard_loadable(tmp_path):
 
     cache = ActivationCache(manifest.parent, allow_incomplete=True)
     everything = cache.read_all()  # every listed shard opens and has its listed rows
-    assert cache.num_shards >= 5 and len(everything["activations"]) == cache.num_rows == 40 * cache.num_shards
+    assert cache.num_shards >= 5
+    assert len(everything["activations"]) == cache.num_rows == 40 * cache.num_shards
     assert torch.equal(everything["image_index"], torch.arange(cache.num_rows) // 16)
 
 
@@ -201,7 +217,7 @@ def test_resuming_at_batch_k_equals_skipping_k_batches_without_reading_them(tmp_
 def test_each_epoch_covers_every_row_once_in_a_new_order(tmp_path):
     cache = _id_cache(tmp_path)
     batches = _take(cache.batches(16, drop_last=False, buffer_rows=50), 38)  # 19 per epoch
-    first, second = ([i for batch in part for i in _ids(batch)] for part in (batches[:19], batches[19:]))
+    first, second = ([i for b in part for i in _ids(b)] for part in (batches[:19], batches[19:]))
     assert sorted(first) == sorted(second) == list(range(300))
     assert first != second
     assert len({i // 23 for i in _ids(batches[0])}) > 1, "a batch mixes rows of several shards"
@@ -242,7 +258,8 @@ def test_sample_reads_only_the_shards_it_needs(tmp_path, reads):
 
 
 def test_a_folder_without_a_manifest_is_not_a_cache(tmp_path):
-    with pytest.raises(CacheError, match=f"{tmp_path}.*not an activation cache.*write_cache"):
+    message = f"{re.escape(str(tmp_path))}.*not an activation cache.*write_cache"
+    with pytest.raises(CacheError, match=message):
         ActivationCache(tmp_path)
     write_cache(tmp_path, [{KEY: torch.randn(2, 4)}], pooling="mean")
     with pytest.raises(CacheError, match="mid_block/t10/mean"):  # the root: points at its cells
@@ -268,19 +285,25 @@ def test_writer_refuses_inconsistent_batches(tmp_path):
         write_cache(tmp_path, [{KEY: torch.randn(2, 8)}, {KEY: torch.randn(2, 9)}], pooling="mean")
     with pytest.raises(ValueError, match=r"pooling='mean' expects \[N, C\]"):
         write_cache(tmp_path / "b", [{KEY: torch.randn(2, 4, 8)}], pooling="mean")
+    other = ("up_blocks.1", 10)
     with CacheWriter(tmp_path / "c", pooling="mean") as writer:
-        writer.add({KEY: torch.randn(2, 8)})
+        writer.add({KEY: torch.randn(2, 8), other: torch.randn(2, 4)})
         with pytest.raises(ValueError, match="same hook points and timesteps"):
-            writer.add({("up_blocks.1", 10): torch.randn(2, 8)})
+            writer.add({other: torch.randn(2, 4)})
+        with pytest.raises(ValueError, match="changed from 4 to 5"):
+            writer.add({KEY: torch.randn(3, 8), other: torch.randn(3, 5)})
+    assert ActivationCache(writer.paths[KEY]).num_rows == 2, "a refused batch adds to no cell"
 
 
 def test_a_complete_cache_is_only_replaced_with_overwrite(tmp_path):
     folder = write_cache(tmp_path, [{KEY: torch.randn(30, 4)}], pooling="mean", shard_rows=10)[KEY]
-    with pytest.raises(CacheError, match="already holds a complete activation cache.*overwrite=True"):
+    with pytest.raises(CacheError, match="already holds a complete .* pass overwrite=True"):
         write_cache(tmp_path, [{KEY: torch.randn(5, 4)}], pooling="mean")
     assert ActivationCache(folder).num_rows == 30
 
     new = torch.randn(5, 4)
     write_cache(tmp_path, [{KEY: new}], pooling="mean", shard_rows=10, overwrite=True)
-    assert sorted(path.name for path in folder.iterdir()) == ["manifest.json", "shard-00000.safetensors"]
-    torch.testing.assert_close(ActivationCache(folder).read_all()["activations"], new, atol=1e-2, rtol=1e-3)
+    names = sorted(path.name for path in folder.iterdir())
+    assert names == ["manifest.json", "shard-00000.safetensors"]  # no stale shards left
+    replaced = ActivationCache(folder).read_all()["activations"]
+    torch.testing.assert_close(replaced, new, atol=1e-2, rtol=1e-3)

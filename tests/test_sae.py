@@ -1,0 +1,199 @@
+"""The k-SAE: sparsity, the Hub format and its failure modes, and a trainer that resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from revelio.hub import ArtifactFormatError
+from revelio.sae import KSparseAutoencoder
+from revelio.sae_training import SAETrainConfig, TensorSource, train_sae
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def synthetic(n: int = 40_000, d: int = 32, m: int = 64, active: int = 3, seed: int = 0):
+    """Data made of known sparse directions: each row mixes ``active`` of ``m`` unit vectors."""
+    g = torch.Generator().manual_seed(seed)
+    directions = torch.randn(m, d, generator=g)
+    directions /= directions.norm(dim=1, keepdim=True)
+    chosen = torch.stack([torch.randperm(m, generator=g)[:active] for _ in range(n)])
+    weights = torch.rand(n, active, generator=g) + 0.5
+    data = torch.zeros(n, m).scatter_(1, chosen, weights) @ directions + 0.3
+    return data, directions
+
+
+def small_config(**overrides) -> SAETrainConfig:
+    settings = dict(expansion=4, k=3, batch_size=512, total_tokens=300_000, dead_tokens=20_000,
+                    warmup_steps=20, lr=4e-3, checkpoint_every=1000, log_every=10)
+    return SAETrainConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[KSparseAutoencoder, torch.Tensor, Path]:
+    data, directions = synthetic()
+    out = tmp_path_factory.mktemp("sae")
+    config = small_config(metadata={"backbone": "tiny", "hook": "mid_block", "timestep": 25, "pooling": "mean"})
+    return train_sae(TensorSource(data), config, out, progress=False), directions, out
+
+
+def test_trainer_recovers_known_sparse_directions(trained):
+    sae, directions, _ = trained
+    best_cosine = (directions @ sae.W_dec.detach().T).max(dim=1).values
+    assert (best_cosine > 0.9).float().mean() >= 0.9
+    assert sae.metadata["metrics"]["fraction_variance_explained"] > 0.9
+
+
+def test_encode_keeps_exactly_k_latents():
+    sae = KSparseAutoencoder(d_in=16, d_sae=64, k=5)
+    with torch.no_grad():
+        sae.b_enc.fill_(10.0)  # every pre-activation positive, so ReLU drops none of the top k
+    x = torch.randn(7, 16)
+    code = sae.encode(x)
+    assert code.values.shape == code.indices.shape == (7, 5)
+    assert all(len(set(row.tolist())) == 5 for row in code.indices)
+    dense = sae.encode(x, dense=True)
+    assert ((dense != 0).sum(dim=1) == 5).all()
+    torch.testing.assert_close(sae.decode(code), sae.decode(dense))
+
+
+def test_spatial_tokens_keep_their_shape():
+    sae = KSparseAutoencoder(d_in=8, d_sae=32, k=4)
+    x = torch.randn(2, 9, 8)
+    assert sae.encode(x).values.shape == (2, 9, 4)
+    assert sae(x).shape == (2, 9, 8)
+    with pytest.raises(ValueError, match="takes inputs with 8 channels"):
+        sae.encode(torch.randn(2, 7))
+
+
+def test_decoder_rows_stay_unit_norm(trained):
+    sae, _, _ = trained
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(sae.d_sae))
+
+
+def test_training_writes_logs_plot_and_metrics(trained):
+    sae, _, out = trained
+    rows = [json.loads(line) for line in (out / "training" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["tokens"] == sae.metadata["training_tokens"]
+    assert rows[-1]["normalized_mse"] < rows[0]["normalized_mse"]
+    assert (out / "training" / "training_curves.png").stat().st_size > 1000
+    config = json.loads((out / "config.json").read_text())
+    assert config["hook"] == "mid_block" and config["timestep"] == 25 and config["input_scale"] > 0
+    assert set(config["metrics"]) >= {"normalized_mse", "fraction_variance_explained", "l0", "dead_fraction"}
+
+
+def test_save_and_load_are_bit_exact(trained, tmp_path):
+    sae, _, _ = trained
+    sae.extra_files = {"stats.safetensors": {"firing_frequency": torch.rand(sae.d_sae)}}
+    sae.save_pretrained(tmp_path / "cell")
+    loaded = KSparseAutoencoder.from_pretrained(tmp_path, subfolder="cell")
+    for name, param in sae.named_parameters():
+        assert torch.equal(param, getattr(loaded, name)), name
+    assert loaded.input_scale == sae.input_scale and loaded.metadata == sae.metadata
+    assert torch.equal(loaded.stats["firing_frequency"], sae.stats["firing_frequency"])
+
+
+def test_from_pretrained_by_repo_id_from_the_offline_cache(trained, tmp_path):
+    sae, _, _ = trained
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-saes"
+    sae.save_pretrained(repo / "snapshots" / commit / "mid_block" / "t25" / "mean")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = (
+        "import sys, torch; from revelio.sae import KSparseAutoencoder;"
+        "sae = KSparseAutoencoder.from_pretrained('someone/tiny-saes', subfolder='mid_block/t25/mean');"
+        "print(sae.d_sae, float(sae.W_dec.sum()))"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [str(sae.d_sae), str(float(sae.W_dec.detach().sum()))]
+
+
+@pytest.fixture
+def saved(trained, tmp_path) -> Path:
+    trained[0].save_pretrained(tmp_path / "sae")
+    return tmp_path / "sae"
+
+
+def test_truncated_weights_are_refused(saved):
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ArtifactFormatError, match="not a valid safetensors file.*truncated"):
+        KSparseAutoencoder.from_pretrained(saved)
+
+
+def test_tampered_weights_are_refused(saved):
+    weights = saved / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF  # one flipped byte in the tensor data: the file still parses
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactFormatError, match="does not match the checksum"):
+        KSparseAutoencoder.from_pretrained(saved)
+
+
+def test_config_that_disagrees_with_the_weights_is_refused(saved):
+    config = json.loads((saved / "config.json").read_text())
+    config["d_sae"] *= 2
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactFormatError, match="do not fit .*expected"):
+        KSparseAutoencoder.from_pretrained(saved)
+
+
+def test_pickles_are_never_loaded(saved):
+    (saved / "model.safetensors").write_bytes(pickle.dumps({"W_enc": [1.0, 2.0]}))
+    with pytest.raises(ArtifactFormatError, match="looks like a pickle.*never unpickles"):
+        KSparseAutoencoder.from_pretrained(saved)
+
+
+def test_missing_subfolder_lists_what_exists(saved):
+    with pytest.raises(ArtifactFormatError, match=r"no config.json in .*up_blocks.*Folders with a config.json here: \['.'\]"):
+        KSparseAutoencoder.from_pretrained(saved, subfolder="up_blocks.0/t25/mean")
+
+
+def test_killed_training_resumes_to_the_same_weights(tmp_path):
+    data, _ = synthetic(n=8192)
+    save_file({"data": data}, str(tmp_path / "data.safetensors"))
+    config = small_config(total_tokens=200 * 256, batch_size=256, checkpoint_every=20, dead_tokens=2048)
+    uninterrupted = train_sae(TensorSource(data), config, tmp_path / "straight", progress=False)
+
+    script = (
+        "import sys, torch; from safetensors.torch import load_file;"
+        "from revelio.sae_training import SAETrainConfig, TensorSource, train_sae;"
+        "cfg = SAETrainConfig(**__import__('json').loads(sys.argv[1]));"
+        "train_sae(TensorSource(load_file(sys.argv[2])['data']), cfg, sys.argv[3], progress=False)"
+    )
+    settings = {k: v for k, v in config.__dict__.items()}
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(settings), str(tmp_path / "data.safetensors"), str(out)], cwd=ROOT
+    )
+    latest = out / "training" / "checkpoints" / "latest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if latest.is_file() and json.loads(latest.read_text())["step"] >= 60:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "training finished before it could be killed; raise total_tokens"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists()
+
+    resumed = train_sae(TensorSource(data), config, out, progress=False)
+    for name, param in uninterrupted.named_parameters():
+        assert torch.equal(param, getattr(resumed, name)), name
+    steps = [json.loads(line)["step"] for line in (out / "training" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)), "the log reads as one run after resuming"
+    shutil.rmtree(tmp_path / "straight")

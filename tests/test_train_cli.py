@@ -1,0 +1,82 @@
+"""The train/ command lines end to end on a tiny model and a local image folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from revelio.cache import ActivationCache
+from revelio.hub import read_safetensors
+from revelio.sae import KSparseAutoencoder
+
+ROOT = Path(__file__).resolve().parents[1]
+HOOKS, TIMESTEPS = ["down_blocks.1", "mid_block"], ["50", "400"]
+
+
+def run(*command: str, **env: str) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env}, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for label, brightness in (("dark", 40), ("light", 200)):
+        (root / label).mkdir()
+        for i in range(24):
+            pixels = np.clip(rng.normal(brightness, 30, (16, 16)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(model_dirs, image_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cache")
+    run(sys.executable, "train/extract_activations.py", "--backbone", str(model_dirs["pixel-class"]),
+        "--dataset", str(image_folder), "--hooks", *HOOKS, "--timesteps", *TIMESTEPS,
+        "--batch-size", "16", "--out", str(out), "--overwrite")
+    return out
+
+
+def test_extraction_writes_every_cell_with_labels(cache, image_folder, model_dirs):
+    info = json.loads((cache / "dataset.json").read_text())
+    assert info["class_names"] == ["dark", "light"] and info["num_images"] == 48
+    assert read_safetensors(cache / "labels.safetensors")["labels"].bincount().tolist() == [24, 24]
+    for hook in HOOKS:
+        for t in TIMESTEPS:
+            pooled = ActivationCache(cache / hook / f"t{t}" / "mean")
+            spatial = ActivationCache(cache / hook / f"t{t}" / "none")
+            assert pooled.num_rows == 48 and spatial.num_rows == 48 * spatial.tokens_per_image
+            assert pooled.manifest["metadata"]["dataset"] == str(image_folder)
+            assert pooled.manifest["metadata"]["backbone"] == str(model_dirs["pixel-class"])
+
+
+def test_grid_trains_across_two_processes(cache, tmp_path):
+    out = tmp_path / "saes"
+    result = run(
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "train/train_sae.py", "--cache", str(cache), "--out", str(out), "--poolings", "mean",
+        "--expansion", "2", "--k", "4", "--batch-size", "16", "--tokens", "1600", "--warmup-steps", "5",
+        OMP_NUM_THREADS="1",
+    )
+    reports = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert sorted(r["rank"] for r in reports) == [0, 0, 1, 1], "4 cells split over 2 ranks"
+    for hook in HOOKS:
+        for t in TIMESTEPS:
+            sae = KSparseAutoencoder.from_pretrained(out, subfolder=f"{hook}/t{t}/mean")
+            assert sae.metadata["hook"] == hook and sae.metadata["timestep"] == int(t)
+            assert sae.metadata["training_tokens"] == 1600 and sae.k == 4
+            assert torch.isfinite(sae.W_enc).all()
