@@ -5,8 +5,9 @@ k active values per row), so memory stays bounded by one chunk's codes plus a [d
 exemplar table: no dense [rows, d_sae] matrix is ever built, and the encoder's dense
 pre-activations are made for a few thousand rows at a time.
 
-Results do not depend on the chunk size: sums accumulate in float64, and ties between equal
-activations always go to the lower image index.
+The results do not depend on ``chunk_rows``: sums accumulate in float64, an image whose tokens
+straddle two chunks waits for the rest of them, and ties between equal activations always go to
+the lower image index.
 
 The main monosemanticity score is *purity*: the share of a feature's activation-weighted label
 distribution that falls on its dominant label. (The paper's score, the std of the labels of a
@@ -133,8 +134,8 @@ class _Entries:
     image: torch.Tensor  # int64
     location: torch.Tensor  # int32, -1 for pooled caches
 
-    def select(self, mask: torch.Tensor) -> _Entries:
-        return _Entries(self.feature[mask], self.value[mask], self.image[mask], self.location[mask])
+    def select(self, index: torch.Tensor | slice) -> _Entries:
+        return _Entries(*(column[index] for column in self.columns()))
 
     @staticmethod
     def cat(first: _Entries, second: _Entries) -> _Entries:
@@ -186,7 +187,9 @@ def _per_image_max(entries: _Entries, d_sae: int) -> _Entries:
 class _Accumulator:
     """Running per-feature sums, maxima, label mass and top-n exemplars."""
 
-    def __init__(self, d_sae: int, top_n: int, labels: torch.Tensor | None, n_classes: int, device: torch.device) -> None:
+    def __init__(
+        self, d_sae: int, top_n: int, labels: torch.Tensor | None, n_classes: int, device: torch.device
+    ) -> None:
         self.d_sae, self.top_n, self.labels, self.n_classes = d_sae, top_n, labels, n_classes
         self.num_rows = 0
         self.row_count = torch.zeros(d_sae, dtype=torch.int64, device=device)
@@ -221,11 +224,12 @@ class _Accumulator:
         """
         if not len(entries.value):
             return
-        order = torch.sort(entries.value, descending=True, stable=True).indices
-        order = order[torch.sort(entries.feature[order], stable=True).indices]
-        entries = _Entries(*(column[order] for column in entries.columns()))
+        # one sort by (feature, activation descending): positive floats order like their bits
+        descending = torch.iinfo(torch.int32).max - entries.value.view(torch.int32).long()
+        entries = entries.select(torch.sort(entries.feature * 2**31 + descending, stable=True).indices)
         counts = torch.bincount(entries.feature, minlength=self.d_sae)
-        rank = torch.arange(len(entries.feature), device=counts.device) - (counts.cumsum(0) - counts)[entries.feature]
+        first_of_feature = counts.cumsum(0) - counts
+        rank = torch.arange(len(entries.feature), device=counts.device) - first_of_feature[entries.feature]
         keep = rank < self.top_n
         where = (entries.feature[keep], rank[keep])
         values = torch.full_like(self.top_values, float("-inf")).index_put_(where, entries.value[keep])
@@ -267,7 +271,7 @@ class _Accumulator:
 def _label_strings(
     live: list[bool], dominant: list[int], purity: list[float], class_names: Sequence[str] | None
 ) -> list[str]:
-    """ "sneaker (94%)" per live feature (the class id without names), "dead", or "" without labels."""
+    """Each feature's label: "sneaker (94%)" (the class id without names), "dead", or "" without labels."""
     labels = []
     for alive, label, share in zip(live, dominant, purity):
         if not alive:
@@ -352,9 +356,10 @@ def feature_stats(
         if spatial:
             if pending is not None:
                 entries = _Entries.cat(pending, entries)
-            last = entries.image == int(chunk["image_index"][-1])
-            pending = entries.select(last)
-            entries = _per_image_max(entries.select(~last), sae.d_sae)
+            # entries are in image order, so the last image's entries are a suffix
+            split = int(torch.searchsorted(entries.image, chunk["image_index"][-1:].to(entries.image.device)))
+            pending = entries.select(slice(split, None))
+            entries = _per_image_max(entries.select(slice(None, split)), sae.d_sae)
         accumulator.add_images(entries)
     if pending is not None:
         accumulator.add_images(_per_image_max(pending, sae.d_sae))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from revelio.hub import ArtifactFormatError, HubArtifact
+from revelio.sparse_ops import SparseCodePattern
 
 # Descriptive fields an SAE carries from training to the Hub (all optional, JSON values).
 METADATA_FIELDS = ("backbone", "hook", "timestep", "pooling", "dataset", "training_tokens", "metrics")
@@ -33,50 +34,30 @@ class SparseCode:
         return dense.scatter_(-1, self.indices, self.values)
 
 
-def _sparse_row_gradient(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, num_rows: int) -> torch.Tensor:
-    """sum over (n, j) of weights[n, j] * rows[n], accumulated into output row indices[n, j].
-
-    This is exactly embedding_bag's weight gradient, whose kernel does the accumulation without
-    materialising a dense [N, num_rows] matrix.
-    """
-    with torch.enable_grad():
-        table = torch.zeros(num_rows, rows.shape[-1], dtype=rows.dtype, device=rows.device, requires_grad=True)
-        out = F.embedding_bag(indices, table, per_sample_weights=weights, mode="sum")
-        (grad,) = torch.autograd.grad(out, table, rows)
-    return grad
-
-
 class _TopKEncode(torch.autograd.Function):
-    """Encoder matmul + top-k + ReLU with a sparse backward pass."""
+    """Encoder matmul + top-k + ReLU whose backward touches only the k kept latents per row.
+
+    (The trainer's :class:`revelio.sae_training.FusedStep` writes the same math out by hand into
+    persistent buffers; this keeps ``encode`` differentiable for users' own training loops.)
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int, dead: torch.Tensor | None, k_aux: int):
-        pre = torch.addmm(bias, x, weight.t())
-        values, indices = pre.topk(k, dim=-1, sorted=False)
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int):
+        values, indices = torch.addmm(bias, x, weight.t()).topk(k, dim=-1, sorted=False)
         values = values.relu()
-        outputs = [values, indices]
-        if dead is not None:
-            aux_values, aux_indices = pre.masked_fill_(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False)
-            outputs += [aux_values.relu(), aux_indices]
-        ctx.save_for_backward(x, weight, *outputs)
-        ctx.mark_non_differentiable(*outputs[1::2])
-        return tuple(outputs)
+        ctx.save_for_backward(x, weight, values, indices)
+        ctx.mark_non_differentiable(indices)
+        return values, indices
 
     @staticmethod
-    def backward(ctx: Any, *grads: torch.Tensor):
-        x, weight, *saved = ctx.saved_tensors
-        all_indices, all_grads = [], []
-        for (values, indices), grad in zip(zip(saved[0::2], saved[1::2]), grads[0::2]):
-            if grad is None:
-                continue
-            all_indices.append(indices)
-            all_grads.append(grad * (values > 0))
-        indices, grad = torch.cat(all_indices, dim=-1), torch.cat(all_grads, dim=-1)
+    def backward(ctx: Any, grad_values: torch.Tensor, _grad_indices: None):
+        x, weight, values, indices = ctx.saved_tensors
+        grad = grad_values * (values > 0)
         grad_x = F.embedding_bag(indices, weight, per_sample_weights=grad, mode="sum")
-        grad_weight = _sparse_row_gradient(indices, grad, x, weight.shape[0])
+        grad_weight = SparseCodePattern(indices, weight.shape[0]).accumulate_(torch.empty_like(weight), grad, x, overwrite=True)
         grad_bias = torch.zeros(weight.shape[0], dtype=grad.dtype, device=grad.device)
-        grad_bias.index_add_(0, indices.flatten(), grad.flatten())
-        return grad_x, grad_weight, grad_bias, None, None, None
+        grad_bias.index_add_(0, indices.reshape(-1), grad.reshape(-1))
+        return grad_x, grad_weight, grad_bias, None
 
 
 class KSparseAutoencoder(nn.Module, HubArtifact):
@@ -117,8 +98,8 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
         code = SparseCode(values.reshape(*x.shape[:-1], self.k), indices.reshape(*x.shape[:-1], self.k))
         return code.to_dense(self.d_sae) if dense else code
 
-    def _encode_flat(self, x: torch.Tensor, dead: torch.Tensor | None = None, k_aux: int = 0) -> tuple[torch.Tensor, ...]:
-        return _TopKEncode.apply((x * self.input_scale) - self.b_pre, self.W_enc, self.b_enc, self.k, dead, k_aux)
+    def _encode_flat(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _TopKEncode.apply((x * self.input_scale) - self.b_pre, self.W_enc, self.b_enc, self.k)
 
     def decode(self, code: SparseCode | torch.Tensor) -> torch.Tensor:
         """Reconstruction in input units from a :class:`SparseCode` or a dense [..., d_sae] code."""
@@ -141,14 +122,15 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Project decoder rows back to unit norm (after each optimiser step)."""
-        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.W_dec /= torch.linalg.vector_norm(self.W_dec, dim=1, keepdim=True).clamp_min(1e-12)
 
     @torch.no_grad()
     def remove_parallel_decoder_grad(self) -> None:
         """Drop the gradient component along each decoder row; it would only change its norm."""
-        if self.W_dec.grad is not None:
-            parallel = (self.W_dec.grad * self.W_dec).sum(dim=1, keepdim=True)
-            self.W_dec.grad -= parallel * self.W_dec
+        grad = self.W_dec.grad
+        if grad is not None:  # row-wise dots via bmm and an in-place update: no [d_sae, d_in] temporaries
+            parallel = torch.bmm(grad.unsqueeze(1), self.W_dec.unsqueeze(2)).reshape(-1, 1)
+            grad.addcmul_(self.W_dec, parallel, value=-1)
 
     # --- the Hub format --------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:

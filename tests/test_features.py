@@ -20,7 +20,7 @@ from revelio.features import (
     feature_stats,
     top_features,
 )
-from revelio.hub import ArtifactFormatError
+from revelio.hub import ArtifactFormatError, write_safetensors
 from revelio.sae import KSparseAutoencoder
 
 HOOK = "mid_block"
@@ -92,16 +92,16 @@ def spatial(tmp_path: Path) -> ActivationCache:
 
 def _top(stats: FeatureStats, feature: int) -> list[tuple[int, float, int]]:
     """A feature's exemplars as (image, activation, location), padding dropped."""
-    rows = zip(stats.top_images[feature].tolist(), stats.top_activations[feature].tolist(), stats.top_locations[feature].tolist())
-    return [row for row in rows if row[0] >= 0]
+    columns = (stats.top_images, stats.top_activations, stats.top_locations)
+    return [row for row in zip(*(column[feature].tolist() for column in columns)) if row[0] >= 0]
 
 
 def test_pooled_stats_match_hand_counts(pooled):
     stats = feature_stats(_sae(), pooled, top_n=5, labels=POOLED_LABELS, class_names=NAMES)
 
-    assert stats.firing_frequency.tolist() == [4 / 12, 4 / 12, 4 / 12, 3 / 12, 0.0]
+    assert stats.firing_frequency.tolist() == pytest.approx([4 / 12, 4 / 12, 4 / 12, 3 / 12, 0.0])
     assert stats.image_frequency.tolist() == stats.firing_frequency.tolist()
-    assert stats.mean_activation.tolist() == [7.5 / 4, 9.0 / 4, 5.5 / 4, 6.0 / 3, 0.0]
+    assert stats.mean_activation.tolist() == pytest.approx([7.5 / 4, 9.0 / 4, 5.5 / 4, 6.0 / 3, 0.0])
     assert stats.overall_mean_activation.tolist() == pytest.approx([7.5 / 12, 9.0 / 12, 5.5 / 12, 6.0 / 12, 0.0])
     assert stats.max_activation.tolist() == [3.0, 4.0, 2.5, 3.0, 0.0]
     # sorted by activation; the tie in class 1 (images 1 and 4, both 2.0) goes to the lower index
@@ -141,7 +141,7 @@ def test_spatial_exemplars_take_each_image_once_at_its_peak(spatial):
     rows = 6 * SIDE * SIDE
     assert stats.firing_frequency.tolist() == pytest.approx([4 / rows, 4 / rows, 4 / rows, 3 / rows, 0.0])
     assert stats.image_frequency.tolist() == pytest.approx([2 / 6, 2 / 6, 2 / 6, 2 / 6, 0.0])
-    assert stats.mean_activation.tolist() == [6.0 / 4, 7.5 / 4, 5.25 / 4, 2.0 / 3, 0.0]
+    assert stats.mean_activation.tolist() == pytest.approx([6.0 / 4, 7.5 / 4, 5.25 / 4, 2.0 / 3, 0.0])
     assert _top(stats, 0) == [(0, 2.0, 4), (3, 2.0, 0)]
     assert _top(stats, 1) == [(4, 4.0, 5), (1, 1.0, 2)]
     assert _top(stats, 2) == [(2, 3.0, 8), (5, 0.5, 1)]
@@ -176,6 +176,9 @@ def test_round_trips_through_tensors_and_a_safetensors_file(spatial, tmp_path):
         for name, tensor in stats.to_tensors().items():
             assert torch.equal(getattr(copy, name), tensor)
 
+    write_safetensors(stats.to_tensors(), tmp_path / "bare.safetensors")  # no label metadata
+    with pytest.raises(ArtifactFormatError, match="feature_labels"):
+        FeatureStats.load(tmp_path / "bare.safetensors")
     with pytest.raises(ArtifactFormatError, match="purity"):
         FeatureStats.from_tensors({k: v for k, v in stats.to_tensors().items() if k != "purity"}, stats.labels)
     with pytest.raises(ArtifactFormatError, match="number of features"):
@@ -223,3 +226,27 @@ def test_heatmap_and_top_features_of_one_image():
     assert top_features(sae, _pooled_data()[1], n=1) == [(3, 3.0)]
     with pytest.raises(ValueError, match="grid_side"):
         feature_heatmap(sae, tokens, feature=0, grid_side=2)
+
+
+def test_random_spatial_cache_matches_a_dense_reference(tmp_path):
+    """Against a brute-force computation with dense [rows, d_sae] codes, on a random SAE."""
+    torch.manual_seed(0)
+    sae = KSparseAutoencoder(d_in=6, d_sae=24, k=3)
+    cache = _cache(tmp_path, torch.randn(10, 16, 6), shard_rows=11)
+    labels = torch.randint(0, 3, (10,))
+    stats = feature_stats(sae, cache, top_n=4, labels=labels, chunk_rows=5)
+
+    with torch.no_grad():
+        dense = sae.encode(cache.read_all()["activations"], dense=True)
+    per_image, where = dense.reshape(10, 16, 24).max(dim=1)  # [images, d_sae]
+    assert torch.allclose(stats.firing_frequency, (dense > 0).float().mean(0))
+    assert torch.allclose(stats.max_activation, dense.max(0).values)
+    assert torch.allclose(stats.overall_mean_activation, dense.mean(0))
+    for feature in range(24):
+        strengths = per_image[:, feature]
+        images = [i for i in strengths.argsort(descending=True).tolist() if strengths[i] > 0][:4]
+        assert stats.top_images[feature, : len(images)].tolist() == images
+        assert stats.top_locations[feature, : len(images)].tolist() == where[images, feature].tolist()
+        mass = torch.zeros(3).index_add_(0, labels, strengths)
+        if mass.sum() > 0:
+            assert torch.allclose(stats.label_distribution[feature], mass / mass.sum())

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from revelio.hub import ArtifactFormatError
 from revelio.sae import KSparseAutoencoder
-from revelio.sae_training import SAETrainConfig, TensorSource, train_sae
+from revelio.sae_training import FusedStep, SAETrainConfig, TensorSource, train_sae
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
 
     script = (
         "import sys, torch; from safetensors.torch import load_file;"
-        "from revelio.sae_training import SAETrainConfig, TensorSource, train_sae;"
+        "from revelio.sae_training import FusedStep, SAETrainConfig, TensorSource, train_sae;"
         "cfg = SAETrainConfig(**__import__('json').loads(sys.argv[1]));"
         "train_sae(TensorSource(load_file(sys.argv[2])['data']), cfg, sys.argv[3], progress=False)"
     )
@@ -197,3 +197,61 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
     steps = [json.loads(line)["step"] for line in (out / "training" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)), "the log reads as one run after resuming"
     shutil.rmtree(tmp_path / "straight")
+
+
+class _NoStep:
+    """An optimiser that leaves parameters alone, so the step's gradients can be inspected."""
+
+    param_groups: list = []
+
+    def step(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("with_auxk", [False, True])
+def test_fused_step_gradients_equal_autograd_of_the_dense_loss(with_auxk):
+    torch.manual_seed(0)
+    sae = KSparseAutoencoder(d_in=12, d_sae=48, k=4, input_scale=1.5).double()
+    with torch.no_grad():
+        sae.b_pre.normal_()
+        sae.b_enc.normal_(std=0.1)
+    x = torch.randn(32, 12, dtype=torch.float64)
+    dead = (torch.arange(48) % 3 == 0) if with_auxk else None
+    k_aux, coef = 6, 0.25
+
+    target = x * sae.input_scale
+    pre = (target - sae.b_pre) @ sae.W_enc.t() + sae.b_enc
+    values, indices = pre.topk(sae.k)
+    dense = torch.zeros_like(pre).scatter(1, indices, values.relu())
+    err = dense @ sae.W_dec + sae.b_pre - target
+    total = (target - target.mean(0)).pow(2).sum()
+    loss = err.pow(2).sum() / total
+    if with_auxk:
+        aux_values, aux_indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux)
+        aux_dense = torch.zeros_like(pre).scatter(1, aux_indices, aux_values.relu())
+        loss = loss + coef * (aux_dense @ sae.W_dec + err.detach()).pow(2).sum() / total
+    expected = dict(zip(["W_dec", "W_enc", "b_enc", "b_pre"], torch.autograd.grad(loss, [sae.W_dec, sae.W_enc, sae.b_enc, sae.b_pre])))
+    parallel = (expected["W_dec"] * sae.W_dec).sum(1, keepdim=True)
+    expected["W_dec"] = expected["W_dec"] - parallel * sae.W_dec
+
+    out = FusedStep(sae, _NoStep(), batch_size=32)(x, dead, k_aux, coef)
+    torch.testing.assert_close(out["normalized_mse"], (err.pow(2).sum() / total).detach())
+    for name, grad in expected.items():
+        torch.testing.assert_close(getattr(sae, name).grad, grad.detach(), msg=name)
+
+
+def test_encode_is_differentiable_with_the_dense_gradients():
+    torch.manual_seed(0)
+    sae = KSparseAutoencoder(d_in=16, d_sae=64, k=4, input_scale=2.0).double()
+    with torch.no_grad():
+        sae.b_pre.normal_()
+        sae.b_enc.normal_(std=0.1)
+    x = torch.randn(10, 16, dtype=torch.float64)
+    params = list(sae.parameters())
+    sparse_grads = torch.autograd.grad(sae(x).pow(2).sum(), params)
+    pre = (x * 2 - sae.b_pre) @ sae.W_enc.t() + sae.b_enc
+    values, indices = pre.topk(4)
+    dense = torch.zeros_like(pre).scatter(1, indices, values.relu())
+    dense_grads = torch.autograd.grad(((dense @ sae.W_dec + sae.b_pre) / 2).pow(2).sum(), params)
+    for sparse, dense_grad in zip(sparse_grads, dense_grads):
+        torch.testing.assert_close(sparse, dense_grad)
