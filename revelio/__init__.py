@@ -18,6 +18,19 @@ _EXPORTS = {
     "capture_outputs": "revelio.hooks",
     "replace_outputs": "revelio.hooks",
     "ImageError": "revelio.images",
+    "KSparseAutoencoder": "revelio.sae",
+    "SparseCode": "revelio.sae",
+    "SAETrainConfig": "revelio.sae_training",
+    "train_sae": "revelio.sae_training",
+    "ActivationCache": "revelio.cache",
+    "CacheWriter": "revelio.cache",
+    "write_cache": "revelio.cache",
+    "feature_stats": "revelio.features",
+    "FeatureStats": "revelio.features",
+    "Probe": "revelio.probes",
+    "LinearProbe": "revelio.probes",
+    "DiffCProbe": "revelio.probes",
+    "classify": "revelio.classification",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 CONFIG_NAME = "config.json"
@@ -72,6 +72,12 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    """The string metadata in a safetensors header (call after read_safetensors validated it)."""
+    with safe_open(str(path), "pt") as file:
+        return dict(file.metadata() or {})
+
+
 def write_json(data: dict[str, Any], path: Path) -> None:
     _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
@@ -116,10 +122,15 @@ def resolve_file(
         ) from None
 
 
+# An extra safetensors file: its tensors and its header's string metadata.
+ExtraFile = tuple[dict[str, torch.Tensor], dict[str, str]]
+
+
 class HubArtifact:
     """Mixin: subclasses define ``config_dict``, ``from_config``, ``weight_shapes`` and ``state``.
 
-    ``extra_files`` (name -> tensors) are written beside the weights, e.g. an SAE's feature stats.
+    ``extra_files`` (name -> (tensors, metadata)) are written beside the weights and read back,
+    checksummed like them, e.g. an SAE's feature statistics.
     """
 
     artifact_type: ClassVar[str]
@@ -142,7 +153,7 @@ class HubArtifact:
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
 
-    extra_files: dict[str, dict[str, torch.Tensor]]
+    extra_files: dict[str, ExtraFile]
 
     # --- shared behaviour --------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -153,8 +164,8 @@ class HubArtifact:
         directory.mkdir(parents=True, exist_ok=True)
         write_safetensors(self.state(), directory / WEIGHTS_NAME)
         checksums = {WEIGHTS_NAME: _sha256(directory / WEIGHTS_NAME)}
-        for name, tensors in getattr(self, "extra_files", {}).items():
-            write_safetensors(tensors, directory / name)
+        for name, (tensors, metadata) in getattr(self, "extra_files", {}).items():
+            write_safetensors(tensors, directory / name, metadata)
             checksums[name] = _sha256(directory / name)
         config = {
             **self.config_dict(),
@@ -207,7 +218,9 @@ class HubArtifact:
             )
         artifact = cls.from_config(config)
         artifact.load_state(tensors)
-        artifact.extra_files = loaded
+        artifact.extra_files = {
+            name: (tensors, read_safetensors_metadata(files[name])) for name, tensors in loaded.items()
+        }
         return artifact
 
     def push_to_hub(

@@ -9,15 +9,19 @@ gradient, so the weight gradient is a k-row accumulation per input instead of a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from revelio.hub import ArtifactFormatError, HubArtifact
+from revelio.hub import ArtifactFormatError, ExtraFile, HubArtifact
 from revelio.sparse_ops import SparseCodePattern
 
+if TYPE_CHECKING:
+    from revelio.features import FeatureStats
+
+STATS_FILE = "stats.safetensors"
 # Descriptive fields an SAE carries from training to the Hub (all optional, JSON values).
 METADATA_FIELDS = ("backbone", "hook", "timestep", "pooling", "dataset", "training_tokens", "metrics")
 
@@ -78,7 +82,7 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
             raise TypeError(f"unknown SAE config fields {sorted(unknown)}; known: {METADATA_FIELDS}")
         self.d_in, self.d_sae, self.k, self.input_scale = d_in, d_sae, k, float(input_scale)
         self.metadata: dict[str, Any] = dict(metadata)
-        self.extra_files: dict[str, dict[str, torch.Tensor]] = {}
+        self.extra_files: dict[str, ExtraFile] = {}
         decoder = torch.randn(d_sae, d_in)
         decoder /= decoder.norm(dim=1, keepdim=True)
         self.W_dec = nn.Parameter(decoder)
@@ -158,9 +162,20 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
         self.load_state_dict(tensors)
 
     @property
-    def stats(self) -> dict[str, torch.Tensor]:
-        """Per-feature statistics (firing frequency, mean/max activation, exemplars) if computed."""
-        return self.extra_files.get("stats.safetensors", {})
+    def feature_stats(self) -> "FeatureStats | None":
+        """Per-feature statistics saved beside the weights (firing frequency, exemplars, labels)."""
+        from revelio.features import FeatureStats, labels_from_metadata
+
+        if STATS_FILE not in self.extra_files:
+            return None
+        tensors, metadata = self.extra_files[STATS_FILE]
+        return FeatureStats.from_tensors(tensors, labels_from_metadata(metadata))
+
+    @feature_stats.setter
+    def feature_stats(self, stats: "FeatureStats") -> None:
+        if len(stats.firing_frequency) != self.d_sae:
+            raise ValueError(f"statistics describe {len(stats.firing_frequency)} features; this SAE has {self.d_sae}")
+        self.extra_files[STATS_FILE] = (stats.to_tensors(), stats.to_metadata())
 
     def extra_repr(self) -> str:
         where = ", ".join(f"{k}={self.metadata[k]!r}" for k in ("hook", "timestep", "pooling") if k in self.metadata)

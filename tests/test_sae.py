@@ -16,6 +16,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from revelio.cache import ActivationCache, write_cache
+from revelio.features import feature_stats
 from revelio.hub import ArtifactFormatError
 from revelio.sae import KSparseAutoencoder
 from revelio.sae_training import FusedStep, SAETrainConfig, TensorSource, train_sae
@@ -95,13 +97,17 @@ def test_training_writes_logs_plot_and_metrics(trained):
 
 def test_save_and_load_are_bit_exact(trained, tmp_path):
     sae, _, _ = trained
-    sae.extra_files = {"stats.safetensors": {"firing_frequency": torch.rand(sae.d_sae)}}
+    data, _ = synthetic(n=600, seed=1)
+    labels = torch.arange(600) % 3
+    (cell,) = write_cache(tmp_path / "cache", [{("mid_block", 25): data}], pooling="mean").values()
+    sae.feature_stats = feature_stats(sae, ActivationCache(cell), labels=labels, class_names=["a", "b", "c"])
     sae.save_pretrained(tmp_path / "cell")
     loaded = KSparseAutoencoder.from_pretrained(tmp_path, subfolder="cell")
     for name, param in sae.named_parameters():
         assert torch.equal(param, getattr(loaded, name)), name
     assert loaded.input_scale == sae.input_scale and loaded.metadata == sae.metadata
-    assert torch.equal(loaded.stats["firing_frequency"], sae.stats["firing_frequency"])
+    assert loaded.feature_stats.labels == sae.feature_stats.labels
+    assert torch.equal(loaded.feature_stats.top_images, sae.feature_stats.top_images)
 
 
 def test_from_pretrained_by_repo_id_from_the_offline_cache(trained, tmp_path):
