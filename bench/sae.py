@@ -95,7 +95,7 @@ def our_step_fn(sae: KSparseAutoencoder, opt: torch.optim.Optimizer, since_fired
         dead = since_fired >= dead_tokens
         k_aux = min(D_IN // 2, int(dead.sum()))
         out = fused(x, dead if k_aux else None, k_aux, 1 / 32)
-        since_fired += x.shape[0]
+        since_fired.add_(x.shape[0])
         since_fired[out["indices"][out["active"]]] = 0
 
     return step

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 import pytest
 import torch
 from PIL import Image
+
+import revelio
 
 from revelio.cache import ActivationCache
 from revelio.hub import read_safetensors
@@ -80,3 +83,29 @@ def test_grid_trains_across_two_processes(cache, tmp_path):
             assert sae.metadata["hook"] == hook and sae.metadata["timestep"] == int(t)
             assert sae.metadata["training_tokens"] == 1600 and sae.k == 4
             assert torch.isfinite(sae.W_enc).all()
+
+
+def test_probe_grid_with_baselines(cache, model_dirs, image_folder, tmp_path):
+    random_cache = tmp_path / "random-cache"
+    run(sys.executable, "train/extract_activations.py", "--backbone", str(model_dirs["pixel-class"]),
+        "--dataset", str(image_folder), "--hooks", *HOOKS, "--timesteps", *TIMESTEPS, "--poolings", "mean", "none",
+        "--batch-size", "16", "--out", str(random_cache), "--random-weights")
+    saes = tmp_path / "saes"
+    run(sys.executable, "train/train_sae.py", "--cache", str(cache), "--out", str(saes), "--poolings", "mean",
+        "--expansion", "2", "--k", "4", "--batch-size", "16", "--tokens", "800", "--warmup-steps", "5")
+    out = tmp_path / "release"
+    result = run(sys.executable, "train/train_probes.py", "--cache", str(cache), "--random-cache", str(random_cache),
+                 "--saes", str(saes), "--epochs", "3", "--out", str(out))
+    summary = json.loads((out / "metrics" / "probe_grid.json").read_text())
+    kinds = {(r["features"], r["probe"]) for r in summary["rows"]}
+    assert kinds == {("diffusion", "linear"), ("diffusion", "diff-c"), ("diffusion", "sae-linear"),
+                     ("random-weights", "linear"), ("random-weights", "diff-c"), ("pixels", "linear")}
+    assert len(summary["rows"]) == 3 * 4 + 2 * 4 + 1
+    assert summary["best"]["test_accuracy"] >= 0.8, "dark vs light images are easy to tell apart"
+    assert "best cell:" in result.stdout
+    with open(out / "metrics" / "probe_grid.csv") as file:
+        assert len(file.read().strip().splitlines()) == 1 + len(summary["rows"])
+    for name in ("diffusion_linear", "diffusion_diff-c", "diffusion_sae-linear", "random-weights_linear"):
+        assert (out / "plots" / f"probe_accuracy_{name}.png").stat().st_size > 2000
+    probe = revelio.Probe.from_pretrained(out, subfolder=f"probes/mid_block/t{TIMESTEPS[0]}/linear")
+    assert probe.class_names == ["dark", "light"] and probe.metadata["metrics"]["test_accuracy"] >= 0.5

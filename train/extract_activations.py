@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--out", required=True, type=Path, help="cache root folder")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--random-weights", action="store_true", help="baseline: re-initialise the denoiser first")
     return parser.parse_args(argv)
 
 
@@ -45,9 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     from revelio.hub import write_json, write_safetensors
 
     backbone = revelio.load_backbone(args.backbone, device=args.device)
+    if args.random_weights:
+        backbone.randomize_weights(seed=args.seed)
     data = load_image_dataset(args.dataset, args.split, args.image_column, args.label_column, args.limit)
     hooks = args.hooks or backbone.hook_points
-    metadata = {"backbone": args.backbone, "dataset": args.dataset, "split": args.split, "seed": args.seed}
+    metadata = {"backbone": args.backbone, "dataset": args.dataset, "split": args.split, "seed": args.seed,
+                "random_weights": args.random_weights}
     dtype = getattr(torch, args.dtype)
     args.out.mkdir(parents=True, exist_ok=True)
     writers = {
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     write_json(
         {**metadata, "image_column": data.image_column, "label_column": data.label_column,
          "class_names": data.class_names, "num_images": len(data.dataset), "hooks": hooks,
-         "timesteps": args.timesteps, "poolings": args.poolings},
+         "timesteps": args.timesteps, "poolings": args.poolings, "resolution": backbone.resolution,
+         "image_channels": backbone.image_channels},
         args.out / "dataset.json",
     )
     print(json.dumps({"cache": str(args.out), "images": len(data.dataset), "cells": len(hooks) * len(args.timesteps) * len(args.poolings)}))

@@ -100,6 +100,18 @@ class Backbone(ABC):
     def _modules(self) -> list[nn.Module]:
         return [m for m in self.pipeline.components.values() if isinstance(m, nn.Module)]
 
+    def randomize_weights(self, seed: int = 0) -> "Backbone":
+        """Replace the denoiser by a freshly initialised one of the same architecture.
+
+        The baseline that shows what training adds: probes on a random-weights copy measure how
+        much of their accuracy comes from the architecture alone.
+        """
+        name = next(key for key, module in self.pipeline.components.items() if module is self.denoiser)
+        torch.manual_seed(seed)
+        fresh = type(self.denoiser).from_config(self.denoiser.config).to(self.device, self.dtype)
+        setattr(self.pipeline, name, fresh.requires_grad_(False).eval())
+        return self
+
     def to(self, device: str | torch.device) -> "Backbone":
         self.pipeline.to(device)
         return self

@@ -1,0 +1,40 @@
+"""Pictures of grid results (matplotlib, headless): accuracy or metric heatmaps over hooks x timesteps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def grid_heatmap(
+    values: dict[tuple[str, int], float], hooks: Sequence[str], timesteps: Sequence[int], title: str, path: Path,
+    colorbar_label: str = "test accuracy", best: str = "max",
+) -> Path:
+    """A hooks x timesteps heatmap with every cell's value written in it and the best one boxed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.full((len(hooks), len(timesteps)), np.nan)
+    for (hook, t), value in values.items():
+        grid[list(hooks).index(hook), list(timesteps).index(t)] = value
+    fig, ax = plt.subplots(figsize=(1.4 + 1.1 * len(timesteps), 1.0 + 0.5 * len(hooks)))
+    image = ax.imshow(grid, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(timesteps)), [f"t={t}" for t in timesteps])
+    ax.set_yticks(range(len(hooks)), hooks)
+    for (i, j), value in np.ndenumerate(grid):
+        if not np.isnan(value):
+            ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < np.nanmean(grid) else "black", fontsize=8)
+    if not np.all(np.isnan(grid)):
+        i, j = np.unravel_index(np.nanargmax(grid) if best == "max" else np.nanargmin(grid), grid.shape)
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    fig.colorbar(image, ax=ax, label=colorbar_label)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
