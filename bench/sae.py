@@ -232,7 +232,7 @@ def main() -> None:
               f"dead on held-out {m['dead_fraction']:.2%}  ({m['train_seconds']:.0f} s)")
 
     if not args.skip_rss:
-        with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1]) as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             rss = peak_rss(SyntheticActivations(), args.cache_gb, Path(tmp))
         print("\n== peak RSS while training and streaming the whole cache from disk (fresh process)")
         print(f"  cache {rss['cache_gb_on_disk']:.2f} GB on disk, {rss['cache_rows']:,} rows (written in {rss['write_seconds']:.0f} s)")

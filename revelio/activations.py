@@ -24,7 +24,10 @@ Activations = dict[tuple[str, int], torch.Tensor]
 
 
 def pool(hidden: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """[B, C] for "mean"; [B, tokens, C] for "none" (UNet maps flatten row-major to H*W tokens)."""
+    """[B, C] for "mean"; [B, tokens, C] for "none" (UNet maps flatten row-major to H*W tokens).
+
+    Pass float32 hidden states: a float16 mean over many tokens loses precision.
+    """
     if hidden.ndim == 4:  # UNet feature map [B, C, H, W]
         tokens = hidden.flatten(2).transpose(1, 2)
     elif hidden.ndim == 3:  # transformer tokens [B, T, C]
@@ -84,25 +87,40 @@ def iter_extract(
         unit="fwd",
     )
     start = 0
-    with bar, torch.inference_mode():
+    with bar:
         for batch in iter_image_batches(images, batch_size, image_column):
             stop = start + len(batch)
-            x0 = backbone.encode_images(batch)
-            noise = backbone.noise_like(x0, list(seed[start:stop]) if per_image_seed else seed)
             batch_condition = condition if conditions is None else conditions[start:stop]
-            out: Activations = {}
-            for t in timesteps:
-                x_t = backbone.add_noise(x0, t, noise=noise)
-                with capture_outputs(backbone.denoiser, hook_points, stop_when_done=True) as acts:
-                    try:
-                        backbone.denoise(x_t, t, batch_condition)
-                    except StopForward:
-                        pass
-                for hook in hook_points:
-                    out[(hook, t)] = pool(acts[hook], pooling).float().cpu()
-                bar.update(1)
+            batch_seed = list(seed[start:stop]) if per_image_seed else seed
+            # no_grad per batch, never across a yield (the caller's code keeps autograd), and not
+            # inference_mode, whose tensors could not be used later to train on.
+            with torch.no_grad():
+                out = _extract_batch(backbone, batch, hook_points, timesteps, pooling, batch_seed, batch_condition, bar)
             start = stop
             yield out
+
+
+def _extract_batch(
+    backbone: Backbone, batch: list, hook_points: list[str], timesteps: list[int], pooling: Pooling,
+    seed: int | list[int], condition: Any, bar: tqdm,
+) -> Activations:
+    x0 = backbone.encode_images(batch)
+    noise = backbone.noise_like(x0, seed)
+    out: Activations = {}
+    for t in timesteps:
+        x_t = backbone.add_noise(x0, t, noise=noise)
+        with capture_outputs(backbone.denoiser, hook_points, stop_when_done=True) as acts:
+            try:
+                backbone.denoise(x_t, t, condition)
+            except StopForward:
+                pass
+        missing = [hook for hook in hook_points if hook not in acts]
+        if missing:
+            raise RuntimeError(f"hook points {missing} never ran during the forward pass; pick modules the forward uses")
+        for hook in hook_points:
+            out[(hook, t)] = pool(acts[hook].float(), pooling).cpu()
+        bar.update(1)
+    return out
 
 
 def extract(

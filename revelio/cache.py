@@ -256,6 +256,11 @@ class _CellWriter:
         if self.manifest["d_in"] is None:
             self._start(d_in, per_image)
         rows = value.detach().to("cpu", self.dtype).reshape(count * per_image, d_in)
+        if not torch.isfinite(rows).all():
+            raise ValueError(
+                f"activations of {self.manifest['hook']!r} at t={self.manifest['timestep']} are not finite in "
+                f"{self.dtype} (overflow beyond its range, or NaN from the model); store them as bfloat16"
+            )
         self._pending.append(rows)
         self._pending_rows += count * per_image
         if self._pending_rows >= self.shard_rows:

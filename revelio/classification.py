@@ -23,7 +23,10 @@ def probe_features(
         raise ValueError(f"this probe reads SAE codes; pass sae= (the SAE {probe.metadata['sae']!r})")
     features = extract(backbone, images, [hook], [int(timestep)], pooling=pooling, seed=seed, batch_size=batch_size)
     features = features[(hook, int(timestep))]
-    return sae.encode(features, dense=True) if sae is not None else features
+    if sae is None:
+        return features
+    with torch.no_grad():
+        return sae.encode(features, dense=True)
 
 
 def classify(

@@ -37,7 +37,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
         tmp.write(text)
         tmp.flush()
@@ -56,16 +56,16 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: di
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file; pickles and damaged files get a clear refusal."""
-    with open(path, "rb") as file:
-        head = file.read(8)
-    if head[:1] == b"\x80" or head[:2] == b"PK":
-        raise ArtifactFormatError(
-            f"{path} looks like a pickle / torch.save file. revelio never unpickles files; "
-            "convert the weights to safetensors (safetensors.torch.save_file) in a trusted environment."
-        )
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
+        with open(path, "rb") as file:
+            head = file.read(2)
+        if head[:1] == b"\x80" or head == b"PK":  # pickle protocol 2+ / torch.save's zip
+            raise ArtifactFormatError(
+                f"{path} looks like a pickle / torch.save file. revelio never unpickles files; "
+                "convert the weights to safetensors (safetensors.torch.save_file) in a trusted environment."
+            ) from None
         raise ArtifactFormatError(
             f"{path} is not a valid safetensors file ({err}); it may be truncated or tampered "
             "with. Download or save it again."
@@ -79,7 +79,7 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:
-    _atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def resolve_file(
@@ -200,7 +200,7 @@ class HubArtifact:
         files = {WEIGHTS_NAME: resolve_file(repo_id_or_dir, WEIGHTS_NAME, subfolder, revision, **hub_kwargs)}
         for name in checksums:
             if name != WEIGHTS_NAME:
-                files[name] = resolve_file(repo_id_or_dir, name, subfolder, revision, required=False, **hub_kwargs)
+                files[name] = resolve_file(repo_id_or_dir, name, subfolder, revision, **hub_kwargs)
         loaded = {name: read_safetensors(path) for name, path in files.items() if path is not None}
         for name, path in files.items():
             if path is not None and name in checksums and _sha256(path) != checksums[name]:
@@ -209,7 +209,10 @@ class HubArtifact:
                     "modified or only partly written. Download or save it again."
                 )
         tensors = loaded.pop(WEIGHTS_NAME)
-        expected = cls.weight_shapes(config)
+        try:
+            expected = cls.weight_shapes(config)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactFormatError(f"{config_path} is incomplete or malformed ({err!r}).") from None
         actual = {name: tuple(t.shape) for name, t in tensors.items()}
         if actual != expected:
             raise ArtifactFormatError(

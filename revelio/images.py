@@ -32,12 +32,14 @@ def _open_file(source: str | Path | bytes) -> Image.Image:
     try:
         image = Image.open(stream)
         if image.width * image.height > MAX_PIXELS:
+            image.close()
             raise ImageError(
                 f"{what} is {image.width}x{image.height} pixels, more than the {MAX_PIXELS:,} "
                 "allowed; downscale it first."
             )
         image.seek(0)  # animated formats: use the first frame
         image.load()
+        image = ImageOps.exif_transpose(image)  # phone photos: apply the camera's rotation
     except ImageError:
         raise
     except FileNotFoundError:

@@ -7,11 +7,12 @@ shows up at once as a value near or above 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from revelio.sae import SparseCode
 
 if TYPE_CHECKING:
     from revelio.sae import KSparseAutoencoder
@@ -50,9 +51,10 @@ class SAEEvaluator:
 
     @torch.no_grad()
     def add(self, x: torch.Tensor) -> None:
-        x = x.reshape(-1, self.sae.d_in).float()
+        x = x.reshape(-1, self.sae.d_in).to(self.sae.W_enc.device, torch.float32)
         code = self.sae.encode(x)
-        err = (x - self.sae.decode(code)).double()
+        err = (x - self.sae.decode(code)).double().cpu()
+        x, code = x.cpu(), SparseCode(code.values.cpu(), code.indices.cpu())
         active = code.values > 0
         self.tokens += x.shape[0]
         self.sum_x += x.double().sum(dim=0)
@@ -79,9 +81,3 @@ class SAEEvaluator:
     def firing_frequency(self) -> torch.Tensor:
         return self.fires.double() / max(self.tokens, 1)
 
-
-def evaluate_sae(sae: "KSparseAutoencoder", batches: Iterable[torch.Tensor]) -> dict[str, float]:
-    evaluator = SAEEvaluator(sae)
-    for batch in batches:
-        evaluator.add(batch)
-    return evaluator.result()

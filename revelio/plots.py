@@ -13,15 +13,14 @@ def grid_heatmap(
     colorbar_label: str = "test accuracy", best: str = "max",
 ) -> Path:
     """A hooks x timesteps heatmap with every cell's value written in it and the best one boxed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
+    from matplotlib.patches import Rectangle
 
     grid = np.full((len(hooks), len(timesteps)), np.nan)
     for (hook, t), value in values.items():
         grid[list(hooks).index(hook), list(timesteps).index(t)] = value
-    fig, ax = plt.subplots(figsize=(1.4 + 1.1 * len(timesteps), 1.0 + 0.5 * len(hooks)))
+    fig = Figure(figsize=(1.4 + 1.1 * len(timesteps), 1.0 + 0.5 * len(hooks)))
+    ax = fig.subplots()
     image = ax.imshow(grid, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(timesteps)), [f"t={t}" for t in timesteps])
     ax.set_yticks(range(len(hooks)), hooks)
@@ -30,11 +29,10 @@ def grid_heatmap(
             ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white" if value < np.nanmean(grid) else "black", fontsize=8)
     if not np.all(np.isnan(grid)):
         i, j = np.unravel_index(np.nanargmax(grid) if best == "max" else np.nanargmin(grid), grid.shape)
-        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     fig.colorbar(image, ax=ax, label=colorbar_label)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

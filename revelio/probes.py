@@ -75,7 +75,8 @@ class Probe(nn.Module, HubArtifact):
                 "Extract features from the hook point, timestep and pooling it was trained on "
                 f"({ {k: self.metadata.get(k) for k in ('hook', 'timestep', 'pooling')} })."
             )
-        return features.to(next(self.parameters()).dtype)
+        weight = next(self.parameters())
+        return features.to(weight.device, weight.dtype)
 
     @torch.no_grad()
     def predict_proba(self, features: torch.Tensor) -> torch.Tensor:

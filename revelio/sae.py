@@ -94,7 +94,7 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.d_in:
             raise ValueError(f"this SAE takes inputs with {self.d_in} channels; got shape {tuple(x.shape)}")
-        return x.reshape(-1, self.d_in).to(self.W_enc.dtype)
+        return x.reshape(-1, self.d_in).to(self.W_enc.device, self.W_enc.dtype)
 
     def encode(self, x: torch.Tensor, dense: bool = False) -> SparseCode | torch.Tensor:
         """Top-k codes of ``x`` ([..., d_in]) as a :class:`SparseCode`, or dense [..., d_sae]."""

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from revelio.hub import read_safetensors, write_json, write_safetensors
-from revelio.metrics import SAEEvaluator
+from revelio.hub import atomic_write_text, read_safetensors, write_json, write_safetensors
+from revelio.metrics import SAEEvaluator, density_histogram
 from revelio.sae import KSparseAutoencoder
 from revelio.sparse_ops import SparseCodePattern
 
@@ -146,16 +146,14 @@ class _Checkpoints:
 
 
 def _plot_curves(log_path: Path, out_path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
     rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     if not rows:
         return
     tokens = [r["tokens"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    fig = Figure(figsize=(12, 3.2))
+    axes = fig.subplots(1, 3)
     for ax, key, title in zip(axes, ("normalized_mse", "l0", "dead_fraction"), ("normalized MSE", "L0", "dead fraction")):
         ax.plot(tokens, [r[key] for r in rows])
         ax.set_title(title)
@@ -163,7 +161,6 @@ def _plot_curves(log_path: Path, out_path: Path) -> None:
     axes[0].set_yscale("log")
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
-    plt.close(fig)
 
 
 def train_sae(
@@ -194,6 +191,11 @@ def train_sae(
     resumed = checkpoints.load(sae, opt)
     if resumed is not None:
         step, since_fired, info = resumed
+        if info["config"] != json.loads(json.dumps(asdict(config))):
+            raise ValueError(
+                f"{out_dir} holds a checkpoint of a run with other settings ({info['config']}); "
+                "resume with the same settings, or delete its training/checkpoints folder to start over"
+            )
         since_fired = since_fired.to(device)
         sae.input_scale = info["input_scale"]
     log_path = training_dir / "metrics.jsonl"
@@ -229,7 +231,8 @@ def train_sae(
     sae.to("cpu")
     evaluator = SAEEvaluator(sae)
     evaluator.add(source.sample(config.eval_tokens, seed=config.seed + 1))
-    sae.metadata.update(training_tokens=total_steps * config.batch_size, metrics=evaluator.result())
+    metrics = {**evaluator.result(), "density_histogram": density_histogram(evaluator.firing_frequency)}
+    sae.metadata.update(training_tokens=total_steps * config.batch_size, metrics=metrics)
     sae.save_pretrained(out_dir)
     _plot_curves(log_path, training_dir / "training_curves.png")
     shutil.rmtree(training_dir / "checkpoints", ignore_errors=True)
@@ -322,5 +325,11 @@ def _truncate_log(path: Path, after_step: int) -> None:
     """Drop log rows past the checkpoint we resume from, so the log reads as one clean run."""
     if not path.is_file():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= after_step]
-    path.write_text("".join(row + "\n" for row in rows))
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            if json.loads(line)["step"] <= after_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by the crash
+    atomic_write_text(path, "".join(row + "\n" for row in kept))

@@ -21,7 +21,7 @@ class SparseCodePattern:
 
     def __init__(self, indices: torch.Tensor, num_latents: int) -> None:
         flat = indices.reshape(-1)
-        self.order = flat.argsort()
+        self.order = flat.argsort(stable=True)  # a fixed order keeps sums reproducible
         self.columns = self.order // indices.shape[1]  # the row n each entry came from
         self.crow = torch.zeros(num_latents + 1, dtype=torch.long, device=indices.device)
         torch.cumsum(torch.bincount(flat, minlength=num_latents), 0, out=self.crow[1:])

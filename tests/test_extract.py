@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import revelio
-from revelio.hooks import capture_outputs, count_forward_hooks
+from revelio.hooks import capture_outputs, count_forward_hooks, replace_outputs
 from revelio.images import ImageError
 
 
@@ -129,3 +129,24 @@ def test_bad_arguments_are_named(backbones):
     with pytest.raises(ValueError, match="got 2 conditions for 1 images"):
         revelio.extract(bb, _images(1), ["mid_block"], [10], condition=["a", "b"])
     assert count_forward_hooks(bb.pipeline.unet) == 0
+
+
+def test_no_hooks_remain_when_the_forward_itself_raises(backbones):
+    bb = backbones["pixel-class"]
+
+    def explode(hidden):
+        raise RuntimeError("boom inside the forward")
+
+    with pytest.raises(RuntimeError, match="boom inside the forward"):
+        with replace_outputs(bb.unet, {"down_blocks.0": explode}):
+            revelio.extract(bb, _images(2), ["mid_block", "up_blocks.0"], [10])
+    assert count_forward_hooks(bb.unet) == 0
+
+
+def test_numpy_labels_and_autograd_after_extraction(backbones):
+    bb = backbones["pixel-class"]
+    labels = np.array([0, 1, 2, 1])
+    acts = revelio.extract(bb, _images(4), ["mid_block"], [10], condition=labels)[("mid_block", 10)]
+    weight = torch.ones(acts.shape[1], requires_grad=True)
+    (acts @ weight).sum().backward()  # extracted tensors are ordinary tensors, usable for training
+    assert torch.is_grad_enabled() and weight.grad is not None

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from revelio.cache import ActivationCache, write_cache
 from revelio.features import feature_stats
-from revelio.hub import ArtifactFormatError
+from revelio.hub import ArtifactFormatError, read_safetensors
 from revelio.sae import KSparseAutoencoder
 from revelio.sae_training import FusedStep, SAETrainConfig, TensorSource, train_sae
 
@@ -261,3 +261,39 @@ def test_encode_is_differentiable_with_the_dense_gradients():
     dense_grads = torch.autograd.grad(((dense @ sae.W_dec + sae.b_pre) / 2).pow(2).sum(), params)
     for sparse, dense_grad in zip(sparse_grads, dense_grads):
         torch.testing.assert_close(sparse, dense_grad)
+
+
+def test_a_valid_file_is_never_mistaken_for_a_pickle(tmp_path):
+    """The first byte of a safetensors file is its header length's low byte: 0x80 is legal."""
+    path = tmp_path / "weights.safetensors"
+    for padding in range(256):
+        save_file({"w": torch.ones(2)}, str(path), {"pad": "x" * padding})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert torch.equal(read_safetensors(path)["w"], torch.ones(2))
+
+
+class _CrashingSource(TensorSource):
+    """Raises after ``limit`` batches, leaving the run's last checkpoint behind."""
+
+    def __init__(self, activations: torch.Tensor, limit: int) -> None:
+        super().__init__(activations)
+        self.limit = limit
+
+    def batches(self, batch_size, *, seed=0, start=0):
+        for count, batch in enumerate(super().batches(batch_size, seed=seed, start=start)):
+            if count == self.limit:
+                raise RuntimeError("simulated crash")
+            yield batch
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    data, _ = synthetic(n=2048)
+    config = small_config(total_tokens=40 * 256, batch_size=256, checkpoint_every=10)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_sae(_CrashingSource(data, limit=25), config, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="checkpoint of a run with other settings"):
+        train_sae(TensorSource(data), small_config(total_tokens=40 * 256, batch_size=256, checkpoint_every=10, k=4), tmp_path, progress=False)
+    resumed = train_sae(TensorSource(data), config, tmp_path, progress=False)
+    assert resumed.metadata["training_tokens"] == 40 * 256

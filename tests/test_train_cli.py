@@ -83,6 +83,12 @@ def test_grid_trains_across_two_processes(cache, tmp_path):
             assert sae.metadata["hook"] == hook and sae.metadata["timestep"] == int(t)
             assert sae.metadata["training_tokens"] == 1600 and sae.k == 4
             assert torch.isfinite(sae.W_enc).all()
+            stats = sae.feature_stats
+            assert stats is not None and len(stats.labels) == sae.d_sae
+            assert all(label == "dead" or label.split(" (")[0] in ("dark", "light") for label in stats.labels)
+    again = run(sys.executable, "train/train_sae.py", "--cache", str(cache), "--out", str(out), "--poolings", "mean",
+                "--expansion", "2", "--k", "4", "--batch-size", "16", "--tokens", "1600", "--warmup-steps", "5")
+    assert again.stdout.count('"skipped": "finished earlier"') == 4, "a rerun keeps finished cells"
 
 
 def test_probe_grid_with_baselines(cache, model_dirs, image_folder, tmp_path):

@@ -17,8 +17,12 @@ import argparse
 import csv
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from revelio.sae import KSparseAutoencoder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,12 +80,18 @@ def _read_cell(root: Path, hook: str, t: int, pooling: str) -> torch.Tensor:
     return rows.reshape(cache.num_images, cache.tokens_per_image, cache.d_in) if pooling == "none" else rows
 
 
+def _sae_codes(sae: "KSparseAutoencoder", features: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Dense SAE codes, encoded in chunks without autograd (bounded extra memory)."""
+    with torch.no_grad():
+        return torch.cat([sae.encode(part, dense=True) for part in features.split(chunk)])
+
+
 def pixel_features(info: dict, split: str, index: torch.Tensor | None) -> torch.Tensor:
     """Raw pixels at the model's resolution, flattened: the no-diffusion baseline."""
     from revelio.data import load_image_dataset
     from revelio.images import load_image, to_pixels
 
-    data = load_image_dataset(info["dataset"], split, info["image_column"], info["label_column"])
+    data = load_image_dataset(info["dataset"], split, info["image_column"], info["label_column"], limit=info["num_images"])
     column = data.dataset[data.image_column]
     images = [load_image(x) for x in column] if index is None else [load_image(column[int(i)]) for i in index]
     return to_pixels(images, info["resolution"], info["image_channels"]).flatten(1)
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                     if kind == "sae-linear":
                         subfolder = f"{hook}/t{t}/mean"
                         sae = KSparseAutoencoder.from_pretrained(args.saes, subfolder=subfolder)
-                        train, test = (sae.encode(x, dense=True).detach() for x in (train, test))
+                        train, test = (_sae_codes(sae, x) for x in (train, test))
                         metadata["sae"] = subfolder
                     probe, accuracy = fit(kind, train, test, source, metadata)
                     if features_name == "diffusion":

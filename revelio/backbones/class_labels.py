@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -22,7 +23,7 @@ def class_label_ids(
                 f"pass a class name or id from {list(class_names)}"
             )
         return [null_class] * (batch_size or 1)
-    items = list(condition) if isinstance(condition, (list, tuple, torch.Tensor)) else [condition]
+    items = list(condition) if isinstance(condition, (list, tuple, torch.Tensor, np.ndarray)) else [condition]
     if batch_size is not None and len(items) == 1:
         items = items * batch_size
     if batch_size is not None and len(items) != batch_size:
@@ -31,7 +32,7 @@ def class_label_ids(
 
 
 def _label_id(item: Any, class_names: Sequence[str], null_class: int | None) -> int:
-    if isinstance(item, torch.Tensor):
+    if isinstance(item, (torch.Tensor, np.generic)):
         item = item.item()
     if isinstance(item, str):
         if item in class_names:

@@ -102,4 +102,5 @@ class DiTBackbone(Backbone):
         generators = self._generators(seed, num_images)
         latents = sample_loop(self, predict, (latent_channels, size, size), generators, num_inference_steps)
         vae = self.pipeline.vae
-        return to_output(vae.decode(latents / vae.config.scaling_factor).sample, output_type)
+        shift = vae.config.get("shift_factor") or 0.0
+        return to_output(vae.decode(latents / vae.config.scaling_factor + shift).sample, output_type)

@@ -74,7 +74,7 @@ def load_backbone(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     cls = _backbone_class(_read_json(name, "model_index.json", required=True), name)
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}  # never fall back to pickled .bin
     if cls is StableDiffusionBackbone:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipeline = DiffusionPipeline.from_pretrained(name, **kwargs).to(device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
@@ -29,10 +30,12 @@ def sample_loop(
     scheduler.set_timesteps(num_inference_steps, device=backbone.device)
     x = torch.stack([torch.randn(shape, generator=g) for g in generators])
     x = (x * scheduler.init_noise_sigma).to(backbone.device, backbone.dtype)
+    # Stochastic schedulers take the generators; deterministic ones (PNDM, LMS) have no such argument.
+    extra = {"generator": generators} if "generator" in inspect.signature(scheduler.step).parameters else {}
     for t in scheduler.timesteps:
         model_input = scheduler.scale_model_input(x, t)
         prediction = predict(model_input, t)
-        x = scheduler.step(prediction, t, x, generator=generators).prev_sample
+        x = scheduler.step(prediction, t, x, **extra).prev_sample
     return x
 
 

@@ -14,6 +14,10 @@ from revelio.backbones.pixel_unet import unet_hook_channels
 from revelio.images import ImageLike
 
 
+# Encoded prompts kept: extraction reuses one, an app a handful.
+PROMPT_CACHE_SIZE = 32
+
+
 class StableDiffusionBackbone(Backbone):
     """Extraction runs with the empty prompt unless a prompt is given (as the paper does)."""
 
@@ -23,6 +27,10 @@ class StableDiffusionBackbone(Backbone):
         super().__init__(pipeline, name_or_path)
         self.is_xl = getattr(pipeline, "text_encoder_2", None) is not None
         self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    def to(self, device: str | torch.device) -> "StableDiffusionBackbone":
+        self._prompt_cache.clear()  # cached embeddings live on the old device
+        return super().to(device)
 
     @property
     def unet(self) -> UNet2DConditionModel:
@@ -67,6 +75,8 @@ class StableDiffusionBackbone(Backbone):
             else:
                 embeds, _ = self.pipeline.encode_prompt(prompt, self.device, 1, False)
                 kwargs = {"encoder_hidden_states": embeds}
+            if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
+                self._prompt_cache.pop(next(iter(self._prompt_cache)))  # oldest first
             self._prompt_cache[prompt] = kwargs
         return self._prompt_cache[prompt]
 
