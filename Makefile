@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the project needs (installed when apt is available and we are root).
-APT_PACKAGES :=
+APT_PACKAGES := dataset-fashion-mnist
 
 .PHONY: setup system-packages test run bench clean
 

@@ -20,7 +20,7 @@ import torch
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", required=True, help="diffusers pipeline: Hub repo id or local folder")
-    parser.add_argument("--dataset", required=True, help="Hub dataset id or local image folder")
+    parser.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), a Hub dataset id, or a local image folder")
     parser.add_argument("--split", default="train")
     parser.add_argument("--image-column")
     parser.add_argument("--label-column")
