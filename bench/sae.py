@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -46,12 +45,14 @@ class SyntheticActivations:
     def __init__(self, seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
         self.directions = F.normalize(torch.randn(HIDDEN_FEATURES, D_IN, generator=g), dim=1)
-        self.frequency = 1.0 / torch.arange(1, HIDDEN_FEATURES + 1).float() ** 0.7
+        frequency = 1.0 / torch.arange(1, HIDDEN_FEATURES + 1).double() ** 0.7
+        self.cdf = (frequency.cumsum(0) / frequency.sum()).float()
         self.offset = torch.randn(D_IN, generator=g) * 2
 
     def rows(self, n: int, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
-        chosen = torch.multinomial(self.frequency.expand(n, -1), ACTIVE_PER_ROW, generator=g)
+        # Power-law draws by inverse CDF (a repeat just adds weight to one direction).
+        chosen = torch.searchsorted(self.cdf, torch.rand(n, ACTIVE_PER_ROW, generator=g)).clamp_max(HIDDEN_FEATURES - 1)
         weights = torch.empty(n, ACTIVE_PER_ROW).exponential_(generator=g)
         mixed = F.embedding_bag(chosen, self.directions, per_sample_weights=weights, mode="sum")
         return mixed + self.offset + 0.05 * torch.randn(n, D_IN, generator=g)
@@ -159,7 +160,7 @@ def quality(data: SyntheticActivations, budget_steps: int, dead_tokens: int, lr:
 
 
 RSS_CHILD = """
-import json, resource, sys, torch
+import json, sys, torch
 from revelio.cache import ActivationCache
 from revelio.sae_training import FusedStep, initialise, make_optimizer
 from revelio.sae import KSparseAutoencoder
@@ -174,8 +175,9 @@ for i, x in enumerate(cache.batches(1024, seed=0)):
         step(x, None, 0, 1 / 32); steps += 1
     if rows >= cache.num_rows:
         break
-print(json.dumps({"rows_streamed": rows, "train_steps": steps,
-                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+# VmHWM is this process image's own peak (ru_maxrss would include the parent's RSS at fork).
+hwm_kb = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
+print(json.dumps({"rows_streamed": rows, "train_steps": steps, "peak_rss_gb": hwm_kb / 2**20}))
 """
 
 
@@ -211,21 +213,25 @@ def main() -> None:
     parser.add_argument("--dead-tokens", type=int, default=50_000, help="AuxK dead window, scaled to the budget")
     parser.add_argument("--cache-gb", type=float, default=4.2)
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-timing", action="store_true")
     args = parser.parse_args()
     lr = 2e-4 / (EXPANSION * D_IN / 2**14) ** 0.5 * 4  # 4x the Gao et al. rate: short budget
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; d_in {D_IN}, d_sae {EXPANSION * D_IN}, k {K}, batch {BATCH}, lr {lr:.2e}")
 
-    times = time_steps(SyntheticActivations(), args.rounds, args.steps, lr)
-    print("\n== step time (best of interleaved rounds)")
-    for name, seconds in times.items():
-        print(f"  {name:10s} {seconds:7.3f} s/step  {BATCH / seconds:9.0f} tokens/s")
-    print(f"  revelio vs reference: {times['reference'] / times['revelio']:.2f}x tokens/s "
-          f"({times['reference'] / times['revelio+auxk']:.2f}x with AuxK on 1% dead latents)")
-    print(f"  revelio step vs limit (matmul + top-k): {times['revelio'] / times['limit']:.2f}x "
-          f"({times['revelio+auxk'] / times['limit']:.2f}x with AuxK on 1% dead latents)")
+    if not args.skip_timing:
+        times = time_steps(SyntheticActivations(), args.rounds, args.steps, lr)
+        print("\n== step time (best of interleaved rounds)")
+        for name, seconds in times.items():
+            print(f"  {name:12s} {seconds:7.3f} s/step  {BATCH / seconds:9.0f} tokens/s")
+        print(f"  revelio vs reference: {times['reference'] / times['revelio']:.2f}x tokens/s "
+              f"({times['reference'] / times['revelio+auxk']:.2f}x with AuxK on 1% dead latents)")
+        print(f"  revelio step vs limit (matmul + top-k): {times['revelio'] / times['limit']:.2f}x "
+              f"({times['revelio+auxk'] / times['limit']:.2f}x with AuxK on 1% dead latents)")
 
-    results = quality(SyntheticActivations(), args.budget_steps, args.dead_tokens, lr)
-    print(f"\n== quality after the same budget ({args.budget_steps * BATCH:,} tokens), held-out 16,384 rows")
+    results = {} if args.skip_quality else quality(SyntheticActivations(), args.budget_steps, args.dead_tokens, lr)
+    if results:
+        print(f"\n== quality after the same budget ({args.budget_steps * BATCH:,} tokens), held-out 16,384 rows")
     for name, m in results.items():
         print(f"  {name:10s} normalized MSE {m['normalized_mse']:.4f}  FVE {m['fraction_variance_explained']:.4f}  "
               f"L0 {m['l0']:.1f}  dead (no fire in last {args.dead_tokens:,} tokens) {m['dead_fraction_training']:.2%}  "
@@ -237,7 +243,6 @@ def main() -> None:
         print("\n== peak RSS while training and streaming the whole cache from disk (fresh process)")
         print(f"  cache {rss['cache_gb_on_disk']:.2f} GB on disk, {rss['cache_rows']:,} rows (written in {rss['write_seconds']:.0f} s)")
         print(f"  streamed {rss['rows_streamed']:,} rows, {rss['train_steps']} train steps, peak RSS {rss['peak_rss_gb']:.2f} GB")
-    print(f"\n(this process's peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB)")
 
 
 if __name__ == "__main__":

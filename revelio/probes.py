@@ -145,7 +145,7 @@ class LinearProbe(Probe):
         return self.linear((x - self.mean) / self.scale)
 
     def shape_config(self) -> dict[str, Any]:
-        return {"d_in": self.d_in}
+        return {"d_in": self.d_in, "input_normalization": "standardize: (x - mean) / scale, both in model.safetensors"}
 
     @classmethod
     def build(cls, config: dict[str, Any], metadata: dict[str, Any]) -> LinearProbe:
@@ -220,7 +220,8 @@ class DiffCProbe(Probe):
         return self.head(self.body(self.input_norm(maps)).mean(dim=(2, 3)))
 
     def shape_config(self) -> dict[str, Any]:
-        return {"d_in": self.d_in, "grid_side": self.grid_side, "width": self.width, "dropout": self.dropout}
+        return {"d_in": self.d_in, "grid_side": self.grid_side, "width": self.width, "dropout": self.dropout,
+                "input_normalization": "BatchNorm2d without affine parameters (running stats in model.safetensors)"}
 
     @classmethod
     def build(cls, config: dict[str, Any], metadata: dict[str, Any]) -> DiffCProbe:
