@@ -205,6 +205,16 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
     shutil.rmtree(tmp_path / "straight")
 
 
+def _double_sae_with_biases(**shape) -> KSparseAutoencoder:
+    """A float64 SAE with non-zero biases, so gradient checks cover every parameter."""
+    torch.manual_seed(0)
+    sae = KSparseAutoencoder(**shape).double()
+    with torch.no_grad():
+        sae.b_pre.normal_()
+        sae.b_enc.normal_(std=0.1)
+    return sae
+
+
 class _NoStep:
     """An optimiser that leaves parameters alone, so the step's gradients can be inspected."""
 
@@ -216,11 +226,7 @@ class _NoStep:
 
 @pytest.mark.parametrize("with_auxk", [False, True])
 def test_fused_step_gradients_equal_autograd_of_the_dense_loss(with_auxk):
-    torch.manual_seed(0)
-    sae = KSparseAutoencoder(d_in=12, d_sae=48, k=4, input_scale=1.5).double()
-    with torch.no_grad():
-        sae.b_pre.normal_()
-        sae.b_enc.normal_(std=0.1)
+    sae = _double_sae_with_biases(d_in=12, d_sae=48, k=4, input_scale=1.5)
     x = torch.randn(32, 12, dtype=torch.float64)
     dead = (torch.arange(48) % 3 == 0) if with_auxk else None
     k_aux, coef = 6, 0.25
@@ -247,11 +253,7 @@ def test_fused_step_gradients_equal_autograd_of_the_dense_loss(with_auxk):
 
 
 def test_encode_is_differentiable_with_the_dense_gradients():
-    torch.manual_seed(0)
-    sae = KSparseAutoencoder(d_in=16, d_sae=64, k=4, input_scale=2.0).double()
-    with torch.no_grad():
-        sae.b_pre.normal_()
-        sae.b_enc.normal_(std=0.1)
+    sae = _double_sae_with_biases(d_in=16, d_sae=64, k=4, input_scale=2.0)
     x = torch.randn(10, 16, dtype=torch.float64)
     params = list(sae.parameters())
     sparse_grads = torch.autograd.grad(sae(x).pow(2).sum(), params)

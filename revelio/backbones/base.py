@@ -108,7 +108,9 @@ class Backbone(ABC):
         """
         name = next(key for key, module in self.pipeline.components.items() if module is self.denoiser)
         torch.manual_seed(seed)
-        fresh = type(self.denoiser).from_config(self.denoiser.config).to(self.device, self.dtype)
+        fresh = type(self.denoiser).from_config(self.denoiser.config).to(self.device)
+        if fresh.dtype != self.dtype:  # only cast when needed: diffusers warns about dtype casts
+            fresh = fresh.to(self.dtype)
         setattr(self.pipeline, name, fresh.requires_grad_(False).eval())
         return self
 
