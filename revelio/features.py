@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 
 from revelio.cache import ActivationCache
-from revelio.hub import ArtifactFormatError, read_safetensors, write_safetensors
+from revelio.hub import ArtifactFormatError, read_safetensors, read_safetensors_metadata, write_safetensors
 from revelio.sae import KSparseAutoencoder
 
 # Key of the safetensors header metadata that holds the label strings (a JSON list), so that the
@@ -97,13 +96,8 @@ class FeatureStats:
     @classmethod
     def load(cls, path: str | Path) -> FeatureStats:
         """Read a file written by :meth:`save` (never unpickles)."""
-        tensors = read_safetensors(Path(path))
-        try:
-            with safe_open(str(path), framework="pt") as file:
-                metadata = file.metadata() or {}
-        except SafetensorError as error:
-            raise ArtifactFormatError(f"cannot read the metadata of {path} ({error}); save it again") from None
-        return cls.from_tensors(tensors, labels_from_metadata(metadata))
+        tensors = read_safetensors(Path(path))  # validates the file, so its header reads below
+        return cls.from_tensors(tensors, labels_from_metadata(read_safetensors_metadata(Path(path))))
 
 
 def labels_from_metadata(metadata: Mapping[str, str]) -> list[str]:

@@ -64,10 +64,6 @@ class Probe(nn.Module, HubArtifact):
         self.metadata: dict[str, Any] = dict(metadata)
         self.extra_files = {}
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
     def _check_features(self, features: torch.Tensor, expected: int, layout: str) -> torch.Tensor:
         if features.shape[-1] != expected:
             raise ValueError(
