@@ -31,6 +31,11 @@ _EXPORTS = {
     "LinearProbe": "revelio.probes",
     "DiffCProbe": "revelio.probes",
     "classify": "revelio.classification",
+    "steer": "revelio.steering",
+    "FeatureEdit": "revelio.steering",
+    "Release": "revelio.release",
+    "load_release": "revelio.release",
+    "ReferenceClassifier": "revelio.reference_classifier",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -15,6 +15,7 @@ from revelio.backbones.base import Backbone
 from revelio.backbones.dit import DiTBackbone
 from revelio.backbones.pixel_unet import PixelUNetBackbone
 from revelio.backbones.stable_diffusion import StableDiffusionBackbone
+from revelio.release import BUNDLED, resolve_release_dir
 
 # Optional file beside model_index.json with what diffusers has no place for: class names,
 # the null class id, the default guidance scale.
@@ -68,9 +69,13 @@ def load_backbone(
 ) -> Backbone:
     """Load a diffusers pipeline and wrap it for activation capture, steering and generation.
 
+    ``name_or_path`` is a Hub repo id, a local pipeline folder, or "bundled" (the default model).
+
     ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA, float32 on CPU.
     """
     name = str(name_or_path)
+    if name == BUNDLED:  # the Fashion-MNIST model committed with the default release
+        name = str(resolve_release_dir(BUNDLED) / "model")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     cls = _backbone_class(_read_json(name, "model_index.json", required=True), name)

@@ -1,0 +1,77 @@
+"""The committed Fashion-MNIST release: complete, consistent, loadable offline, and useful."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+import revelio
+from revelio.data import FASHION_MNIST_CLASSES, load_image_dataset
+from revelio.release import bundled_release_dir
+
+
+@pytest.fixture(scope="module")
+def release():
+    return revelio.load_release("bundled")
+
+
+@pytest.fixture(scope="module")
+def backbone(release):
+    return release.backbone(device="cpu")
+
+
+def test_the_release_is_complete_and_small(release):
+    root = bundled_release_dir()
+    assert release.class_names == FASHION_MNIST_CLASSES
+    assert len(release.hooks) >= 4 and len(release.timesteps) >= 4
+    assert any(h.startswith("down_blocks") for h in release.hooks) and "mid_block" in release.hooks
+    assert any(h.startswith("up_blocks") for h in release.hooks)
+    assert min(release.timesteps) <= 50 and max(release.timesteps) >= 500
+    size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    assert size <= 60 * 2**20, f"the committed release is {size / 2**20:.1f} MiB"
+    for name in ("probe_grid", "sae_grid", "quality_gate"):
+        assert release.metrics(name)
+    assert {"samples", "sae_normalized_mse_mean", "probe_accuracy_diffusion_linear"} <= set(release.plots())
+
+
+def test_every_sae_agrees_with_its_config_and_the_model(release, backbone):
+    for hook in release.hooks:
+        for t in release.timesteps:
+            for pooling in release.poolings:
+                sae = release.sae(hook, t, pooling)  # verifies shapes against config.json and checksums
+                assert (sae.metadata["hook"], sae.metadata["timestep"], sae.metadata["pooling"]) == (hook, t, pooling)
+                assert sae.d_in == backbone.hook_channels[hook]
+                stats = sae.feature_stats
+                assert stats is not None and len(stats.labels) == sae.d_sae
+                assert sae.metadata["metrics"]["test"]["normalized_mse"] < 0.5, f"{hook} t={t} {pooling} reconstructs poorly"
+
+
+def test_load_backbone_bundled_generates_offline(release):
+    bb = revelio.load_backbone("bundled", device="cpu")
+    assert bb.class_names == FASHION_MNIST_CLASSES and bb.resolution == 28
+    images = bb.generate(7, seed=0, num_images=2, num_inference_steps=10, output_type="pt")
+    assert images.shape == (2, 1, 28, 28) and images.std() > 0.1
+
+
+def test_best_probe_beats_chance_by_a_wide_margin(release, backbone):
+    data = load_image_dataset("fashion-mnist", "test", limit=300)
+    hook, t = release.best_cell
+    probe = release.probe(hook, t)
+    sae = release.sae(hook, t, "mean") if probe.metadata.get("sae") else None
+    probabilities = revelio.classify(backbone, probe, data.dataset, sae=sae)
+    accuracy = float((probabilities.argmax(-1) == torch.tensor(data.labels)).float().mean())
+    assert accuracy >= 0.7, f"best probe accuracy {accuracy:.3f} (chance 0.1)"
+
+
+def test_quality_gate_and_card(release):
+    gate = release.metrics("quality_gate")
+    assert gate["reference_accuracy_on_real_test"] >= 0.85 and gate["reference_accuracy_on_samples"] >= 0.7
+    card = ModelCard.load(bundled_release_dir() / "README.md")
+    assert card.data.library_name == "revelio" and card.data.datasets == ["zalando-datasets/fashion_mnist"]
+    assert 'revelio.load_release("bundled")' in card.text and "{{" not in card.text
+    assert all(f"| {hook} |" in card.text for hook in release.hooks)
+    info = json.loads((bundled_release_dir() / "release.json").read_text())
+    assert info["commands"][0].startswith("python train/build_release.py")

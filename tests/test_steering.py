@@ -1,0 +1,189 @@
+"""revelio.steer: edits only the chosen features, keeps the SAE error, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import revelio
+from revelio.hooks import capture_outputs, count_forward_hooks
+from revelio.sae import KSparseAutoencoder
+from revelio.steering import FeatureEdit, SteeringWarning, steer
+
+ROOT = Path(__file__).resolve().parents[1]
+HOOK = "mid_block"
+
+
+def make_sae(backbone, pooling: str, hook: str = HOOK, timestep: int = 500, seed: int = 0) -> KSparseAutoencoder:
+    torch.manual_seed(seed)
+    sae = KSparseAutoencoder(backbone.hook_channels[hook], 48, 4, hook=hook, timestep=timestep, pooling=pooling)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.1)
+    return sae
+
+
+def dense_edit(sae: KSparseAutoencoder, tokens: torch.Tensor, clamp: dict, add: dict) -> torch.Tensor:
+    """The definition: x + decode(new dense codes) - decode(old dense codes)."""
+    with torch.no_grad():
+        old = sae.encode(tokens, dense=True)
+        new = old.clone()
+        for f, value in clamp.items():
+            new[..., f] = value
+        for f, amount in add.items():
+            new[..., f] += amount
+        return tokens + sae.decode(new) - sae.decode(old)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "none"])
+def test_edit_equals_the_dense_definition_and_keeps_the_sae_error(backbones, pooling):
+    bb = backbones["pixel-class"]
+    sae = make_sae(bb, pooling)
+    maps = torch.randn(3, sae.d_in, 4, 4)
+    tokens = maps.flatten(2).transpose(1, 2)
+    code = sae.encode(tokens.mean(1) if pooling == "mean" else tokens)
+    firing = int(code.indices.flatten()[0])
+    other, shifted = (firing + 10) % sae.d_sae, (firing + 20) % sae.d_sae
+    clamp, add = {firing: 3.0, other: 1.5}, {shifted: -0.5}
+    edit = FeatureEdit(sae, clamp=clamp, add=add)
+    got = edit.apply(maps, None).flatten(2).transpose(1, 2)
+    if pooling == "mean":
+        pooled = tokens.mean(1, keepdim=True)
+        expected = tokens + (dense_edit(sae, pooled, clamp, add) - pooled)
+    else:
+        expected = dense_edit(sae, tokens, clamp, add)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert (got - tokens).abs().max() > 0.1, "the edit moves the activation"
+    if pooling == "none":  # what the SAE does not reconstruct stays: x - decode(codes) is unchanged
+        with torch.no_grad():
+            new = sae.encode(tokens, dense=True)
+            new[..., firing], new[..., other], new[..., shifted] = 3.0, 1.5, new[..., shifted] - 0.5
+            torch.testing.assert_close(got - sae.decode(new), tokens - sae(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_clamping_features_to_their_own_value_changes_nothing(backbones):
+    bb = backbones["pixel-class"]
+    sae = make_sae(bb, "mean")
+    args = dict(seed=3, num_inference_steps=1, guidance_scale=1.0, output_type="pt")
+    with capture_outputs(bb.denoiser, [HOOK]) as captured:
+        plain = bb.generate(1, **args)
+    pooled = captured[HOOK].flatten(2).mean(-1)
+    with torch.no_grad():
+        code = sae.encode(pooled)
+    own = {int(f): float(v) for f, v in zip(code.indices[0], code.values[0]) if v > 0}
+    assert own, "some features fire"
+    with steer(bb, sae, clamp=own):
+        steered = bb.generate(1, **args)
+    assert (steered - plain).abs().max() < 1e-4
+
+
+def test_ablating_a_feature_that_never_fires_changes_nothing(backbones):
+    bb = backbones["pixel-class"]
+    sae = make_sae(bb, "none")
+    with torch.no_grad():
+        sae.b_enc[5] = -1e4
+    args = dict(seed=1, num_images=2, num_inference_steps=4, output_type="pt")
+    plain = bb.generate([0, 2], **args)
+    with steer(bb, sae, clamp={5: 0.0}):
+        ablated = bb.generate([0, 2], **args)
+    assert torch.equal(ablated, plain)
+
+
+def test_steering_changes_images_only_inside_its_window_and_mask(backbones):
+    bb = backbones["pixel-class"]
+    sae = make_sae(bb, "none")
+    args = dict(seed=2, num_images=3, num_inference_steps=5, guidance_scale=2.0, output_type="pt")
+    plain = bb.generate([0, 1, 2], **args)
+    with steer(bb, sae, clamp={3: 50.0}):
+        steered = bb.generate([0, 1, 2], **args)
+    assert steered.shape == plain.shape and (steered - plain).abs().max() > 1e-2, "a strong clamp moves the images"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SteeringWarning)
+        with steer(bb, sae, clamp={3: 50.0}, timesteps=(5, 0)):  # DDIM with 5 steps never goes below t=1
+            early_only = bb.generate([0, 1, 2], **args)
+    assert not torch.equal(early_only, plain) and not torch.equal(early_only, steered)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SteeringWarning)
+        with steer(bb, sae, clamp={3: 50.0}, timesteps=(999, 999)):  # no sampling step lands on t=999
+            outside = bb.generate([0, 1, 2], **args)
+    assert torch.equal(outside, plain)
+    with steer(bb, sae, clamp={3: 50.0}, mask=torch.zeros(16, 16)):
+        masked_out = bb.generate([0, 1, 2], **args)
+    assert torch.equal(masked_out, plain)
+    with steer(bb, sae, clamp={3: 50.0}, mask=torch.ones(3, 16, 16)):  # one mask per image, doubled by CFG
+        masked_in = bb.generate([0, 1, 2], **args)
+    torch.testing.assert_close(masked_in, steered)
+
+
+def test_several_saes_and_hooks_at_once(backbones):
+    bb = backbones["pixel-class"]
+    mid, up = make_sae(bb, "mean"), make_sae(bb, "none", hook="up_blocks.1")
+    args = dict(seed=4, num_inference_steps=3, output_type="pt")
+    with steer(bb, mid, add={1: 20.0}):
+        one = bb.generate(0, **args)
+    with steer(bb, [FeatureEdit(mid, add={1: 20.0}), FeatureEdit(up, clamp={2: 30.0})]) as edits:
+        assert [e.hook for e in edits] == [HOOK, "up_blocks.1"]
+        both = bb.generate(0, **args)
+    assert not torch.equal(one, both)
+    assert count_forward_hooks(bb.denoiser) == 0
+
+
+def test_dit_token_outputs_are_steered(backbones):
+    bb = backbones["dit"]
+    hook = bb.hook_points[len(bb.hook_points) // 2]
+    sae = make_sae(bb, "none", hook=hook)
+    args = dict(seed=0, num_inference_steps=2, output_type="pt")
+    plain = bb.generate(0, **args)
+    with steer(bb, sae, clamp={0: 40.0}):
+        steered = bb.generate(0, **args)
+    assert (steered - plain).abs().max() > 1e-3
+
+
+def test_no_hook_survives_the_context_even_after_an_exception(backbones, tmp_path):
+    bb = backbones["pixel-class"]
+    sae = make_sae(bb, "none")
+    with pytest.raises(RuntimeError, match="boom"):
+        with steer(bb, sae, clamp={3: 50.0}):
+            bb.generate(0, seed=0, num_inference_steps=2)
+            raise RuntimeError("boom")
+    assert count_forward_hooks(bb.denoiser) == 0
+    after = bb.generate(1, seed=11, num_inference_steps=3, output_type="pt")
+    script = (
+        "import sys, torch, revelio; from safetensors.torch import save_file\n"
+        "bb = revelio.load_backbone(sys.argv[1], device='cpu')\n"
+        "save_file({'x': bb.generate(1, seed=11, num_inference_steps=3, output_type='pt')}, sys.argv[2])\n"
+    )
+    out = tmp_path / "fresh.safetensors"
+    subprocess.run([sys.executable, "-c", script, bb.name_or_path, str(out)], cwd=ROOT, check=True, timeout=300)
+    fresh = revelio.hub.read_safetensors(out)["x"]
+    assert torch.equal(after, fresh), "the next generation equals one from a fresh process"
+
+
+def test_bad_edits_get_clear_errors_and_mismatches_warn(backbones):
+    bb = backbones["pixel-class"]
+    sae = make_sae(bb, "mean")
+    with pytest.raises(ValueError, match=r"out of range: this SAE has features 0\.\.47"):
+        steer(bb, sae, clamp={48: 1.0}).__enter__()
+    with pytest.raises(ValueError, match="nothing to steer"):
+        steer(bb, sae).__enter__()
+    with pytest.raises(ValueError, match="reads 16 channels but down_blocks.0 outputs 8"):
+        steer(bb, sae, hook="down_blocks.0", clamp={1: 1.0}).__enter__()
+    with pytest.raises(ValueError, match="no hook point 'nowhere'"):
+        steer(bb, sae, hook="nowhere", clamp={1: 1.0}).__enter__()
+    other = make_sae(bb, "mean", hook="down_blocks.2")
+    with pytest.warns(SteeringWarning, match="trained on down_blocks.2, not mid_block"):
+        with steer(bb, other, hook=HOOK, clamp={1: 1.0}):
+            pass
+    with pytest.warns(SteeringWarning, match="trained at t=500, outside the steering window"):
+        with steer(bb, sae, clamp={1: 1.0}, timesteps=(300, 100)):
+            pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", SteeringWarning)
+        with steer(bb, sae, clamp={1: 1.0}, timesteps=(300, 100)):
+            pass
+    assert count_forward_hooks(bb.denoiser) == 0

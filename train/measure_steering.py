@@ -1,0 +1,132 @@
+"""Measure what SAE steering does on a class-conditional release: success rate and side effect.
+
+For each target class c, the features most selective for c (highest label purity for c among
+features that fire often enough) are clamped to --strength x their largest activation on the
+training images while generating images of every OTHER class, with the same seeds as an
+unsteered baseline. The release's reference classifier (trained on real images only) then says
+how many images it labels c: the success rate, against the unsteered baseline's rate.
+
+Side effect: the same clamp applied to features unrelated to any class (the lowest label purity)
+shows how far images move in pixel space (mean absolute change in [0, 1] units) and how often
+their predicted class changes, next to the same numbers for class steering.
+
+  python train/measure_steering.py --release bundled --hook mid_block --timestep 300 --pooling mean
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--release", default="bundled", help="bundled, a release folder, or a Hub repo id")
+    parser.add_argument("--hook", help="default: the release's best cell")
+    parser.add_argument("--timestep", type=int, help="the SAE's timestep (default: the best cell's)")
+    parser.add_argument("--pooling", default="mean", choices=["mean", "none"])
+    parser.add_argument("--features-per-class", type=int, default=3)
+    parser.add_argument("--min-frequency", type=float, default=0.005, help="features rarer than this are not chosen")
+    parser.add_argument("--strength", type=float, default=2.0, help="clamp value in units of each feature's max activation")
+    parser.add_argument("--window", type=int, nargs=2, default=[999, 0], metavar=("T_HIGH", "T_LOW"))
+    parser.add_argument("--per-source", type=int, default=5, help="images per source class")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="where to write steering.json (default: print only)")
+    return parser.parse_args(argv)
+
+
+def selective_features(stats, target: int, n: int, min_frequency: float) -> list[int]:
+    """The n features whose activation-weighted label distribution is most concentrated on ``target``."""
+    share = stats.label_distribution[:, target] * (stats.image_frequency >= min_frequency)
+    return [int(f) for f in share.argsort(descending=True)[:n] if share[f] > 0]
+
+
+def unrelated_features(stats, n: int, min_frequency: float) -> list[int]:
+    """The n live features with the flattest label distribution (lowest purity)."""
+    purity = torch.where(stats.image_frequency >= min_frequency, stats.purity, torch.inf)
+    return [int(f) for f in purity.argsort()[:n]]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import revelio
+    from revelio.steering import steer
+
+    release = revelio.load_release(args.release)
+    backbone = release.backbone()
+    classifier = release.reference_classifier()
+    sae = release.sae(args.hook, args.timestep, args.pooling)
+    stats = sae.feature_stats
+    if stats is None or stats.label_distribution.shape[1] == 0:
+        raise SystemExit("this SAE has no labelled feature statistics; rebuild the release with labels")
+    names = release.class_names
+    window = tuple(args.window)
+    generate = dict(num_inference_steps=args.steps, output_type="pt")
+
+    def images_of(source: int, clamp: dict[int, float] | None) -> torch.Tensor:
+        seed = args.seed + 1000 * source
+        if not clamp:
+            return backbone.generate(source, seed=seed, num_images=args.per_source, **generate)
+        with steer(backbone, sae, clamp=clamp, timesteps=window):
+            return backbone.generate(source, seed=seed, num_images=args.per_source, **generate)
+
+    baseline = {s: images_of(s, None) for s in range(len(names))}
+    baseline_pred = {s: classifier.predict(x * 2 - 1) for s, x in baseline.items()}
+    per_class, class_moves, class_flips = {}, [], []
+    for target, name in enumerate(names):
+        features = selective_features(stats, target, args.features_per_class, args.min_frequency)
+        clamp = {f: args.strength * float(stats.max_activation[f]) for f in features}
+        hits = base_hits = total = 0
+        for source in range(len(names)):
+            if source == target:
+                continue
+            steered = images_of(source, clamp)
+            predicted = classifier.predict(steered * 2 - 1)
+            hits += int((predicted == target).sum())
+            base_hits += int((baseline_pred[source] == target).sum())
+            total += len(predicted)
+            class_moves.append((steered - baseline[source]).abs().mean().item())
+            class_flips.append(float((predicted != baseline_pred[source]).float().mean()))
+        per_class[name] = {"features": features, "labels": [stats.labels[f] for f in features],
+                           "success": hits / total, "baseline": base_hits / total}
+        print(json.dumps({"target": name, **per_class[name]}), flush=True)
+
+    unrelated = unrelated_features(stats, args.features_per_class, args.min_frequency)
+    clamp = {f: args.strength * float(stats.max_activation[f]) for f in unrelated}
+    moves, flips = [], []
+    for source in range(len(names)):
+        steered = images_of(source, clamp)
+        moves.append((steered - baseline[source]).abs().mean().item())
+        flips.append(float((classifier.predict(steered * 2 - 1) != baseline_pred[source]).float().mean()))
+    result = {
+        "release": str(args.release), "hook": sae.metadata["hook"], "timestep": sae.metadata["timestep"], "pooling": args.pooling,
+        "features_per_class": args.features_per_class, "strength": args.strength, "window": list(window),
+        "images_per_source_class": args.per_source, "num_inference_steps": args.steps, "seed": args.seed,
+        "mean_success": sum(c["success"] for c in per_class.values()) / len(per_class),
+        "mean_baseline": sum(c["baseline"] for c in per_class.values()) / len(per_class),
+        "per_class": per_class,
+        "side_effect": {
+            "unrelated_features": unrelated, "unrelated_labels": [stats.labels[f] for f in unrelated],
+            "unrelated_mean_abs_pixel_change": sum(moves) / len(moves),
+            "unrelated_class_change_rate": sum(flips) / len(flips),
+            "class_steering_mean_abs_pixel_change": sum(class_moves) / len(class_moves),
+            "class_steering_class_change_rate": sum(class_flips) / len(class_flips),
+        },
+    }
+    print(f"steering success {result['mean_success']:.3f} (unsteered baseline {result['mean_baseline']:.3f}); "
+          f"unrelated features move pixels by {result['side_effect']['unrelated_mean_abs_pixel_change']:.4f} "
+          f"and change the class of {result['side_effect']['unrelated_class_change_rate']:.3f} of images "
+          f"(class steering: {result['side_effect']['class_steering_mean_abs_pixel_change']:.4f})")
+    if args.out is not None:
+        from revelio.hub import write_json
+
+        write_json(result, args.out / "steering.json")
+    return result
+
+
+if __name__ == "__main__":
+    main()
