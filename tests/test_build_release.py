@@ -115,11 +115,11 @@ def test_load_release_errors_say_what_to_do(release_dir, tmp_path):
         revelio.load_release("not a repo id!")
 
 
-def test_rerun_reuses_caches_and_keeps_a_loadable_release(release_dir, split_folder, tmp_path):
+def test_rerun_reuses_finished_steps(release_dir, split_folder, tmp_path):
     sae_dir = release_dir / "saes" / HOOKS[0] / f"t{TIMESTEPS[0]}" / "mean"
     before = revelio.KSparseAutoencoder.from_pretrained(sae_dir).W_dec.clone()
     info = json.loads((release_dir / "release.json").read_text())
     argv = shlex.split(info["commands"][0])[2:]
     result = run(sys.executable, "train/build_release.py", *argv, OMP_NUM_THREADS="1")
-    assert result.stdout.count("reusing the cache") == 4
+    assert result.stdout.count("finished earlier: reusing its output") == 5, "4 caches and the probes"
     assert torch.equal(revelio.KSparseAutoencoder.from_pretrained(sae_dir).W_dec, before), "finished SAEs are kept"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import revelio
 from revelio.sae import KSparseAutoencoder
 from tests.hub_server import LocalHub
 
@@ -31,7 +32,9 @@ def release(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     sae = KSparseAutoencoder(d_in=8, d_sae=32, k=4, hook="mid_block", timestep=250, pooling="mean")
     sae.save_pretrained(root / SAE_DIR)
-    (root / "release.json").write_text(json.dumps({"backbone": "tiny", "saes": [SAE_DIR]}))
+    manifest = {"backbone": "tiny", "hooks": ["mid_block"], "timesteps": [250], "poolings": ["mean"], "probe_kinds": ["linear"],
+                "best_cell": {"hook": "mid_block", "timestep": 250, "probe": "linear", "test_accuracy": 0.9}}
+    (root / "release.json").write_text(json.dumps(manifest))
     (root / "README.md").write_text("---\nlicense: apache-2.0\ntags: [revelio, sae]\n---\n# Tiny release\n")
     (root / "plots").mkdir()
     (root / "plots" / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n")
@@ -99,6 +102,8 @@ def test_push_then_load_by_repo_id(release, hub, capsys):
     snapshot = Path(snapshot_download("user/name"))
     assert visible_files(snapshot) == visible_files(release)
     assert (snapshot / "release.json").read_bytes() == (release / "release.json").read_bytes()
+    whole = revelio.load_release("user/name")
+    assert whole.best_cell == ("mid_block", 250) and torch.equal(whole.sae().W_dec, original.W_dec)
 
 
 def test_cli_pushes_with_environment_only(release, tmp_path):

@@ -39,7 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--test-split", default="test")
     parser.add_argument("--hooks", nargs="+", help="default: every block-level hook point")
     parser.add_argument("--timesteps", nargs="+", type=int, default=[25, 100, 300, 600])
-    parser.add_argument("--train-images", type=int, default=16000)
+    parser.add_argument("--train-images", type=int, default=12000)
     parser.add_argument("--test-images", type=int, default=2000)
     parser.add_argument("--random-images", type=int, default=4000, help="training images for the random-weights baseline")
     parser.add_argument("--expansion", type=int, default=8)
@@ -47,8 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mean-tokens", type=int, default=1_000_000, help="training tokens per mean-pooled SAE")
     parser.add_argument("--spatial-tokens", type=int, default=2_000_000, help="training tokens per spatial SAE")
     parser.add_argument("--sae-batch-size", type=int, default=1024)
-    parser.add_argument("--probe-max-train", type=int, default=10000)
-    parser.add_argument("--probe-epochs", type=int, default=10, help="Diff-C epochs")
+    parser.add_argument("--probe-max-train", type=int, default=6000)
+    parser.add_argument("--probe-epochs", type=int, default=5, help="Diff-C epochs")
     parser.add_argument("--per-class", type=int, default=100, help="quality-gate samples per class")
     parser.add_argument("--classifier-epochs", type=int, default=3)
     parser.add_argument("--repo-id", default="bundled", help="the Hub repo id shown in the card's loading example")
@@ -66,27 +66,35 @@ class Steps:
         self.device = device
         self.commands: list[str] = []
 
-    def run(self, script: str, *args: Any, device: bool = True) -> None:
+    def run(self, script: str, *args: Any, device: bool = True, done: bool = False) -> None:
+        """Run a script, or with ``done`` (its output is already there) only record its command."""
         argv = [str(TRAIN / script), *map(str, args)] + (["--device", self.device] if device and self.device else [])
         shown = "python " + shlex.join([f"train/{script}", *argv[1:]])
         self.commands.append(shown)
-        print(f"\n$ {shown}", flush=True)
-        subprocess.run([sys.executable, *argv], check=True)
+        print(f"\n$ {shown}" + ("\n(finished earlier: reusing its output)" if done else ""), flush=True)
+        if not done:
+            subprocess.run([sys.executable, *argv], check=True)
 
 
 def extract(steps: Steps, args: argparse.Namespace, name: str, split: str, limit: int, hooks: list[str], random: bool = False) -> Path:
-    """One activation cache under --work, skipped when its dataset.json shows it finished."""
+    """One activation cache under --work, reused when its dataset.json shows it finished."""
     root = args.work / "caches" / name
-    if (root / "dataset.json").is_file():
-        print(f"reusing the cache {root}")
-        return root
     columns = [x for flag, value in (("--image-column", args.image_column), ("--label-column", args.label_column)) if value for x in (flag, value)]
     steps.run(
         "extract_activations.py", "--backbone", args.out / "model", "--dataset", args.dataset, "--split", split,
         "--limit", limit, "--hooks", *hooks, "--timesteps", *args.timesteps, "--seed", args.seed, "--out", root,
-        "--overwrite", *columns, *(["--random-weights"] if random else []),
+        "--overwrite", *columns, *(["--random-weights"] if random else []), done=(root / "dataset.json").is_file(),
     )
     return root
+
+
+def probes_done(out: Path, hooks: list[str], timesteps: list[int]) -> bool:
+    """A finished probe grid for exactly these cells is already in the release."""
+    grid = out / "metrics" / "probe_grid.json"
+    if not grid.is_file():
+        return False
+    summary = json.loads(grid.read_text())
+    return summary["hooks"] == hooks and summary["timesteps"] == timesteps
 
 
 def evaluate_saes(args: argparse.Namespace, hooks: list[str], test_cache: Path) -> list[dict]:
@@ -213,10 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     for pooling, tokens in (("mean", args.mean_tokens), ("none", args.spatial_tokens)):
         steps.run("train_sae.py", "--cache", train, "--out", args.work / "saes", "--poolings", pooling, "--expansion", args.expansion,
                   "--k", args.k, "--tokens", tokens, "--batch-size", args.sae_batch_size, "--seed", args.seed, device=False)
-    shutil.rmtree(args.out / "probes", ignore_errors=True)
+    reuse_probes = probes_done(args.out, hooks, args.timesteps)  # delete metrics/probe_grid.json to retrain
+    if not reuse_probes:
+        shutil.rmtree(args.out / "probes", ignore_errors=True)
     steps.run("train_probes.py", "--cache", train, "--test-cache", test, "--random-cache", random_train, "--random-test-cache", random_test,
-              "--saes", args.work / "saes", "--max-train", args.probe_max_train, "--epochs", args.probe_epochs, "--seed", args.seed,
-              "--out", args.out, device=False)
+              "--saes", args.work / "saes", "--max-train", args.probe_max_train, "--epochs", args.probe_epochs,
+              "--seed", args.seed, "--out", args.out, device=False, done=reuse_probes)
 
     shutil.rmtree(args.out / "saes", ignore_errors=True)
     sae_rows = evaluate_saes(args, hooks, test)

@@ -10,7 +10,7 @@ Side effect: the same clamp applied to features unrelated to any class (the lowe
 shows how far images move in pixel space (mean absolute change in [0, 1] units) and how often
 their predicted class changes, next to the same numbers for class steering.
 
-  python train/measure_steering.py --release bundled --hook mid_block --timestep 300 --pooling mean
+  python train/measure_steering.py --release bundled --cells mid_block:300 up_blocks.0:300 --pooling mean
 """
 
 from __future__ import annotations
@@ -25,24 +25,28 @@ import torch
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--release", default="bundled", help="bundled, a release folder, or a Hub repo id")
-    parser.add_argument("--hook", help="default: the release's best cell")
-    parser.add_argument("--timestep", type=int, help="the SAE's timestep (default: the best cell's)")
+    parser.add_argument("--cells", nargs="+", metavar="HOOK:T", help="SAEs to steer with, all at once (default: the best cell)")
     parser.add_argument("--pooling", default="mean", choices=["mean", "none"])
     parser.add_argument("--features-per-class", type=int, default=3)
     parser.add_argument("--min-frequency", type=float, default=0.005, help="features rarer than this are not chosen")
     parser.add_argument("--strength", type=float, default=2.0, help="clamp value in units of each feature's max activation")
     parser.add_argument("--window", type=int, nargs=2, default=[999, 0], metavar=("T_HIGH", "T_LOW"))
     parser.add_argument("--per-source", type=int, default=5, help="images per source class")
-    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="where to write steering.json (default: print only)")
     return parser.parse_args(argv)
 
 
-def selective_features(stats, target: int, n: int, min_frequency: float) -> list[int]:
-    """The n features whose activation-weighted label distribution is most concentrated on ``target``."""
-    share = stats.label_distribution[:, target] * (stats.image_frequency >= min_frequency)
-    return [int(f) for f in share.argsort(descending=True)[:n] if share[f] > 0]
+def selective_features(stats, target: int, n: int, min_frequency: float, min_purity: float = 0.5) -> list[int]:
+    """The n features carrying the most activation on ``target`` images among those mostly active on it.
+
+    A feature's activation mass on class c is its label-distribution share for c times its mean
+    activation over all images; rare features and ones less than ``min_purity`` on c are skipped.
+    """
+    share = stats.label_distribution[:, target]
+    mass = share * stats.overall_mean_activation * (stats.image_frequency >= min_frequency) * (share >= min_purity)
+    return [int(f) for f in mass.argsort(descending=True)[:n] if mass[f] > 0]
 
 
 def unrelated_features(stats, n: int, min_frequency: float) -> list[int]:
@@ -54,63 +58,73 @@ def unrelated_features(stats, n: int, min_frequency: float) -> list[int]:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import revelio
-    from revelio.steering import steer
+    from revelio.steering import FeatureEdit, steer
 
     release = revelio.load_release(args.release)
     backbone = release.backbone()
     classifier = release.reference_classifier()
-    sae = release.sae(args.hook, args.timestep, args.pooling)
-    stats = sae.feature_stats
-    if stats is None or stats.label_distribution.shape[1] == 0:
-        raise SystemExit("this SAE has no labelled feature statistics; rebuild the release with labels")
+    cells = [(hook, int(t)) for hook, t in (c.rsplit(":", 1) for c in args.cells)] if args.cells else [release.best_cell]
+    saes = [release.sae(hook, t, args.pooling) for hook, t in cells]
+    if any(sae.feature_stats is None or sae.feature_stats.label_distribution.shape[1] == 0 for sae in saes):
+        raise SystemExit("these SAEs have no labelled feature statistics; rebuild the release with labels")
     names = release.class_names
     window = tuple(args.window)
     generate = dict(num_inference_steps=args.steps, output_type="pt")
 
-    def images_of(source: int, clamp: dict[int, float] | None) -> torch.Tensor:
+    def edits_for(choose) -> list[FeatureEdit]:
+        """One FeatureEdit per SAE, clamping the features ``choose(stats)`` picks to strength x max."""
+        edits = []
+        for sae in saes:
+            stats = sae.feature_stats
+            clamp = {f: args.strength * float(stats.max_activation[f]) for f in choose(stats)}
+            if clamp:  # an SAE may have no feature that qualifies
+                edits.append(FeatureEdit(sae, clamp=clamp, timesteps=window))
+        return edits
+
+    def images_of(source: int, edits: list[FeatureEdit] | None) -> torch.Tensor:
         seed = args.seed + 1000 * source
-        if not clamp:
+        if not edits:
             return backbone.generate(source, seed=seed, num_images=args.per_source, **generate)
-        with steer(backbone, sae, clamp=clamp, timesteps=window):
+        with steer(backbone, edits):
             return backbone.generate(source, seed=seed, num_images=args.per_source, **generate)
 
     baseline = {s: images_of(s, None) for s in range(len(names))}
     baseline_pred = {s: classifier.predict(x * 2 - 1) for s, x in baseline.items()}
     per_class, class_moves, class_flips = {}, [], []
     for target, name in enumerate(names):
-        features = selective_features(stats, target, args.features_per_class, args.min_frequency)
-        clamp = {f: args.strength * float(stats.max_activation[f]) for f in features}
+        edits = edits_for(lambda stats: selective_features(stats, target, args.features_per_class, args.min_frequency))
         hits = base_hits = total = 0
         for source in range(len(names)):
             if source == target:
                 continue
-            steered = images_of(source, clamp)
+            steered = images_of(source, edits)
             predicted = classifier.predict(steered * 2 - 1)
             hits += int((predicted == target).sum())
             base_hits += int((baseline_pred[source] == target).sum())
             total += len(predicted)
             class_moves.append((steered - baseline[source]).abs().mean().item())
             class_flips.append(float((predicted != baseline_pred[source]).float().mean()))
-        per_class[name] = {"features": features, "labels": [stats.labels[f] for f in features],
+        per_class[name] = {"features": [list(e.clamp) for e in edits],
+                           "labels": [[e.sae.feature_stats.labels[f] for f in e.clamp] for e in edits],
                            "success": hits / total, "baseline": base_hits / total}
         print(json.dumps({"target": name, **per_class[name]}), flush=True)
 
-    unrelated = unrelated_features(stats, args.features_per_class, args.min_frequency)
-    clamp = {f: args.strength * float(stats.max_activation[f]) for f in unrelated}
+    unrelated = edits_for(lambda stats: unrelated_features(stats, args.features_per_class, args.min_frequency))
     moves, flips = [], []
     for source in range(len(names)):
-        steered = images_of(source, clamp)
+        steered = images_of(source, unrelated)
         moves.append((steered - baseline[source]).abs().mean().item())
         flips.append(float((classifier.predict(steered * 2 - 1) != baseline_pred[source]).float().mean()))
     result = {
-        "release": str(args.release), "hook": sae.metadata["hook"], "timestep": sae.metadata["timestep"], "pooling": args.pooling,
+        "release": str(args.release), "cells": [f"{h}:{t}" for h, t in cells], "pooling": args.pooling,
         "features_per_class": args.features_per_class, "strength": args.strength, "window": list(window),
         "images_per_source_class": args.per_source, "num_inference_steps": args.steps, "seed": args.seed,
         "mean_success": sum(c["success"] for c in per_class.values()) / len(per_class),
         "mean_baseline": sum(c["baseline"] for c in per_class.values()) / len(per_class),
         "per_class": per_class,
         "side_effect": {
-            "unrelated_features": unrelated, "unrelated_labels": [stats.labels[f] for f in unrelated],
+            "unrelated_features": [list(e.clamp) for e in unrelated],
+            "unrelated_labels": [[e.sae.feature_stats.labels[f] for f in e.clamp] for e in unrelated],
             "unrelated_mean_abs_pixel_change": sum(moves) / len(moves),
             "unrelated_class_change_rate": sum(flips) / len(flips),
             "class_steering_mean_abs_pixel_change": sum(class_moves) / len(class_moves),

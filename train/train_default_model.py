@@ -3,7 +3,8 @@
 A diffusers UNet2DModel with class embeddings plus one null class (labels are dropped to it 10%
 of the time, for classifier-free guidance), epsilon prediction, AdamW with warm-up and cosine
 decay, and EMA weights, which are what gets saved. Deterministic given --seed (data order, noise,
-label dropout all come from seeded generators). Output: a diffusers DDIM pipeline folder plus
+label dropout all come from seeded generators). Output: a diffusers pipeline folder (sampled with
+DPM-Solver++, which gave clearly better samples than DDIM at this training budget) plus
 revelio.json (class names, null class, default guidance), loadable with revelio.load_backbone.
 
   python train/train_default_model.py --out models/fashion-mnist --steps 20000
@@ -33,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup-steps", type=int, default=500)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--label-dropout", type=float, default=0.1, help="share of labels replaced by the null class")
-    parser.add_argument("--guidance-scale", type=float, default=2.0, help="default guidance stored with the model")
+    parser.add_argument("--guidance-scale", type=float, default=2.5, help="default guidance stored with the model")
     parser.add_argument("--save-every", type=int, default=2000, help="steps between saves of the EMA pipeline")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from diffusers import DDIMPipeline, DDIMScheduler, DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler, UNet2DModel
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
@@ -104,15 +105,21 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def save(unet, ema, noise_schedule, class_names: list[str], null_class: int, args: argparse.Namespace, step: int) -> None:
-    """Write the EMA weights as a DDIM pipeline next to the live ones, then swap it into place."""
-    from diffusers import DDIMPipeline, DDIMScheduler
+    """Write the EMA weights as a pipeline next to the live ones, then swap it into place.
+
+    DDPMPipeline is only the container (revelio samples with its own class-conditional loop); its
+    own ``__call__`` stays usable with the multistep DPM-Solver++ scheduler, unlike DDIMPipeline's.
+    """
+    from diffusers import DDPMPipeline, DPMSolverMultistepScheduler
 
     ema_unet = type(unet).from_config(unet.config)
     ema.copy_to(ema_unet.parameters())
-    scheduler = DDIMScheduler.from_config(noise_schedule.config, steps_offset=1, clip_sample=True)
+    # "leading" spacing starts sampling at t=951 for 25 steps: at t=999 the cosine schedule's
+    # alpha_bar is ~0, and starting there cut the quality gate's accuracy from 0.80 to 0.32.
+    scheduler = DPMSolverMultistepScheduler.from_config(noise_schedule.config, timestep_spacing="leading", steps_offset=1)
     staging = args.out / ".pipeline-staging"
     shutil.rmtree(staging, ignore_errors=True)
-    DDIMPipeline(unet=ema_unet, scheduler=scheduler).save_pretrained(staging)
+    DDPMPipeline(unet=ema_unet, scheduler=scheduler).save_pretrained(staging)
     extras = {"class_names": class_names, "null_class": null_class, "guidance_scale": args.guidance_scale,
               "trained_steps": step, "dataset": args.dataset, "seed": args.seed}
     (staging / "revelio.json").write_text(json.dumps(extras, indent=2) + "\n")
