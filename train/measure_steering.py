@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, nargs=2, default=[999, 0], metavar=("T_HIGH", "T_LOW"))
     parser.add_argument("--per-source", type=int, default=5, help="images per source class")
     parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance-scale", type=float, help="default: the model's own")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="where to write steering.json (default: print only)")
     return parser.parse_args(argv)
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("these SAEs have no labelled feature statistics; rebuild the release with labels")
     names = release.class_names
     window = tuple(args.window)
-    generate = dict(num_inference_steps=args.steps, output_type="pt")
+    generate = dict(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, output_type="pt")
 
     def edits_for(choose) -> list[FeatureEdit]:
         """One FeatureEdit per SAE, clamping the features ``choose(stats)`` picks to strength x max."""
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
         "release": str(args.release), "cells": [f"{h}:{t}" for h, t in cells], "pooling": args.pooling,
         "features_per_class": args.features_per_class, "strength": args.strength, "window": list(window),
         "images_per_source_class": args.per_source, "num_inference_steps": args.steps, "seed": args.seed,
+        "guidance_scale": args.guidance_scale or backbone.default_guidance_scale,
         "mean_success": sum(c["success"] for c in per_class.values()) / len(per_class),
         "mean_baseline": sum(c["baseline"] for c in per_class.values()) / len(per_class),
         "per_class": per_class,
