@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -75,3 +76,15 @@ def test_quality_gate_and_card(release):
     assert all(f"| {hook} |" in card.text for hook in release.hooks)
     info = json.loads((bundled_release_dir() / "release.json").read_text())
     assert info["commands"][0].startswith("python train/build_release.py")
+
+
+def test_steering_measurement_runs_on_the_release(tmp_path):
+    from tests.test_train_cli import run
+
+    run(sys.executable, "train/measure_steering.py", "--release", "bundled", "--cells", "mid_block:100",
+        "--features-per-class", "2", "--per-source", "1", "--steps", "2", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "steering.json").read_text())
+    assert set(result["per_class"]) == set(FASHION_MNIST_CLASSES) and 0 <= result["mean_success"] <= 1
+    chosen = [len(f) for c in result["per_class"].values() for f in c["features"]]
+    assert chosen and max(chosen) == 2, "at most the two most selective features per class and SAE"
+    assert result["side_effect"]["unrelated_mean_abs_pixel_change"] > 0
