@@ -76,10 +76,15 @@ class Steps:
             subprocess.run([sys.executable, *argv], check=True)
 
 
+def column_flags(args: argparse.Namespace) -> list[str]:
+    """--image-column / --label-column as passed to the other train/ scripts (only those given)."""
+    return [x for flag, value in (("--image-column", args.image_column), ("--label-column", args.label_column)) if value for x in (flag, value)]
+
+
 def extract(steps: Steps, args: argparse.Namespace, name: str, split: str, limit: int, hooks: list[str], random: bool = False) -> Path:
     """One activation cache under --work, reused when its dataset.json shows it finished."""
     root = args.work / "caches" / name
-    columns = [x for flag, value in (("--image-column", args.image_column), ("--label-column", args.label_column)) if value for x in (flag, value)]
+    columns = column_flags(args)
     steps.run(
         "extract_activations.py", "--backbone", args.out / "model", "--dataset", args.dataset, "--split", split,
         "--limit", limit, "--hooks", *hooks, "--timesteps", *args.timesteps, "--seed", args.seed, "--out", root,
@@ -210,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     missing = [h for h in hooks if h not in backbone.hook_points]
     if missing:
         raise SystemExit(f"{args.model} has no hook points {missing}; it has {backbone.hook_points}")
-    columns = [x for flag, value in (("--image-column", args.image_column), ("--label-column", args.label_column)) if value for x in (flag, value)]
+    columns = column_flags(args)
 
     steps.run("quality_gate.py", "--model", args.out / "model", "--dataset", args.dataset, "--per-class", args.per_class,
               "--epochs", args.classifier_epochs, "--seed", args.seed, "--out", args.out, *columns)

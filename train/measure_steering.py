@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     classifier = release.reference_classifier()
     cells = [(hook, int(t)) for hook, t in (c.rsplit(":", 1) for c in args.cells)] if args.cells else [release.best_cell]
     saes = [release.sae(hook, t, args.pooling) for hook, t in cells]
-    if any(sae.feature_stats is None or sae.feature_stats.label_distribution.shape[1] == 0 for sae in saes):
+    stats_of = {id(sae): sae.feature_stats for sae in saes}  # the property rebuilds FeatureStats on each read
+    if any(stats is None or stats.label_distribution.shape[1] == 0 for stats in stats_of.values()):
         raise SystemExit("these SAEs have no labelled feature statistics; rebuild the release with labels")
     names = release.class_names
     window = tuple(args.window)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         """One FeatureEdit per SAE, clamping the features ``choose(stats)`` picks to strength x max."""
         edits = []
         for sae in saes:
-            stats = sae.feature_stats
+            stats = stats_of[id(sae)]
             clamp = {f: args.strength * float(stats.max_activation[f]) for f in choose(stats)}
             if clamp:  # an SAE may have no feature that qualifies
                 edits.append(FeatureEdit(sae, clamp=clamp, timesteps=window))
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
             class_moves.append((steered - baseline[source]).abs().mean().item())
             class_flips.append(float((predicted != baseline_pred[source]).float().mean()))
         per_class[name] = {"features": [list(e.clamp) for e in edits],
-                           "labels": [[e.sae.feature_stats.labels[f] for f in e.clamp] for e in edits],
+                           "labels": [[stats_of[id(e.sae)].labels[f] for f in e.clamp] for e in edits],
                            "success": hits / total, "baseline": base_hits / total}
         print(json.dumps({"target": name, **per_class[name]}), flush=True)
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
         "per_class": per_class,
         "side_effect": {
             "unrelated_features": [list(e.clamp) for e in unrelated],
-            "unrelated_labels": [[e.sae.feature_stats.labels[f] for f in e.clamp] for e in unrelated],
+            "unrelated_labels": [[stats_of[id(e.sae)].labels[f] for f in e.clamp] for e in unrelated],
             "unrelated_mean_abs_pixel_change": sum(moves) / len(moves),
             "unrelated_class_change_rate": sum(flips) / len(flips),
             "class_steering_mean_abs_pixel_change": sum(class_moves) / len(class_moves),

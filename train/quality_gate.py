@@ -57,13 +57,13 @@ def reference_classifier(args: argparse.Namespace, resolution: int, channels: in
     test_x, test_y, names = real_images(args.dataset, "test", resolution, channels, args.image_column, args.label_column)
     if (folder / "config.json").is_file():
         classifier = ReferenceClassifier.from_pretrained(folder)
-    else:
-        train_x, train_y, _ = real_images(args.dataset, "train", resolution, channels, args.image_column, args.label_column)
-        classifier = ReferenceClassifier.fit(train_x, train_y, names, epochs=args.epochs, seed=args.seed,
-                                             dataset=args.dataset, trained_on="real training images")
-        classifier.metadata["test_accuracy"] = classifier.accuracy(test_x, test_y)
-        classifier.save_pretrained(folder)
-    return classifier, classifier.accuracy(test_x, test_y)
+        return classifier, classifier.accuracy(test_x, test_y)
+    train_x, train_y, _ = real_images(args.dataset, "train", resolution, channels, args.image_column, args.label_column)
+    classifier = ReferenceClassifier.fit(train_x, train_y, names, epochs=args.epochs, seed=args.seed,
+                                         dataset=args.dataset, trained_on="real training images")
+    classifier.metadata["test_accuracy"] = classifier.accuracy(test_x, test_y)
+    classifier.save_pretrained(folder)
+    return classifier, classifier.metadata["test_accuracy"]
 
 
 def sample_grid(samples: torch.Tensor, class_names: list[str], columns: int, path: Path) -> None:
