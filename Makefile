@@ -5,15 +5,18 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the project needs (installed when apt is available and we are root).
+# Debian packages the project needs (installed when apt is available and we are root);
+# the browser tests also need chromium.
 APT_PACKAGES := dataset-fashion-mnist
+TEST_APT_PACKAGES := chromium
 
-.PHONY: setup system-packages test run bench clean
+.PHONY: setup system-packages test-system-packages test run bench clean
 
 setup: system-packages $(STAMP)
 
-system-packages:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+system-packages test-system-packages: PACKAGES = $(if $(filter test-%,$@),$(TEST_APT_PACKAGES),$(APT_PACKAGES))
+system-packages test-system-packages:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "Installing system packages:$$missing"; \
@@ -31,17 +34,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: setup
+test: setup test-system-packages
 	$(PY) -m pytest -q
 
 run: setup
-	@if [ ! -f app.py ]; then \
-		echo "The Gradio app is not built yet (it has its own issue); nothing to launch."; exit 1; \
-	fi
 	$(PY) app.py
 
 bench: setup
 	$(PY) bench/extract.py
+	$(PY) bench/app_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

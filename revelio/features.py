@@ -426,3 +426,29 @@ def top_features(sae: KSparseAutoencoder, x: torch.Tensor, n: int = 10) -> list[
     )
     values, order = strength.sort(descending=True, stable=True)
     return [(feature, value) for feature, value in zip(order[:n].tolist(), values[:n].tolist()) if value > 0]
+
+
+def class_selective_features(
+    stats: FeatureStats, target: int, n: int, min_frequency: float = 0.001, min_purity: float = 0.5
+) -> list[int]:
+    """The ``n`` features carrying the most activation on class ``target`` among those mostly active on it.
+
+    A feature's activation mass on class c is its label-distribution share for c times its mean
+    activation over all images. Only features whose dominant label is c count; those firing on
+    fewer than ``min_frequency`` of the images or with less than ``min_purity`` of their mass on c
+    are skipped too (so fewer than n may come back).
+    """
+    if stats.label_distribution.shape[1] == 0:
+        raise ValueError("these feature statistics have no labels; compute them with labels to rank features by class")
+    if not 0 <= target < stats.label_distribution.shape[1]:
+        raise ValueError(f"class id {target} is out of range 0..{stats.label_distribution.shape[1] - 1}")
+    share = stats.label_distribution[:, target]
+    eligible = (stats.dominant_label == target) & (stats.image_frequency >= min_frequency) & (share >= min_purity)
+    mass = share * stats.overall_mean_activation * eligible
+    return [int(f) for f in mass.argsort(descending=True, stable=True)[:n] if mass[f] > 0]
+
+
+def unrelated_features(stats: FeatureStats, n: int, min_frequency: float = 0.001) -> list[int]:
+    """The ``n`` live features with the flattest label distribution (lowest purity): tied to no class."""
+    purity = torch.where(stats.image_frequency >= min_frequency, stats.purity, torch.inf)
+    return [int(f) for f in purity.argsort(stable=True)[:n]]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 BUNDLED = "bundled"
 RELEASE_FILE = "release.json"
 EXEMPLARS_FILE = "exemplars/thumbnails.safetensors"
+HELD_OUT_FILE = "exemplars/held_out.safetensors"
 
 
 def bundled_release_dir() -> Path:
@@ -158,6 +159,17 @@ class Release:
             array = images[row].numpy()
             found.append(Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array))
         return found
+
+    @cache
+    def held_out_examples(self) -> tuple[list[Image.Image], list[int]]:
+        """A few test images per class and their labels: the app's examples and histogram sample."""
+        path = self.root / HELD_OUT_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"this release has no {HELD_OUT_FILE}; rebuild it with train/build_release.py")
+        tensors = read_safetensors(path)
+        arrays = tensors["images"].numpy()
+        images = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arrays]
+        return images, tensors["labels"].tolist()
 
     @cache
     def _exemplars(self) -> tuple[torch.Tensor, dict[int, int]]:

@@ -41,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timesteps", nargs="+", type=int, default=[25, 100, 300, 600])
     parser.add_argument("--train-images", type=int, default=12000)
     parser.add_argument("--test-images", type=int, default=2000)
+    parser.add_argument("--held-out-per-class", type=int, default=20, help="test images per class kept for the app (examples, histograms)")
     parser.add_argument("--random-images", type=int, default=4000, help="training images for the random-weights baseline")
     parser.add_argument("--expansion", type=int, default=8)
     parser.add_argument("--k", type=int, default=8)
@@ -161,6 +162,31 @@ def write_exemplars(out: Path, dataset: str, image_column: str | None, label_col
     return len(index)
 
 
+def write_held_out_examples(out: Path, dataset: str, split: str, image_column: str | None, label_column: str | None,
+                            per_class: int) -> int:
+    """The first ``per_class`` test images of every class, for the app's examples and activation histograms."""
+    import numpy as np
+
+    from revelio.data import load_image_dataset
+    from revelio.hub import write_safetensors
+    from revelio.images import load_image
+
+    data = load_image_dataset(dataset, split, image_column, label_column)
+    labels = data.labels or [0] * len(data.dataset)  # unlabelled data: the first images, one group
+    chosen: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        if len(chosen.setdefault(label, [])) < per_class:
+            chosen[label].append(index)
+    index = sorted(i for rows in chosen.values() for i in rows)
+    images = [np.asarray(load_image(data.dataset[i][data.image_column])) for i in index]
+    write_safetensors({
+        "images": torch.from_numpy(np.stack([a[..., None] if a.ndim == 2 else a for a in images])),
+        "labels": torch.tensor([labels[i] for i in index], dtype=torch.long),
+        "dataset_index": torch.tensor(index, dtype=torch.long),
+    }, out / "exemplars" / "held_out.safetensors")
+    return len(index)
+
+
 def markdown_table(values: dict[tuple[str, int], str], hooks: list[str], timesteps: list[int]) -> str:
     lines = ["| block | " + " | ".join(f"t={t}" for t in timesteps) + " |", "|---|" + "---|" * len(timesteps)]
     lines += [f"| {h} | " + " | ".join(values.get((h, t), "") for t in timesteps) + " |" for h in hooks]
@@ -237,6 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     sae_rows = evaluate_saes(args, hooks, test)
     write_sae_metrics(sae_rows, hooks, args.timesteps, args.out)
     exemplars = write_exemplars(args.out, args.dataset, args.image_column, args.label_column)
+    held_out = write_held_out_examples(args.out, args.dataset, args.test_split, args.image_column, args.label_column,
+                                       args.held_out_per_class)
     probe_grid = json.loads((args.out / "metrics" / "probe_grid.json").read_text())
     quality_file = args.out / "metrics" / "quality_gate.json"
     quality = json.loads(quality_file.read_text()) if quality_file.is_file() else None
@@ -248,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
         "probe_kinds": sorted({r["probe"] for r in probe_grid["rows"] if r["features"] == "diffusion"}),
         "best_cell": {k: best[k] for k in ("hook", "timestep", "probe", "test_accuracy")},
         "sae": {"expansion": args.expansion, "k": args.k, "mean_tokens": args.mean_tokens, "spatial_tokens": args.spatial_tokens},
-        "exemplar_images": exemplars, "seed": args.seed,
+        "exemplar_images": exemplars, "held_out_images": held_out, "seed": args.seed,
         "versions": {"revelio": revelio.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__},
         "commands": ["python " + shlex.join(["train/build_release.py", *(argv if argv is not None else sys.argv[1:])]), *steps.commands],
     }

@@ -39,26 +39,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def selective_features(stats, target: int, n: int, min_frequency: float, min_purity: float = 0.5) -> list[int]:
-    """The n features carrying the most activation on ``target`` images among those mostly active on it.
-
-    A feature's activation mass on class c is its label-distribution share for c times its mean
-    activation over all images; rare features and ones less than ``min_purity`` on c are skipped.
-    """
-    share = stats.label_distribution[:, target]
-    mass = share * stats.overall_mean_activation * (stats.image_frequency >= min_frequency) * (share >= min_purity)
-    return [int(f) for f in mass.argsort(descending=True)[:n] if mass[f] > 0]
-
-
-def unrelated_features(stats, n: int, min_frequency: float) -> list[int]:
-    """The n live features with the flattest label distribution (lowest purity)."""
-    purity = torch.where(stats.image_frequency >= min_frequency, stats.purity, torch.inf)
-    return [int(f) for f in purity.argsort()[:n]]
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import revelio
+    from revelio.features import class_selective_features, unrelated_features
     from revelio.steering import FeatureEdit, steer
 
     release = revelio.load_release(args.release)
@@ -94,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
     baseline_pred = {s: classifier.predict(x * 2 - 1) for s, x in baseline.items()}
     per_class, class_moves, class_flips = {}, [], []
     for target, name in enumerate(names):
-        edits = edits_for(lambda stats: selective_features(stats, target, args.features_per_class, args.min_frequency))
+        edits = edits_for(lambda stats: class_selective_features(stats, target, args.features_per_class, args.min_frequency))
         hits = base_hits = total = 0
         for source in range(len(names)):
             if source == target:

@@ -1,0 +1,115 @@
+"""Benchmark: the app's latency on the bundled default, as a client sees it, on this CPU.
+
+Starts the app in this process, then times requests through ``gradio_client`` (upload, queue,
+handler, response; output files are not downloaded, as a browser fetches them in parallel
+afterwards):
+- explore:  an uploaded test image -> top features, heatmaps, FVU (spatial SAE at the best cell);
+- classify: an uploaded test image -> the best probe's top-5 classes;
+- steer:    a 50-step steered generation, plus its unsteered twin when the seed is new.
+Then steered / unsteered generation time, both timed directly in the same run, interleaved, with
+the same seed and steps (the ratio the steering hooks cost). Targets: explore p50 < 0.5 s,
+classify p50 < 0.3 s, steered / unsteered <= 1.15.
+
+Run: ``.venv/bin/python bench/app_latency.py [--repeats 30]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    ordered = sorted(seconds)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def timed(call: Callable[[], object], repeats: int) -> list[float]:
+    call()  # warm-up: first-use loading is not latency
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--steer-repeats", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=50)
+    args = parser.parse_args()
+
+    import torch
+    from gradio_client import Client, handle_file
+
+    from revelio.app import create_demo
+    from revelio.app.uploads import MAX_UPLOAD_BYTES
+    from revelio.release import load_release
+    from revelio.steering import FeatureEdit, steer
+
+    demo = create_demo("bundled")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size=MAX_UPLOAD_BYTES, quiet=True)
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+
+    release = load_release("bundled")
+    images, labels = release.held_out_examples()
+    image_path = Path(tempfile.mkdtemp()) / "test-image.png"
+    images[labels.index(1)].save(image_path)
+    hook, timestep = release.best_cell
+    features = client.predict(hook, timestep, "none", 9, 8, api_name="/suggest_features")
+    seeds = iter(range(10_000))
+
+    results = {
+        "explore": timed(lambda: client.predict(handle_file(str(image_path)), hook, timestep, "none", api_name="/explore"), args.repeats),
+        "classify": timed(lambda: client.predict(handle_file(str(image_path)), hook, timestep, release.info["best_cell"]["probe"],
+                                                 api_name="/classify"), args.repeats),
+        f"steer ({args.steps} steps, steered + new unsteered)": timed(
+            lambda: client.predict(0, next(seeds), args.steps, 2.5, hook, timestep, "none", features, 0, 999, 0, api_name="/steer"),
+            args.steer_repeats),
+    }
+    demo.close()
+
+    backbone = release.backbone()
+    sae = release.sae(hook, timestep, "none")
+    peaks = sae.feature_stats.max_activation
+    edit = FeatureEdit(sae, clamp={f: 0.0 for f in features} | {features[0]: 2.0 * float(peaks[features[0]])})
+    unsteered, steered = [], []
+    for seed in range(args.steer_repeats + 1):
+        for bucket, steering in ((unsteered, False), (steered, True)):
+            start = time.perf_counter()
+            if steering:
+                with steer(backbone, [edit]):
+                    backbone.generate(0, seed=seed, num_inference_steps=args.steps)
+            else:
+                backbone.generate(0, seed=seed, num_inference_steps=args.steps)
+            if seed:  # seed 0 warms up both paths
+                bucket.append(time.perf_counter() - start)
+
+    print(f"app latency on the bundled release ({args.repeats} requests each; torch threads {torch.get_num_threads()})")
+    print(f"{'request':<48} {'p50 s':>8} {'p95 s':>8}")
+    for name, seconds in results.items():
+        p50, p95 = percentiles(seconds)
+        print(f"{name:<48} {p50:8.3f} {p95:8.3f}")
+    base, edited = statistics.median(unsteered), statistics.median(steered)
+    print(f"\ngeneration, {args.steps} steps, guidance 2.5, {len(features)} features clamped at {hook} t={timestep} (spatial SAE):")
+    print(f"unsteered median {base:.3f} s, steered median {edited:.3f} s, steered / unsteered = {edited / base:.3f} (target <= 1.15)")
+    explore_p50, classify_p50 = percentiles(results["explore"])[0], percentiles(results["classify"])[0]
+    print(f"targets: explore p50 {explore_p50:.3f} < 0.5: {explore_p50 < 0.5}; classify p50 {classify_p50:.3f} < 0.3: "
+          f"{classify_p50 < 0.3}; ratio {edited / base:.3f} <= 1.15: {edited / base <= 1.15}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Uploaded files to clean PIL images, or a message that says what was wrong and what to do.
+
+Handlers receive the raw upload (Gradio's file payload, before Gradio opens it), so a non-image,
+a corrupt or truncated file or a decompression bomb reaches our checks instead of failing inside
+the framework with a generic error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from revelio.images import ImageError, load_image
+
+# Far above any diffusion model's resolution; larger uploads cost seconds to decode for nothing.
+MAX_UPLOAD_PIXELS = 4096 * 4096
+MAX_UPLOAD_BYTES = 10 * 2**20
+
+
+def upload_path(payload: Any) -> Path:
+    """The server-side path of an upload: a Gradio FileData dict, or a path string."""
+    if payload is None or payload == "":
+        raise ImageError("no image: upload a PNG, JPEG or WebP file, or pick one of the examples")
+    path = payload.get("path") if isinstance(payload, dict) else payload
+    if not isinstance(path, (str, Path)) or not Path(path).is_file():
+        raise ImageError("the upload did not arrive as a file; upload the image again")
+    return Path(path)
+
+
+def read_upload(payload: Any) -> Image.Image:
+    """The uploaded image as 8-bit RGB or greyscale; :class:`ImageError` for anything unusable."""
+    path = upload_path(payload)
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise ImageError(f"the file is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB. Upload a smaller image.")
+    try:
+        with Image.open(path) as probe:  # reads the header only: size is known before decoding
+            width, height = probe.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise ImageError("this file is not an image we can read; upload a PNG, JPEG, WebP, GIF, BMP or TIFF file") from None
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise ImageError(
+            f"the image is {width}x{height} pixels, more than {MAX_UPLOAD_PIXELS:,}; downscale it "
+            "(the model works at a few dozen pixels anyway) and upload it again"
+        )
+    return load_image(path)
