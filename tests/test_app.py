@@ -249,3 +249,14 @@ def test_every_tab_renders_in_a_real_browser(app_url):
         for second in TABS:
             if first < second:
                 assert np.abs(pictures[first] - pictures[second]).mean() > 1, (first, second)
+
+
+def test_space_card_points_at_this_app():
+    import gradio
+    from huggingface_hub import SpaceCard
+
+    root = Path(__file__).resolve().parent.parent
+    card = SpaceCard.load(root / "hub_cards" / "space.md")
+    assert card.data.sdk == "gradio" and card.data.sdk_version == gradio.__version__
+    assert (root / card.data.app_file).is_file() and card.data.app_file == "app.py"
+    assert len(card.data.short_description) <= 60  # the Hub's limit
