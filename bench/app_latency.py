@@ -54,6 +54,8 @@ def main() -> None:
 
     from revelio.app import create_demo
     from revelio.app.uploads import MAX_UPLOAD_BYTES
+    from revelio.activations import extract
+    from revelio.features import ClassCodeMaps
     from revelio.release import load_release
     from revelio.steering import FeatureEdit, steer
 
@@ -69,7 +71,8 @@ def main() -> None:
     image_path = Path(tempfile.mkdtemp()) / "test-image.png"
     images[labels.index(1)].save(image_path)
     hook, timestep = release.best_cell
-    features = client.predict(hook, timestep, "none", 9, 8, api_name="/suggest_features")
+    steer_hook = release.hooks[-1]  # the app's default steering block
+    features = client.predict(steer_hook, timestep, "none", 9, 16, api_name="/suggest_features")
     seeds = iter(range(10_000))
 
     results = {
@@ -77,15 +80,17 @@ def main() -> None:
         "classify": timed(lambda: client.predict(handle_file(str(image_path)), hook, timestep, release.info["best_cell"]["probe"],
                                                  api_name="/classify"), args.repeats),
         f"steer ({args.steps} steps, steered + new unsteered)": timed(
-            lambda: client.predict(0, next(seeds), args.steps, 2.5, hook, timestep, "none", features, 0, 999, 0, api_name="/steer"),
+            lambda: client.predict(0, next(seeds), args.steps, 2.5, steer_hook, timestep, "none", features, "class-map", 9, 2.0,
+                                   999, 0, api_name="/steer"),
             args.steer_repeats),
     }
     demo.close()
 
     backbone = release.backbone()
-    sae = release.sae(hook, timestep, "none")
-    peaks = sae.feature_stats.max_activation
-    edit = FeatureEdit(sae, clamp={f: 0.0 for f in features} | {features[0]: 2.0 * float(peaks[features[0]])})
+    sae = release.sae(steer_hook, timestep, "none")
+    tokens = extract(backbone, images, [steer_hook], [timestep], pooling="none")[(steer_hook, timestep)]
+    maps = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
+    edit = FeatureEdit(sae, clamp={f: 2.0 * maps.map(9, f) for f in features})
     unsteered, steered = [], []
     for seed in range(args.steer_repeats + 1):
         for bucket, steering in ((unsteered, False), (steered, True)):
@@ -104,7 +109,8 @@ def main() -> None:
         p50, p95 = percentiles(seconds)
         print(f"{name:<48} {p50:8.3f} {p95:8.3f}")
     base, edited = statistics.median(unsteered), statistics.median(steered)
-    print(f"\ngeneration, {args.steps} steps, guidance 2.5, {len(features)} features clamped at {hook} t={timestep} (spatial SAE):")
+    print(f"\ngeneration, {args.steps} steps, guidance 2.5, {len(features)} features clamped to class maps at {steer_hook} "
+          f"t={timestep} (spatial SAE):")
     print(f"unsteered median {base:.3f} s, steered median {edited:.3f} s, steered / unsteered = {edited / base:.3f} (target <= 1.15)")
     explore_p50, classify_p50 = percentiles(results["explore"])[0], percentiles(results["classify"])[0]
     print(f"targets: explore p50 {explore_p50:.3f} < 0.5: {explore_p50 < 0.5}; classify p50 {classify_p50:.3f} < 0.3: "

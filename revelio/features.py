@@ -452,3 +452,48 @@ def unrelated_features(stats: FeatureStats, n: int, min_frequency: float = 0.001
     """The ``n`` live features with the flattest label distribution (lowest purity): tied to no class."""
     purity = torch.where(stats.image_frequency >= min_frequency, stats.purity, torch.inf)
     return [int(f) for f in purity.argsort(stable=True)[:n]]
+
+
+@dataclass
+class ClassCodeMaps:
+    """Each feature's mean activation at every location on the images of each class (spatial SAEs).
+
+    ``maps`` is [n_classes, side, side, d_sae] and ``overall`` [side, side, d_sae] (all images). A
+    feature is selective for class c where it fires more on c's images than on average, summed over
+    locations; clamping those features to c's maps during generation moves images towards c, which
+    a constant clamp does not (class shape lives in where features fire).
+    """
+
+    maps: torch.Tensor
+    overall: torch.Tensor
+
+    @classmethod
+    @torch.no_grad()
+    def from_tokens(cls, sae: KSparseAutoencoder, tokens: torch.Tensor, labels: Sequence[int], n_classes: int) -> ClassCodeMaps:
+        """From the spatial activations [N, side*side, d_in] of labelled images (e.g. ``extract(..., pooling="none")``)."""
+        if tokens.ndim != 3:
+            raise ValueError(f"tokens must be [images, locations, d_in]; got shape {tuple(tokens.shape)}")
+        side = int(round(tokens.shape[1] ** 0.5))
+        if side * side != tokens.shape[1]:
+            raise ValueError(f"class maps need a square grid of locations; got {tokens.shape[1]}")
+        labels = torch.as_tensor(list(labels))
+        if len(labels) != tokens.shape[0]:
+            raise ValueError(f"{len(labels)} labels for {tokens.shape[0]} images")
+        sums = torch.zeros(n_classes, tokens.shape[1], sae.d_sae)
+        for start in range(0, tokens.shape[0], 64):  # dense codes for a few images at a time
+            codes = sae.encode(tokens[start : start + 64], dense=True).float().cpu()
+            sums.index_add_(0, labels[start : start + 64], codes)
+        counts = torch.bincount(labels, minlength=n_classes).clamp_min(1).view(-1, 1, 1)
+        overall = sums.sum(0) / len(labels)
+        return cls((sums / counts).view(n_classes, side, side, -1), overall.view(side, side, -1))
+
+    def selective(self, target: int, n: int) -> list[int]:
+        """The ``n`` features with the most extra activation on class ``target``, over all locations."""
+        if not 0 <= target < self.maps.shape[0]:
+            raise ValueError(f"class id {target} is out of range 0..{self.maps.shape[0] - 1}")
+        excess = (self.maps[target] - self.overall).clamp_min(0).sum(dim=(0, 1))
+        return [int(f) for f in excess.argsort(descending=True, stable=True)[:n] if excess[f] > 0]
+
+    def map(self, target: int, feature: int) -> torch.Tensor:
+        """[side, side]: the feature's mean activation at each location on class ``target``."""
+        return self.maps[target, :, :, feature].clone()

@@ -7,7 +7,10 @@ value, shifted by an amount, or ablated (clamped to 0); and the block outputs
 SAE's reconstruction error (whatever the SAE misses) stays in the activation untouched.
 
 A pooled ("mean") SAE reads the mean over locations and its change is added at every location;
-a spatial ("none") SAE reads and edits each location. Either can be limited to a mask.
+a spatial ("none") SAE reads and edits each location. Either can be limited to a mask. A spatial
+SAE's feature can also be clamped to a map (a value per location, e.g. the feature's mean map on
+images of one class, see :class:`revelio.features.ClassCodeMaps`): class identity in a diffusion
+model lives in where features fire, not only in how strongly.
 """
 
 from __future__ import annotations
@@ -39,16 +42,18 @@ class SteeringWarning(UserWarning):
 class FeatureEdit:
     """One SAE's edits at one hook point: ``clamp`` sets features, ``add`` shifts them (0 ablates).
 
-    ``timesteps`` = (t_high, t_low) keeps the edit active only while t_low <= t <= t_high (None:
+    A clamp value is a number, or for a spatial SAE an [H, W] map (any resolution, bilinear-resized
+    to the block's grid) giving the value at each location. ``timesteps = (t_high, t_low) keeps the edit active only while t_low <= t <= t_high (None:
     always). ``mask`` ([H, W] or [N, H, W], any resolution, values in [0, 1]) limits it to a region.
     """
 
     sae: KSparseAutoencoder
     hook: str | None = None
-    clamp: Mapping[int, float] = field(default_factory=dict)
+    clamp: Mapping[int, float | torch.Tensor] = field(default_factory=dict)
     add: Mapping[int, float] = field(default_factory=dict)
     timesteps: tuple[int, int] | None = None
     mask: torch.Tensor | None = None
+    _resized: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.hook = self.hook or self.sae.metadata.get("hook")
@@ -63,6 +68,13 @@ class FeatureEdit:
         bad = [f for f in (*self.clamp, *self.add) if not (isinstance(f, int) and 0 <= f < self.sae.d_sae)]
         if bad:
             raise ValueError(f"feature ids {bad} are out of range: this SAE has features 0..{self.sae.d_sae - 1}")
+        maps = [f for f, v in self.clamp.items() if isinstance(v, torch.Tensor) and v.ndim > 0]
+        if maps and self.sae.metadata.get("pooling") == "mean":
+            raise ValueError(f"features {maps} are clamped to maps, which needs a spatial SAE (pooling 'none'); this one is pooled")
+        for f in maps:
+            if self.clamp[f].ndim != 2:
+                raise ValueError(f"feature {f}'s clamp map must be [H, W]; got shape {tuple(self.clamp[f].shape)}")
+            self.clamp[f] = self.clamp[f].float()
         if self.timesteps is not None:
             high, low = self.timesteps
             if low > high:
@@ -109,7 +121,12 @@ class FeatureEdit:
             old = (code.values.unsqueeze(-1) * hit).sum(dim=-2)  # [N, T', n_chosen]
             new = old.clone()
             for j, f in enumerate(self.features):
-                new[..., j] = self.clamp[f] if f in self.clamp else old[..., j] + self.add[f]
+                if f in self.add:
+                    new[..., j] = old[..., j] + self.add[f]
+                elif isinstance(self.clamp[f], torch.Tensor) and self.clamp[f].ndim == 2:
+                    new[..., j] = self._map_on_grid(f, output, tokens.shape[1]).to(new.dtype)
+                else:
+                    new[..., j] = float(self.clamp[f])
             delta = ((new - old) @ sae.W_dec[chosen]) / sae.input_scale  # [N, T', C]
         delta = delta.to(output.dtype)
         weight = self._location_weight(output, tokens.shape[1])
@@ -120,22 +137,34 @@ class FeatureEdit:
         edited = tokens + delta
         return edited.transpose(1, 2).reshape(output.shape) if output.ndim == 4 else edited
 
+    def _map_on_grid(self, feature: int, output: torch.Tensor, num_tokens: int) -> torch.Tensor:
+        """A clamp map resized to the block's grid [T], resized once per grid (every step reuses it)."""
+        key = (feature, tuple(output.shape[2:]) if output.ndim == 4 else num_tokens, output.device, output.dtype)
+        if key not in self._resized:
+            self._resized[key] = _to_grid(self.clamp[feature][None], output, num_tokens)[0]
+        return self._resized[key]
+
     def _location_weight(self, output: torch.Tensor, num_tokens: int) -> torch.Tensor | None:
         """The mask resized to the block's grid, as [1 or N, T, 1]."""
         if self.mask is None:
             return None
-        side = output.shape[-1] if output.ndim == 4 else int(round(num_tokens**0.5))
-        rows = output.shape[-2] if output.ndim == 4 else side
-        if rows * side != num_tokens:
-            raise ValueError(f"a mask needs square token grids; this block has {num_tokens} tokens")
         mask = self.mask if self.mask.ndim == 3 else self.mask[None]
         if mask.shape[0] not in (1, output.shape[0]):
             # Classifier-free guidance doubles the batch; one mask per image repeats for both halves.
             if output.shape[0] % mask.shape[0]:
                 raise ValueError(f"{mask.shape[0]} masks for a batch of {output.shape[0]}; pass one mask or one per image")
             mask = mask.repeat(output.shape[0] // mask.shape[0], 1, 1)
-        grid = F.interpolate(mask[:, None], size=(rows, side), mode="bilinear", align_corners=False)
-        return grid.flatten(1)[..., None].to(output.device, output.dtype)
+        return _to_grid(mask, output, num_tokens)[..., None]
+
+
+def _to_grid(maps: torch.Tensor, output: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """[n, H, W] maps bilinear-resized to the block's grid, flattened row-major: [n, T]."""
+    side = output.shape[-1] if output.ndim == 4 else int(round(num_tokens**0.5))
+    rows = output.shape[-2] if output.ndim == 4 else side
+    if rows * side != num_tokens:
+        raise ValueError(f"masks and clamp maps need square token grids; this block has {num_tokens} tokens")
+    grid = F.interpolate(maps[:, None].float(), size=(rows, side), mode="bilinear", align_corners=False)
+    return grid.flatten(1).to(output.device, output.dtype)
 
 
 def _active_rows(window: tuple[int, int] | None, timestep: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
@@ -161,7 +190,7 @@ def steer(
     sae: KSparseAutoencoder | Sequence[FeatureEdit],
     *,
     hook: str | None = None,
-    clamp: Mapping[int, float] | None = None,
+    clamp: Mapping[int, float | torch.Tensor] | None = None,
     add: Mapping[int, float] | None = None,
     timesteps: tuple[int, int] | None = None,
     mask: torch.Tensor | None = None,

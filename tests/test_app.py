@@ -127,15 +127,24 @@ def test_ablating_a_class_features_lowers_that_class_probability(client):
         features = client.predict(hook, timestep, "none", class_id, 8, api_name="/suggest_features")
         assert 0 < len(features) <= 8
         baseline, steered, before, after, note = client.predict(
-            class_id, 0, 25, 2.5, hook, timestep, "none", features, 0, 999, 0, api_name="/steer")
+            class_id, 0, 25, 2.5, hook, timestep, "none", features, "value", class_id, 0, 999, 0, api_name="/steer")
         assert baseline["path"] != steered["path"] and "→ 0" in note
         assert _confidences(after)[name] < _confidences(before)[name] - 0.05, (hook, timestep, name)
+
+
+def test_clamping_to_a_class_map_steers_towards_that_class(client):
+    for source, target, name in ((5, 1, "Trouser"), (8, 4, "Coat")):
+        features = client.predict("up_blocks.1", 100, "none", target, 16, api_name="/suggest_features")
+        _, _, before, after, note = client.predict(
+            source, 0, 25, 2.5, "up_blocks.1", 100, "none", features, "class-map", target, 2, 999, 0, api_name="/steer")
+        assert f"2 × its {name} map" in note
+        assert _confidences(after)[name] > _confidences(before)[name] + 0.2, name
 
 
 def test_steering_nothing_moves_keeps_the_baseline(client):
     # a window no sampling step reaches: the steered image is the baseline, same seed
     features = client.predict("mid_block", 100, "none", 1, 4, api_name="/suggest_features")
-    _, _, before, after, _ = client.predict(1, 3, 10, 2.5, "mid_block", 100, "none", features, 5, 1, 0, api_name="/steer")
+    _, _, before, after, _ = client.predict(1, 3, 10, 2.5, "mid_block", 100, "none", features, "value", 1, 5, 1, 0, api_name="/steer")
     assert _confidences(before) == pytest.approx(_confidences(after), abs=1e-6)
 
 
@@ -185,9 +194,9 @@ def test_bad_values_are_explained(client, examples):
     with pytest.raises(AppError, match="does not exist"):
         client.predict("mid_block", 100, "none", 99999, api_name="/feature")
     with pytest.raises(AppError, match="t high"):
-        client.predict(0, 0, 5, 2.5, "mid_block", 100, "none", [1], 0, 100, 500, api_name="/steer")
+        client.predict(0, 0, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, 100, 500, api_name="/steer")
     with pytest.raises(AppError, match="at least one feature"):
-        client.predict(0, 0, 5, 2.5, "mid_block", 100, "none", [], 0, 999, 0, api_name="/steer")
+        client.predict(0, 0, 5, 2.5, "mid_block", 100, "none", [], "value", 0, 0, 999, 0, api_name="/steer")
     with pytest.raises(AppError, match="no image"):
         client.predict(None, "mid_block", 100, "none", api_name="/explore")
 

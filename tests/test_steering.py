@@ -187,3 +187,52 @@ def test_bad_edits_get_clear_errors_and_mismatches_warn(backbones):
         with steer(bb, sae, clamp={1: 1.0}, timesteps=(300, 100)):
             pass
     assert count_forward_hooks(bb.denoiser) == 0
+
+
+def test_clamping_to_a_map_sets_each_location(backbones):
+    bb = backbones["pixel-class"]
+    sae = make_sae(bb, "none")
+    maps = torch.randn(2, sae.d_in, 4, 4)
+    tokens = maps.flatten(2).transpose(1, 2)
+    feature = int(sae.encode(tokens).indices.flatten()[0])
+    value_map = torch.arange(16.0).reshape(4, 4) / 4  # already at the block's grid: no resampling
+    got = FeatureEdit(sae, clamp={feature: value_map}).apply(maps, None).flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        old = sae.encode(tokens, dense=True)
+        new = old.clone()
+        new[..., feature] = value_map.flatten()
+        expected = tokens + sae.decode(new) - sae.decode(old)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # a constant map is the same as clamping to that number; a map at another resolution is resized
+    constant = FeatureEdit(sae, clamp={feature: torch.full((8, 8), 2.0)}).apply(maps, None)
+    torch.testing.assert_close(constant, FeatureEdit(sae, clamp={feature: 2.0}).apply(maps, None), atol=1e-5, rtol=1e-5)
+
+
+def test_map_clamps_need_a_spatial_sae_and_a_2d_map(backbones):
+    bb = backbones["pixel-class"]
+    with pytest.raises(ValueError, match="spatial SAE"):
+        FeatureEdit(make_sae(bb, "mean"), clamp={1: torch.ones(4, 4)})
+    with pytest.raises(ValueError, match=r"\[H, W\]"):
+        FeatureEdit(make_sae(bb, "none"), clamp={1: torch.ones(2, 4, 4)})
+
+
+def test_class_code_maps_average_codes_per_class_and_location(backbones):
+    from revelio.features import ClassCodeMaps
+
+    bb = backbones["pixel-class"]
+    sae = make_sae(bb, "none")
+    tokens = torch.randn(6, 9, sae.d_in)
+    labels = [0, 0, 1, 1, 1, 2]
+    maps = ClassCodeMaps.from_tokens(sae, tokens, labels, n_classes=3)
+    with torch.no_grad():
+        dense = sae.encode(tokens, dense=True)
+    torch.testing.assert_close(maps.maps[1].reshape(9, -1), dense[2:5].mean(0))
+    torch.testing.assert_close(maps.overall.reshape(9, -1), dense.mean(0))
+    chosen = maps.selective(2, 3)
+    excess = (dense[5] - dense.mean(0)).clamp_min(0).sum(0)
+    assert chosen == excess.argsort(descending=True)[:3].tolist()
+    assert maps.map(2, chosen[0]).shape == (3, 3)
+    with pytest.raises(ValueError, match="out of range"):
+        maps.selective(3, 1)
+    with pytest.raises(ValueError, match="square"):
+        ClassCodeMaps.from_tokens(sae, torch.randn(2, 8, sae.d_in), [0, 1], 2)

@@ -1,16 +1,22 @@
 """Measure what SAE steering does on a class-conditional release: success rate and side effect.
 
-For each target class c, the features most selective for c (highest label purity for c among
-features that fire often enough) are clamped to --strength x their largest activation on the
-training images while generating images of every OTHER class, with the same seeds as an
-unsteered baseline. The release's reference classifier (trained on real images only) then says
-how many images it labels c: the success rate, against the unsteered baseline's rate.
+For each target class c, the features most selective for c are clamped at every chosen SAE while
+generating images of every OTHER class, with the same seeds as an unsteered baseline. The
+release's reference classifier (trained on real images only) then says how many images it labels
+c: the success rate, against the unsteered baseline's rate. Two ways to clamp:
 
-Side effect: the same clamp applied to features unrelated to any class (the lowest label purity)
-shows how far images move in pixel space (mean absolute change in [0, 1] units) and how often
-their predicted class changes, next to the same numbers for class steering.
+- ``--clamp-to class-map`` (spatial SAEs, the default): the features with the most extra
+  activation on c's images (summed over locations) are clamped to --strength x their mean
+  activation map on c's images, measured on the release's held-out test images;
+- ``--clamp-to max``: the features carrying most activation on c among those mostly active on it
+  (label purity) are clamped to --strength x their largest training activation, everywhere.
 
-  python train/measure_steering.py --release bundled --cells mid_block:300 up_blocks.0:300 --pooling mean
+Side effect: the same number of features unrelated to any class (the lowest label purity),
+clamped the same way (to --strength x their mean map over all images, or x their max), shows how
+far images move in pixel space (mean absolute change in [0, 1] units) and how often their
+predicted class changes, next to the same numbers for class steering.
+
+  python train/measure_steering.py --release bundled --cells mid_block:100 up_blocks.0:100 up_blocks.1:100
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ import torch
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--release", default="bundled", help="bundled, a release folder, or a Hub repo id")
-    parser.add_argument("--cells", nargs="+", metavar="HOOK:T", help="SAEs to steer with, all at once (default: the best cell)")
-    parser.add_argument("--pooling", default="mean", choices=["mean", "none"])
-    parser.add_argument("--features-per-class", type=int, default=3)
+    parser.add_argument("--cells", nargs="+", metavar="HOOK:T", default=["mid_block:100", "up_blocks.0:100", "up_blocks.1:100"],
+                        help="SAEs to steer with, all at once")
+    parser.add_argument("--pooling", default="none", choices=["mean", "none"])
+    parser.add_argument("--clamp-to", default="class-map", choices=["class-map", "max"])
+    parser.add_argument("--features-per-class", type=int, default=16, help="per SAE")
     parser.add_argument("--min-frequency", type=float, default=0.005, help="features rarer than this are not chosen")
-    parser.add_argument("--strength", type=float, default=2.0, help="clamp value in units of each feature's max activation")
+    parser.add_argument("--strength", type=float, default=2.0, help="multiplies the class map (or the max activation)")
     parser.add_argument("--window", type=int, nargs=2, default=[999, 0], metavar=("T_HIGH", "T_LOW"))
     parser.add_argument("--per-source", type=int, default=5, help="images per source class")
     parser.add_argument("--steps", type=int, default=25)
@@ -42,27 +50,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import revelio
-    from revelio.features import class_selective_features, unrelated_features
+    from revelio.features import ClassCodeMaps, class_selective_features, unrelated_features
     from revelio.steering import FeatureEdit, steer
 
     release = revelio.load_release(args.release)
     backbone = release.backbone()
     classifier = release.reference_classifier()
-    cells = [(hook, int(t)) for hook, t in (c.rsplit(":", 1) for c in args.cells)] if args.cells else [release.best_cell]
+    cells = [(hook, int(t)) for hook, t in (c.rsplit(":", 1) for c in args.cells)]
+    if args.clamp_to == "class-map" and args.pooling != "none":
+        raise SystemExit("--clamp-to class-map needs spatial SAEs (--pooling none); use --clamp-to max for pooled ones")
     saes = [release.sae(hook, t, args.pooling) for hook, t in cells]
     stats_of = {id(sae): sae.feature_stats for sae in saes}  # the property rebuilds FeatureStats on each read
     if any(stats is None or stats.label_distribution.shape[1] == 0 for stats in stats_of.values()):
         raise SystemExit("these SAEs have no labelled feature statistics; rebuild the release with labels")
     names = release.class_names
+    maps_of = {}
+    if args.clamp_to == "class-map":
+        images, labels = release.held_out_examples()
+        for (hook, t), sae in zip(cells, saes):
+            tokens = revelio.extract(backbone, images, [hook], [t], pooling="none", seed=release.info.get("seed", 0))[(hook, t)]
+            maps_of[id(sae)] = ClassCodeMaps.from_tokens(sae, tokens, labels, len(names))
     window = tuple(args.window)
     generate = dict(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, output_type="pt")
 
-    def edits_for(choose) -> list[FeatureEdit]:
-        """One FeatureEdit per SAE, clamping the features ``choose(stats)`` picks to strength x max."""
+    def edits_for(target: int | None) -> list[FeatureEdit]:
+        """One FeatureEdit per SAE: class ``target``'s selective features, or (None) unrelated ones."""
         edits = []
         for sae in saes:
-            stats = stats_of[id(sae)]
-            clamp = {f: args.strength * float(stats.max_activation[f]) for f in choose(stats)}
+            stats, maps = stats_of[id(sae)], maps_of.get(id(sae))
+            n = args.features_per_class
+            if target is None:
+                chosen = unrelated_features(stats, n, args.min_frequency)
+            else:
+                chosen = maps.selective(target, n) if maps else class_selective_features(stats, target, n, args.min_frequency)
+            if maps is None:
+                clamp = {f: args.strength * float(stats.max_activation[f]) for f in chosen}
+            else:
+                clamp = {f: args.strength * (maps.overall[..., f] if target is None else maps.map(target, f)) for f in chosen}
             if clamp:  # an SAE may have no feature that qualifies
                 edits.append(FeatureEdit(sae, clamp=clamp, timesteps=window))
         return edits
@@ -78,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
     baseline_pred = {s: classifier.predict(x * 2 - 1) for s, x in baseline.items()}
     per_class, class_moves, class_flips = {}, [], []
     for target, name in enumerate(names):
-        edits = edits_for(lambda stats: class_selective_features(stats, target, args.features_per_class, args.min_frequency))
+        edits = edits_for(target)
         hits = base_hits = total = 0
         for source in range(len(names)):
             if source == target:
@@ -95,14 +119,14 @@ def main(argv: list[str] | None = None) -> dict:
                            "success": hits / total, "baseline": base_hits / total}
         print(json.dumps({"target": name, **per_class[name]}), flush=True)
 
-    unrelated = edits_for(lambda stats: unrelated_features(stats, args.features_per_class, args.min_frequency))
+    unrelated = edits_for(None)
     moves, flips = [], []
     for source in range(len(names)):
         steered = images_of(source, unrelated)
         moves.append((steered - baseline[source]).abs().mean().item())
         flips.append(float((classifier.predict(steered * 2 - 1) != baseline_pred[source]).float().mean()))
     result = {
-        "release": str(args.release), "cells": [f"{h}:{t}" for h, t in cells], "pooling": args.pooling,
+        "release": str(args.release), "cells": [f"{h}:{t}" for h, t in cells], "pooling": args.pooling, "clamp_to": args.clamp_to,
         "features_per_class": args.features_per_class, "strength": args.strength, "window": list(window),
         "images_per_source_class": args.per_source, "num_inference_steps": args.steps, "seed": args.seed,
         "guidance_scale": args.guidance_scale or backbone.default_guidance_scale,

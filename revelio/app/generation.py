@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import torch
 from PIL import Image
 
 from revelio.app.state import AppState, Cell
@@ -22,8 +23,10 @@ class SteeringRequest:
     guidance: float
     cell: Cell
     features: list[int]
-    strength: float  # clamp value in units of each feature's largest training activation (0 ablates)
+    strength: float  # multiplies each feature's max training activation (0 ablates), or the class map
     window: tuple[int, int]  # (t_high, t_low)
+    clamp_to: str = "value"  # "value" (strength x max, everywhere) or "class-map" (strength x target's mean map)
+    target: int = 0  # the class whose maps "class-map" clamps to
 
 
 @dataclass
@@ -32,7 +35,7 @@ class SteeringResult:
     steered: Image.Image
     baseline_probabilities: dict[str, float]
     steered_probabilities: dict[str, float]
-    clamp: dict[int, float]
+    clamp: dict[int, float | torch.Tensor]
 
 
 class Generator:
@@ -61,7 +64,10 @@ class Generator:
             self._baselines.move_to_end(key)
             return self._baselines[key]
 
-    def clamp_values(self, request: SteeringRequest) -> dict[int, float]:
+    def clamp_values(self, request: SteeringRequest) -> dict[int, float | torch.Tensor]:
+        if request.clamp_to == "class-map":
+            maps = self.state.class_maps(request.cell)
+            return {f: request.strength * maps.map(request.target, f) for f in request.features}
         peaks = self.state.stats(request.cell).max_activation
         return {f: request.strength * float(peaks[f]) for f in request.features}
 

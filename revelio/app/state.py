@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from revelio.activations import extract
-from revelio.features import FeatureStats
+from revelio.features import ClassCodeMaps, FeatureStats
 
 if TYPE_CHECKING:
     from revelio.release import Release
@@ -124,6 +124,15 @@ class AppState:
         flat_values = code.values.float().reshape(x.shape[0], -1)
         flat_indices = code.indices.reshape(x.shape[0], -1)
         return strengths.scatter_reduce(1, flat_indices, flat_values, "amax")
+
+    @cache  # noqa: B019
+    def class_maps(self, cell: Cell) -> ClassCodeMaps:
+        """Each feature's mean map per class on the held-out images (spatial SAEs only)."""
+        if cell.pooling != "none":
+            raise ValueError("clamping to a class's map needs a spatial SAE; choose the spatial SAE")
+        _, labels = self.release.held_out_examples()
+        tokens = self.held_out_tokens(cell.hook, cell.timestep)
+        return ClassCodeMaps.from_tokens(self.sae(cell), tokens, labels, max(len(self.class_names), max(labels) + 1))
 
     @cache  # noqa: B019
     def held_out_mean(self, cell: Cell) -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+import torch
 
 from revelio.app.classify import classify_probabilities, top_classes
 from revelio.app.examples import example_files
@@ -25,6 +26,7 @@ from revelio.app.uploads import read_upload
 from revelio.features import class_selective_features
 
 TABS = ("explore", "steer", "classify", "atlas")
+CLAMP_MODES = [("the target class's mean map × value (spatial SAEs)", "class-map"), ("value × each feature's max (0 ablates)", "value")]
 TOP_FEATURES = 8
 
 
@@ -104,13 +106,16 @@ class Handlers:
         return gr.Dropdown(choices=self.state.feature_choices(cell), value=None)
 
     def suggest(self, hook: str, timestep: Any, pooling: str, target: Any, count: Any) -> list[int]:
-        """The features most selective for a class (dominant label, most activation on it)."""
+        """The features most selective for a class: most extra activation on its images (spatial SAEs),
+        else most activation among features whose dominant label it is."""
         cell = self.state.cell(hook, timestep, pooling)
         count = int(_number(count, "number of features", 1, 64, whole=True))
+        if cell.pooling == "none":
+            return self.state.class_maps(cell).selective(self._class_id(target), count)
         return class_selective_features(self.state.stats(cell), self._class_id(target), count, min_purity=0.0)
 
     def steer(self, class_value: Any, seed: Any, steps: Any, guidance: Any, hook: str, timestep: Any,
-              pooling: str, features: Any, strength: Any, t_high: Any, t_low: Any) -> tuple:
+              pooling: str, features: Any, clamp_to: Any, target: Any, strength: Any, t_high: Any, t_low: Any) -> tuple:
         cell = self.state.cell(hook, timestep, pooling)
         last = self.state.backbone.num_train_timesteps - 1
         high = int(_number(t_high, "window start (t high)", 0, last, whole=True))
@@ -121,12 +126,22 @@ class Handlers:
             class_id=self._class_id(class_value), seed=int(_number(seed, "seed", 0, 2**31 - 1, whole=True)),
             steps=int(_number(steps, "steps", 1, 200, whole=True)), guidance=_number(guidance, "guidance", 1, 20),
             cell=cell, features=self._features(cell, features), strength=_number(strength, "clamp value", -20, 20),
-            window=(high, low),
+            window=(high, low), clamp_to=self._clamp_mode(clamp_to), target=self._class_id(target),
         )
         result = self.generator.run(request)
-        clamps = ", ".join(f"{self.state.feature_label(cell, f)} → {v:.3g}" for f, v in result.clamp.items())
+        target = self.state.class_names[request.target] if request.target < len(self.state.class_names) else request.target
+        clamps = ", ".join(
+            f"{self.state.feature_label(cell, f)} → " + (f"{request.strength:g} × its {target} map" if isinstance(v, torch.Tensor) else f"{v:.3g}")
+            for f, v in result.clamp.items())
         return (enlarge(result.baseline), enlarge(result.steered), result.baseline_probabilities,
                 result.steered_probabilities, f"Clamped at {cell}: {clamps}")
+
+    @staticmethod
+    def _clamp_mode(value: Any) -> str:
+        modes = [mode for _, mode in CLAMP_MODES]
+        if value not in modes:
+            raise ValueError(f"clamp to one of {modes}; got {value!r}")
+        return value
 
     def classify(self, upload: Any, hook: str, timestep: Any, kind: str) -> dict[str, float]:
         cell = self.state.cell(hook, timestep, None)
@@ -151,8 +166,8 @@ def _grid_frame(rows: list[dict], value: str, hooks: list[str], timesteps: list[
                         columns=["block", *(f"t={t}" for t in timesteps)])
 
 
-def _cell_inputs(state: AppState, with_pooling: bool = True) -> tuple:
-    default = state.default_cell
+def _cell_inputs(state: AppState, with_pooling: bool = True, default: Cell | None = None) -> tuple:
+    default = default or state.default_cell
     hook = gr.Dropdown(state.release.hooks, value=default.hook, label="Block")
     timestep = gr.Dropdown(state.release.timesteps, value=default.timestep, label="Timestep")
     if not with_pooling:
@@ -206,6 +221,10 @@ def build_demo(state: AppState) -> gr.Blocks:
 
             with gr.Tab("Steer", id="steer"):
                 classes = [(name, i) for i, name in enumerate(state.class_names)]
+                target_class = 1 if len(classes) > 1 else 0
+                # The last decoder block (highest resolution) shapes the image most directly: on the
+                # bundled model, class-map clamps there move the probe; at mid_block they barely do.
+                steer_cell = Cell(release.hooks[-1], default.timestep, default.pooling)
                 with gr.Row():
                     with gr.Column(scale=1):
                         class_value = gr.Dropdown(classes, value=0, label="Generate class")
@@ -213,15 +232,16 @@ def build_demo(state: AppState) -> gr.Blocks:
                             seed = gr.Number(0, precision=0, label="Seed")
                             steps = gr.Slider(1, 100, 25, step=1, label="Steps")
                             guidance = gr.Slider(1, 8, state.backbone.default_guidance_scale, step=0.5, label="Guidance")
-                        s_hook, s_timestep, s_pooling = _cell_inputs(state)
+                        s_hook, s_timestep, s_pooling = _cell_inputs(state, default=steer_cell)
                         with gr.Row():
-                            target = gr.Dropdown(classes, value=0, label="Suggest features selective for")
-                            count = gr.Slider(1, 32, 8, step=1, label="How many")
+                            target = gr.Dropdown(classes, value=target_class, label="Target class (suggestions, class maps)")
+                            count = gr.Slider(1, 32, 16, step=1, label="How many")
                             suggest = gr.Button("Suggest features")
-                        suggested = handlers.suggest(default.hook, default.timestep, default.pooling, 0, 8)
-                        features = gr.Dropdown(state.feature_choices(default), value=suggested, multiselect=True, filterable=True,
+                        suggested = handlers.suggest(steer_cell.hook, steer_cell.timestep, steer_cell.pooling, target_class, 16)
+                        features = gr.Dropdown(state.feature_choices(steer_cell), value=suggested, multiselect=True, filterable=True,
                                                label="Features to clamp (type to search by label or id)")
-                        strength = gr.Slider(-5, 10, 0, step=0.25, label="Clamp value, in units of each feature's max training activation (0 ablates)")
+                        clamp_to = gr.Radio(CLAMP_MODES, value="class-map" if steer_cell.pooling == "none" else "value", label="Clamp each feature to")
+                        strength = gr.Slider(-5, 10, 2, step=0.25, label="Value (0 ablates)")
                         with gr.Row():
                             t_high = gr.Slider(0, state.backbone.num_train_timesteps - 1, state.backbone.num_train_timesteps - 1, step=1, label="Window: from t")
                             t_low = gr.Slider(0, state.backbone.num_train_timesteps - 1, 0, step=1, label="down to t")
@@ -239,9 +259,10 @@ def build_demo(state: AppState) -> gr.Blocks:
                 for control in (s_hook, s_timestep, s_pooling):
                     control.change(user_errors(handlers.cell_features), [s_hook, s_timestep, s_pooling], features,
                                    api_visibility="private", **raw)
-                generate.click(user_errors(handlers.steer),
-                               [class_value, seed, steps, guidance, s_hook, s_timestep, s_pooling, features, strength, t_high, t_low],
-                               [baseline, steered, baseline_label, steered_label, clamp_note], api_name="steer", **raw)
+                steer_inputs = [class_value, seed, steps, guidance, s_hook, s_timestep, s_pooling, features, clamp_to, target,
+                                strength, t_high, t_low]
+                steer_outputs = [baseline, steered, baseline_label, steered_label, clamp_note]
+                generate.click(user_errors(handlers.steer), steer_inputs, steer_outputs, api_name="steer", **raw)
 
             with gr.Tab("Classify", id="classify"):
                 with gr.Row():
