@@ -53,7 +53,7 @@ class FeatureEdit:
     add: Mapping[int, float] = field(default_factory=dict)
     timesteps: tuple[int, int] | None = None
     mask: torch.Tensor | None = None
-    _resized: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _prepared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.hook = self.hook or self.sae.metadata.get("hook")
@@ -115,18 +115,11 @@ class FeatureEdit:
         read = tokens.mean(dim=1, keepdim=True) if pooled else tokens
         with torch.no_grad():
             code = sae.encode(read.to(sae.W_enc.dtype))
-            chosen = torch.tensor(self.features, device=code.indices.device)
+            chosen, is_clamp, clamp_to, amounts = self._targets(output, tokens.shape[1], read.shape[1], code.values)
             # Each chosen feature's current value: its top-k value where it is kept, else 0.
             hit = code.indices.unsqueeze(-1) == chosen
             old = (code.values.unsqueeze(-1) * hit).sum(dim=-2)  # [N, T', n_chosen]
-            new = old.clone()
-            for j, f in enumerate(self.features):
-                if f in self.add:
-                    new[..., j] = old[..., j] + self.add[f]
-                elif isinstance(self.clamp[f], torch.Tensor) and self.clamp[f].ndim == 2:
-                    new[..., j] = self._map_on_grid(f, output, tokens.shape[1]).to(new.dtype)
-                else:
-                    new[..., j] = float(self.clamp[f])
+            new = torch.where(is_clamp, clamp_to, old + amounts)
             delta = ((new - old) @ sae.W_dec[chosen]) / sae.input_scale  # [N, T', C]
         delta = delta.to(output.dtype)
         weight = self._location_weight(output, tokens.shape[1])
@@ -137,12 +130,27 @@ class FeatureEdit:
         edited = tokens + delta
         return edited.transpose(1, 2).reshape(output.shape) if output.ndim == 4 else edited
 
-    def _map_on_grid(self, feature: int, output: torch.Tensor, num_tokens: int) -> torch.Tensor:
-        """A clamp map resized to the block's grid [T], resized once per grid (every step reuses it)."""
-        key = (feature, tuple(output.shape[2:]) if output.ndim == 4 else num_tokens, output.device, output.dtype)
-        if key not in self._resized:
-            self._resized[key] = _to_grid(self.clamp[feature][None], output, num_tokens)[0]
-        return self._resized[key]
+    def _targets(self, output: torch.Tensor, num_tokens: int, rows: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Chosen feature ids, which are clamped, clamp values per row [T', n] and add amounts [n].
+
+        Built once per grid size (maps are resized to the block's grid) and reused every step.
+        """
+        key = (tuple(output.shape[2:]) if output.ndim == 4 else num_tokens, rows, like.device, like.dtype)
+        if key not in self._prepared:
+            columns = []
+            for f in self.features:
+                value = self.clamp.get(f, 0.0)
+                if isinstance(value, torch.Tensor) and value.ndim == 2:
+                    columns.append(_to_grid(value[None], output, num_tokens)[0].to(like))
+                else:
+                    columns.append(torch.full((rows,), float(value), device=like.device, dtype=like.dtype))
+            self._prepared[key] = (
+                torch.tensor(self.features, device=like.device),
+                torch.tensor([f in self.clamp for f in self.features], device=like.device),
+                torch.stack(columns, dim=-1),
+                torch.tensor([float(self.add.get(f, 0.0)) for f in self.features], device=like.device, dtype=like.dtype),
+            )
+        return self._prepared[key]
 
     def _location_weight(self, output: torch.Tensor, num_tokens: int) -> torch.Tensor | None:
         """The mask resized to the block's grid, as [1 or N, T, 1]."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pytest
@@ -12,6 +13,8 @@ from huggingface_hub import ModelCard
 import revelio
 from revelio.data import FASHION_MNIST_CLASSES, load_image_dataset
 from revelio.release import bundled_release_dir
+
+ROOT = bundled_release_dir().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +91,15 @@ def test_steering_measurement_runs_on_the_release(tmp_path):
     chosen = [len(f) for c in result["per_class"].values() for f in c["features"]]
     assert chosen and max(chosen) == 2, "at most the two most selective features per class and SAE"
     assert result["side_effect"]["unrelated_mean_abs_pixel_change"] > 0
+
+
+def test_steering_measurement_with_constant_clamps_and_its_errors(tmp_path):
+    from tests.test_train_cli import run
+
+    run(sys.executable, "train/measure_steering.py", "--release", "bundled", "--cells", "up_blocks.0:300", "--pooling", "mean",
+        "--clamp-to", "max", "--features-per-class", "1", "--per-source", "1", "--steps", "2", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "steering.json").read_text())
+    assert result["clamp_to"] == "max" and result["pooling"] == "mean"
+    failed = subprocess.run([sys.executable, "train/measure_steering.py", "--pooling", "mean", "--steps", "2"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert failed.returncode != 0 and "needs spatial SAEs" in failed.stderr
