@@ -43,7 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    import numpy as np
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler, UNet2DModel

@@ -244,7 +244,9 @@ def build_demo(state: AppState) -> gr.Blocks:
                         strength = gr.Slider(-5, 10, 2, step=0.25, label="Value (0 ablates)")
                         with gr.Row():
                             t_high = gr.Slider(0, state.backbone.num_train_timesteps - 1, state.backbone.num_train_timesteps - 1, step=1, label="Window: from t")
-                            t_low = gr.Slider(0, state.backbone.num_train_timesteps - 1, 0, step=1, label="down to t")
+                            # the high-noise half: where class shape is decided, at half the cost of every step
+                            t_low = gr.Slider(0, state.backbone.num_train_timesteps - 1, state.backbone.num_train_timesteps // 2,
+                                              step=1, label="down to t")
                         generate = gr.Button("Generate", variant="primary")
                     with gr.Column(scale=2):
                         with gr.Row():
