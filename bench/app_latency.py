@@ -91,7 +91,7 @@ def main() -> None:
 
     backbone = release.backbone()
     sae = release.sae(steer_hook, timestep, "none")
-    tokens = extract(backbone, images, [steer_hook], [timestep], pooling="none")[(steer_hook, timestep)]
+    tokens = extract(backbone, images, [steer_hook], [timestep], pooling="none", seed=release.info.get("seed", 0))[(steer_hook, timestep)]
     maps = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
     clamp = {f: 2.0 * maps.map(9, f) for f in features}
     windows = {"app default window t=999..500": (999, 500), "every step": (999, 0)}
@@ -101,10 +101,10 @@ def main() -> None:
         for name in times:
             start = time.perf_counter()
             if name == "unsteered":
-                backbone.generate(0, seed=seed, num_inference_steps=args.steps)
+                backbone.generate(0, seed=seed, num_inference_steps=args.steps, guidance_scale=2.5)
             else:
                 with steer(backbone, [edits[name]]):
-                    backbone.generate(0, seed=seed, num_inference_steps=args.steps)
+                    backbone.generate(0, seed=seed, num_inference_steps=args.steps, guidance_scale=2.5)
             if seed:  # seed 0 warms up every path
                 times[name].append(time.perf_counter() - start)
 

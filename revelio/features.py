@@ -479,6 +479,8 @@ class ClassCodeMaps:
         labels = torch.as_tensor(list(labels))
         if len(labels) != tokens.shape[0]:
             raise ValueError(f"{len(labels)} labels for {tokens.shape[0]} images")
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < n_classes:
+            raise ValueError(f"labels must be class ids in 0..{n_classes - 1}; got {int(labels.min())}..{int(labels.max())}")
         sums = torch.zeros(n_classes, tokens.shape[1], sae.d_sae)
         for start in range(0, tokens.shape[0], 64):  # dense codes for a few images at a time
             codes = sae.encode(tokens[start : start + 64], dense=True).float().cpu()

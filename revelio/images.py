@@ -8,6 +8,7 @@ Accepted: PIL images, numpy arrays (H x W or H x W x C, uint8 or float in [0, 1]
 from __future__ import annotations
 
 import io
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ def _open_file(source: str | Path | bytes) -> Image.Image:
         raise
     except FileNotFoundError:
         raise ImageError(f"no such image file: {what}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, TypeError, struct.error, Image.DecompressionBombError) as err:
         raise ImageError(
             f"could not read {what} as an image ({err}). Pass a PNG, JPEG or WebP file, "
             "or a PIL image / numpy array."

@@ -160,6 +160,10 @@ class Release:
             found.append(Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array))
         return found
 
+    def exemplar_indices(self) -> list[int]:
+        """Dataset indices of every training image that ships as an exemplar thumbnail."""
+        return sorted(self._exemplars()[1])
+
     @cache
     def held_out_examples(self) -> tuple[list[Image.Image], list[int]]:
         """A few test images per class and their labels: the app's examples and histogram sample."""

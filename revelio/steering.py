@@ -43,8 +43,8 @@ class FeatureEdit:
     """One SAE's edits at one hook point: ``clamp`` sets features, ``add`` shifts them (0 ablates).
 
     A clamp value is a number, or for a spatial SAE an [H, W] map (any resolution, bilinear-resized
-    to the block's grid) giving the value at each location. ``timesteps = (t_high, t_low) keeps the edit active only while t_low <= t <= t_high (None:
-    always). ``mask`` ([H, W] or [N, H, W], any resolution, values in [0, 1]) limits it to a region.
+    to the block's grid) giving the value at each location. ``timesteps`` = (t_high, t_low) keeps
+    the edit active only while t_low <= t <= t_high (None: always). ``mask`` ([H, W] or [N, H, W], any resolution, values in [0, 1]) limits it to a region.
     """
 
     sae: KSparseAutoencoder
@@ -121,7 +121,7 @@ class FeatureEdit:
             old = (code.values.unsqueeze(-1) * hit).sum(dim=-2)  # [N, T', n_chosen]
             new = torch.where(is_clamp, clamp_to, old + amounts)
             delta = ((new - old) @ sae.W_dec[chosen]) / sae.input_scale  # [N, T', C]
-        delta = delta.to(output.dtype)
+        delta = delta.to(output.device, output.dtype)  # the SAE may live on another device
         weight = self._location_weight(output, tokens.shape[1])
         if weight is not None:
             delta = delta * weight
@@ -218,6 +218,7 @@ def steer(
     for edit in edits:
         edit.check_against(backbone)
         get_module(backbone.denoiser, edit.hook)
+        edit._prepared.clear()  # clamp/add values may have changed since the last use
     seen: dict[str, Any] = {"timestep": None}
 
     def remember_timestep(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:

@@ -114,6 +114,11 @@ def test_feature_view_shows_exemplars_histogram_and_timesteps(client):
     assert [t for t, _ in over_time["data"]] == [25, 100, 300, 600]
 
 
+def test_a_cleared_feature_choice_leaves_the_view_as_it_was(client):
+    # changing block or timestep clears the feature dropdown, whose change event then sends None
+    assert client.predict("up_blocks.0", 300, "none", None, api_name="/feature") is not None
+
+
 def test_feature_list_is_sorted_by_purity(client):
     table = client.predict("up_blocks.0", 600, "mean", api_name="/features")
     purities = [row[2] for row in table["data"]]
@@ -199,6 +204,14 @@ def test_bad_values_are_explained(client, examples):
         client.predict(0, 0, 5, 2.5, "mid_block", 100, "none", [], "value", 0, 0, 999, 0, api_name="/steer")
     with pytest.raises(AppError, match="no image"):
         client.predict(None, "mid_block", 100, "none", api_name="/explore")
+    with pytest.raises(AppError, match="list of feature ids"):
+        client.predict(0, 0, 5, 2.5, "mid_block", 100, "none", 3.5, "value", 0, 0, 999, 0, api_name="/steer")
+    with pytest.raises(AppError, match="clamp to one of"):
+        client.predict(0, 0, 5, 2.5, "mid_block", 100, "none", [1], "sideways", 0, 0, 999, 0, api_name="/steer")
+    with pytest.raises(AppError, match="steps must be"):
+        client.predict(0, 0, 500, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, 999, 0, api_name="/steer")
+    with pytest.raises(AppError, match="needs a spatial SAE"):
+        client.predict(0, 0, 5, 2.5, "mid_block", 100, "mean", [1], "class-map", 0, 2, 999, 0, api_name="/steer")
 
 
 def test_uploads_over_the_size_limit_are_refused(client, examples, tmp_path):

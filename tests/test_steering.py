@@ -236,3 +236,26 @@ def test_class_code_maps_average_codes_per_class_and_location(backbones):
         maps.selective(3, 1)
     with pytest.raises(ValueError, match="square"):
         ClassCodeMaps.from_tokens(sae, torch.randn(2, 8, sae.d_in), [0, 1], 2)
+
+
+def test_an_edit_reused_after_changing_its_values_applies_the_new_ones(backbones):
+    bb = backbones["pixel-class"]
+    sae = make_sae(bb, "none")
+    edit = FeatureEdit(sae, clamp={3: 1.0})
+    args = dict(seed=0, num_inference_steps=2, guidance_scale=1.0, output_type="pt")
+    with steer(bb, [edit]):
+        first = bb.generate(1, **args)
+    edit.clamp[3] = 40.0
+    with steer(bb, [edit]):
+        second = bb.generate(1, **args)
+    with steer(bb, [FeatureEdit(sae, clamp={3: 40.0})]):
+        fresh = bb.generate(1, **args)
+    assert not torch.equal(first, second) and torch.equal(second, fresh)
+
+
+def test_class_code_maps_reject_labels_outside_the_classes(backbones):
+    from revelio.features import ClassCodeMaps
+
+    sae = make_sae(backbones["pixel-class"], "none")
+    with pytest.raises(ValueError, match="class ids in 0..1"):
+        ClassCodeMaps.from_tokens(sae, torch.randn(2, 4, sae.d_in), [0, 2], 2)

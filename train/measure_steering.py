@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pooling", default="none", choices=["mean", "none"])
     parser.add_argument("--clamp-to", default="class-map", choices=["class-map", "max"])
     parser.add_argument("--features-per-class", type=int, default=16, help="per SAE")
-    parser.add_argument("--min-frequency", type=float, default=0.005, help="features rarer than this are not chosen")
+    parser.add_argument("--min-frequency", type=float, default=0.005, help="features rarer than this are not chosen (label-purity selection and unrelated features)")
     parser.add_argument("--strength", type=float, default=2.0, help="multiplies the class map (or the max activation)")
     parser.add_argument("--window", type=int, nargs=2, default=[999, 0], metavar=("T_HIGH", "T_LOW"))
     parser.add_argument("--per-source", type=int, default=5, help="images per source class")
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
             if target is None:
                 chosen = unrelated_features(stats, n, args.min_frequency)
             else:
-                chosen = maps.selective(target, n) if maps else class_selective_features(stats, target, n, args.min_frequency)
+                chosen = maps.selective(target, n) if maps is not None else class_selective_features(stats, target, n, args.min_frequency)
             if maps is None:
                 clamp = {f: args.strength * float(stats.max_activation[f]) for f in chosen}
             else:

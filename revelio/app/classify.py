@@ -21,4 +21,5 @@ def classify_probabilities(state: AppState, images: list[Image.Image], hook: str
 
 
 def top_classes(probabilities: dict[str, float], count: int = 5) -> dict[str, float]:
+    """The ``count`` most probable classes, most probable first."""
     return dict(sorted(probabilities.items(), key=lambda item: -item[1])[:count])

@@ -13,10 +13,10 @@ from revelio.app.state import AppState
 def example_files(state: AppState, folder: Path | None = None) -> list[str]:
     """PNG/JPEG files (Gradio examples are files): the first test image of each class, then photos."""
     folder = Path(folder or tempfile.mkdtemp(prefix="revelio-examples-"))
-    images, labels = state.release.held_out_examples()
+    images, labels = state.reference_images()
     names = state.class_names
     paths: list[str] = []
-    for label in sorted(set(labels)):
+    for label in sorted(set(labels or [])):
         image = images[labels.index(label)]
         name = names[label] if label < len(names) else f"class-{label}"
         path = folder / f"{name.replace('/', '-').lower()}.png"

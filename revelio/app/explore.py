@@ -21,7 +21,6 @@ class FeatureHit:
 
 @dataclass
 class Exploration:
-    cell: Cell
     hits: list[FeatureHit]
     heatmaps: dict[int, torch.Tensor]  # feature -> [side, side] activations (spatial SAEs only)
     fvu: float  # fraction of this image's activation variance the SAE leaves unexplained
@@ -45,4 +44,4 @@ def explore_image(state: AppState, image: Image.Image, cell: Cell, count: int = 
     if cell.pooling == "none":
         side = int(round(tokens.shape[0] ** 0.5))
         heatmaps = {hit.feature: feature_heatmap(sae, tokens, hit.feature, side) for hit in hits}
-    return Exploration(cell, hits, heatmaps, fvu)
+    return Exploration(hits, heatmaps, fvu)

@@ -14,7 +14,8 @@ TIMESTEPS_FILE = "timesteps.safetensors"
 
 @dataclass
 class FeatureView:
-    cell: Cell
+    """What the app shows about one feature of one SAE."""
+
     feature: int
     label: str
     summary: dict[str, float]
@@ -25,6 +26,7 @@ class FeatureView:
 
 
 def feature_view(state: AppState, cell: Cell, feature: int, bins: int = 12) -> FeatureView:
+    """Gather one feature's label, statistics, exemplars, histogram and timestep curve."""
     stats = state.stats(cell)
     names = state.class_names
     exemplars = []
@@ -49,5 +51,5 @@ def feature_view(state: AppState, cell: Cell, feature: int, bins: int = 12) -> F
     }
     if names and stats.label_distribution.shape[1] == len(names):
         summary |= {f"share: {names[c]}": float(stats.label_distribution[feature, c]) for c in range(len(names))}
-    return FeatureView(cell, feature, state.feature_label(cell, feature), summary, exemplars,
+    return FeatureView(feature, state.feature_label(cell, feature), summary, exemplars,
                        (histogram[0], histogram[1]), (int(len(firing)), int(len(strengths))), timesteps)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from revelio.release import Release
     from revelio.sae import KSparseAutoencoder
 
+REFERENCE_IMAGES = 200  # images for histograms when a release has no held-out set
 POOLINGS = {"none": "spatial (one code per location)", "mean": "pooled (one code per image)"}
 
 
@@ -108,9 +109,18 @@ class AppState:
         return acts[(hook, timestep)]
 
     @cache  # noqa: B019
+    def reference_images(self) -> tuple[list[Image.Image], list[int] | None]:
+        """Images behind histograms, per-image FVU and class maps: the release's held-out test
+        images, or for releases built without them the first training exemplars (no labels)."""
+        try:
+            return self.release.held_out_examples()
+        except FileNotFoundError:
+            indices = self.release.exemplar_indices()[:REFERENCE_IMAGES]
+            return [image for image in self.release.exemplar_images(indices) if image is not None], None
+
+    @cache  # noqa: B019
     def held_out_tokens(self, hook: str, timestep: int) -> torch.Tensor:
-        images, _ = self.release.held_out_examples()
-        return self.tokens(images, hook, timestep)
+        return self.tokens(self.reference_images()[0], hook, timestep)
 
     @cache  # noqa: B019
     def held_out_strengths(self, cell: Cell) -> torch.Tensor:
@@ -130,7 +140,10 @@ class AppState:
         """Each feature's mean map per class on the held-out images (spatial SAEs only)."""
         if cell.pooling != "none":
             raise ValueError("clamping to a class's map needs a spatial SAE; choose the spatial SAE")
-        _, labels = self.release.held_out_examples()
+        _, labels = self.reference_images()
+        if labels is None:
+            raise ValueError("this release ships no labelled held-out images, which class maps need; "
+                             "rebuild it with train/build_release.py or clamp to a value instead")
         tokens = self.held_out_tokens(cell.hook, cell.timestep)
         return ClassCodeMaps.from_tokens(self.sae(cell), tokens, labels, max(len(self.class_names), max(labels) + 1))
 

@@ -14,6 +14,8 @@ from PIL import Image, UnidentifiedImageError
 
 from revelio.images import ImageError, load_image
 
+# Raster formats Pillow decodes itself; EPS/PDF would hand the file to Ghostscript.
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 # Far above any diffusion model's resolution; larger uploads cost seconds to decode for nothing.
 MAX_UPLOAD_PIXELS = 4096 * 4096
 MAX_UPLOAD_BYTES = 10 * 2**20
@@ -36,7 +38,7 @@ def read_upload(payload: Any) -> Image.Image:
     if size > MAX_UPLOAD_BYTES:
         raise ImageError(f"the file is {size / 2**20:.1f} MB; the limit is {MAX_UPLOAD_BYTES // 2**20} MB. Upload a smaller image.")
     try:
-        with Image.open(path) as probe:  # reads the header only: size is known before decoding
+        with Image.open(path, formats=FORMATS) as probe:  # reads the header only: size is known before decoding
             width, height = probe.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise ImageError("this file is not an image we can read; upload a PNG, JPEG, WebP, GIF, BMP or TIFF file") from None
