@@ -87,10 +87,9 @@ class AppState:
 
     @cache  # noqa: B019
     def feature_choices(self, cell: Cell) -> list[tuple[str, int]]:
-        """(label, id) of every feature that ever fired, for searchable dropdowns."""
-        stats = self.stats(cell)
-        live = (stats.firing_frequency > 0).nonzero().flatten().tolist()
-        return [(self.feature_label(cell, f), f) for f in live]
+        """(label, id) of every feature, for searchable dropdowns (a feature dead on the training
+        images can still fire on an upload, so it must be selectable)."""
+        return [(self.feature_label(cell, f), f) for f in range(self.sae(cell).d_sae)]
 
     def check_feature(self, cell: Cell, feature: int | str | None) -> int:
         d_sae = self.sae(cell).d_sae
