@@ -282,3 +282,27 @@ def test_space_card_points_at_this_app():
     assert card.data.sdk == "gradio" and card.data.sdk_version == gradio.__version__
     assert (root / card.data.app_file).is_file() and card.data.app_file == "app.py"
     assert len(card.data.short_description) <= 60  # the Hub's limit
+
+
+def test_a_release_without_held_out_images_still_opens(tmp_path):
+    """Releases built before the held-out set existed: histograms fall back to training exemplars."""
+    import revelio
+    from revelio.app.examples import example_files
+    from revelio.app.state import AppState
+    from revelio.release import bundled_release_dir
+
+    root = tmp_path / "release"
+    root.mkdir()
+    for item in bundled_release_dir().iterdir():  # link everything but the held-out file
+        if item.name != "exemplars":
+            (root / item.name).symlink_to(item)
+    (root / "exemplars").mkdir()
+    (root / "exemplars" / "thumbnails.safetensors").symlink_to(bundled_release_dir() / "exemplars" / "thumbnails.safetensors")
+    state = AppState(revelio.load_release(root))
+    images, labels = state.reference_images()
+    assert len(images) == 200 and labels is None
+    cell = state.default_cell
+    assert state.held_out_strengths(cell).shape == (200, state.sae(cell).d_sae)
+    with pytest.raises(ValueError, match="no labelled held-out images"):
+        state.class_maps(cell)
+    assert [Path(p).name for p in example_files(state, tmp_path)] == ["china.jpg", "flower.jpg"]
