@@ -21,6 +21,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -114,13 +115,12 @@ class FeatureEdit:
         sae, pooled = self.sae, self.sae.metadata.get("pooling") == "mean"
         read = tokens.mean(dim=1, keepdim=True) if pooled else tokens
         with torch.no_grad():
-            code = sae.encode(read.to(sae.W_enc.dtype))
-            chosen, is_clamp, clamp_to, amounts = self._targets(output, tokens.shape[1], read.shape[1], code.values)
-            # Each chosen feature's current value: its top-k value where it is kept, else 0.
-            hit = code.indices.unsqueeze(-1) == chosen
-            old = (code.values.unsqueeze(-1) * hit).sum(dim=-2)  # [N, T', n_chosen]
+            like = sae.W_dec[:1, :1]  # the SAE's device and dtype
+            chosen, is_clamp, clamp_to, amounts, directions = self._targets(output, tokens.shape[1], read.shape[1], like)
+            flat = read.reshape(-1, sae.d_in).to(like)
+            old = kept_values(sae, flat, chosen).view(*read.shape[:-1], -1)  # [N, T', n_chosen]
             new = torch.where(is_clamp, clamp_to, old + amounts)
-            delta = ((new - old) @ sae.W_dec[chosen]) / sae.input_scale  # [N, T', C]
+            delta = (new - old) @ directions  # [N, T', C]
         delta = delta.to(output.device, output.dtype)  # the SAE may live on another device
         weight = self._location_weight(output, tokens.shape[1])
         if weight is not None:
@@ -131,7 +131,8 @@ class FeatureEdit:
         return edited.transpose(1, 2).reshape(output.shape) if output.ndim == 4 else edited
 
     def _targets(self, output: torch.Tensor, num_tokens: int, rows: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Chosen feature ids, which are clamped, clamp values per row [T', n] and add amounts [n].
+        """Chosen feature ids, which are clamped, clamp values per row [T', n], add amounts [n], and the
+        chosen decoder rows in input units [n, C].
 
         Built once per grid size (maps are resized to the block's grid) and reused every step.
         """
@@ -144,11 +145,13 @@ class FeatureEdit:
                     columns.append(_to_grid(value[None], output, num_tokens)[0].to(like))
                 else:
                     columns.append(torch.full((rows,), float(value), device=like.device, dtype=like.dtype))
+            chosen = torch.tensor(self.features, device=like.device)
             self._prepared[key] = (
-                torch.tensor(self.features, device=like.device),
+                chosen,
                 torch.tensor([f in self.clamp for f in self.features], device=like.device),
                 torch.stack(columns, dim=-1),
                 torch.tensor([float(self.add.get(f, 0.0)) for f in self.features], device=like.device, dtype=like.dtype),
+                self.sae.W_dec[chosen].detach() / self.sae.input_scale,
             )
         return self._prepared[key]
 
@@ -163,6 +166,25 @@ class FeatureEdit:
                 raise ValueError(f"{mask.shape[0]} masks for a batch of {output.shape[0]}; pass one mask or one per image")
             mask = mask.repeat(output.shape[0] // mask.shape[0], 1, 1)
         return _to_grid(mask, output, num_tokens)[..., None]
+
+
+def kept_values(sae: KSparseAutoencoder, x: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """[rows, n]: each chosen feature's value in the SAE's top-k code of each row of ``x``, 0 where not kept.
+
+    The same numbers as ``sae.encode`` (up to exact ties at the k-th value), read straight from the
+    pre-activations: only the k-th largest value per row is needed, not the k indices. This runs at
+    every denoising step, and on CPU numpy's partition finds that value about twice as fast as
+    ``torch.topk`` (per-row overhead dominates for a few thousand short rows).
+    """
+    pre = torch.addmm(sae.b_enc, x * sae.input_scale - sae.b_pre, sae.W_enc.t())
+    value = pre[:, chosen]
+    if pre.device.type == "cpu" and pre.dtype in (torch.float32, torch.float64):
+        array = pre.detach().numpy()
+        position = sae.d_sae - sae.k
+        kth = torch.from_numpy(np.partition(array, position, axis=-1)[:, position : position + 1])
+    else:
+        kth = pre.topk(sae.k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+    return value.relu() * (value >= kth)
 
 
 def _to_grid(maps: torch.Tensor, output: torch.Tensor, num_tokens: int) -> torch.Tensor:

@@ -259,3 +259,20 @@ def test_class_code_maps_reject_labels_outside_the_classes(backbones):
     sae = make_sae(backbones["pixel-class"], "none")
     with pytest.raises(ValueError, match="class ids in 0..1"):
         ClassCodeMaps.from_tokens(sae, torch.randn(2, 4, sae.d_in), [0, 2], 2)
+
+
+@pytest.mark.parametrize("d_sae, k", [(48, 4), (256, 8), (512, 32)])
+def test_kept_values_match_the_sae_code(d_sae, k):
+    from revelio.steering import kept_values
+
+    torch.manual_seed(d_sae)
+    sae = KSparseAutoencoder(16, d_sae, k)
+    with torch.no_grad():
+        sae.b_enc.normal_(0, 0.5)
+    x = torch.randn(300, 16)
+    chosen = torch.randperm(d_sae)[:20]
+    with torch.no_grad():
+        expected = sae.encode(x, dense=True)[:, chosen]
+        got = kept_values(sae, x, chosen)
+    assert (expected > 0).any()
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
