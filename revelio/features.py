@@ -26,7 +26,7 @@ import torch
 
 from revelio.cache import ActivationCache
 from revelio.hub import ArtifactFormatError, read_safetensors, read_safetensors_metadata, write_safetensors
-from revelio.sae import KSparseAutoencoder
+from revelio.sae import KSparseAutoencoder, SparseCode
 
 # Key of the safetensors header metadata that holds the label strings (a JSON list), so that the
 # labels live in the same file, under the same checksum, as the tensors they describe.
@@ -393,6 +393,18 @@ def _check_feature(sae: KSparseAutoencoder, feature: int) -> None:
         raise ValueError(f"feature must be in 0..{sae.d_sae - 1}; got {feature}")
 
 
+def feature_strengths(code: SparseCode, d_sae: int) -> torch.Tensor:
+    """[N, d_sae]: each feature's strongest activation per image in a code of [N, T, k] (or [N, k]) values."""
+    values = code.values.float().reshape(code.values.shape[0], -1)
+    indices = code.indices.reshape(code.indices.shape[0], -1)
+    return values.new_zeros(values.shape[0], d_sae).scatter_reduce(1, indices, values, "amax")
+
+
+def feature_values(code: SparseCode, feature: int) -> torch.Tensor:
+    """One feature's value in every row of a code (0 where it is not among the kept k): shape [...]."""
+    return torch.where(code.indices == feature, code.values.float(), 0.0).sum(-1)
+
+
 @torch.no_grad()
 def feature_heatmap(sae: KSparseAutoencoder, tokens: torch.Tensor, feature: int, grid_side: int) -> torch.Tensor:
     """[grid_side, grid_side]: one feature's activation at every location of one image.
@@ -406,9 +418,7 @@ def feature_heatmap(sae: KSparseAutoencoder, tokens: torch.Tensor, feature: int,
             f"tokens must be [grid_side**2, d_in] = [{grid_side * grid_side}, {sae.d_in}]; got {tuple(tokens.shape)}"
         )
     _check_feature(sae, feature)
-    code = sae.encode(tokens.to(sae.W_enc.device))
-    values = torch.where(code.indices == feature, code.values.float(), 0.0).sum(-1)
-    return values.reshape(grid_side, grid_side).cpu()
+    return feature_values(sae.encode(tokens.to(sae.W_enc.device)), feature).reshape(grid_side, grid_side).cpu()
 
 
 @torch.no_grad()
@@ -420,10 +430,11 @@ def top_features(sae: KSparseAutoencoder, x: torch.Tensor, n: int = 10) -> list[
     """
     if x.ndim not in (1, 2):
         raise ValueError(f"x must be one image: [d_in] or [T, d_in]; got shape {tuple(x.shape)}")
-    code = sae.encode(x.reshape(-1, x.shape[-1]).to(sae.W_enc.device))
-    strength = torch.zeros(sae.d_sae, device=code.values.device).scatter_reduce(
-        0, code.indices.flatten(), code.values.float().flatten(), "amax"
-    )
+    return strongest(feature_strengths(sae.encode(x.reshape(1, -1, x.shape[-1]).to(sae.W_enc.device)), sae.d_sae)[0], n)
+
+
+def strongest(strength: torch.Tensor, n: int) -> list[tuple[int, float]]:
+    """The up to ``n`` (feature, strength) pairs with the largest positive strength; ties to the lower index."""
     values, order = strength.sort(descending=True, stable=True)
     return [(feature, value) for feature, value in zip(order[:n].tolist(), values[:n].tolist()) if value > 0]
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from revelio.features import FeatureStats
 
 STATS_FILE = "stats.safetensors"
+# Each feature's mean activation at every timestep of the release (written by train/build_release.py).
+TIMESTEPS_FILE = "timesteps.safetensors"
 # Descriptive fields an SAE carries from training to the Hub (all optional, JSON values).
 METADATA_FIELDS = ("backbone", "hook", "timestep", "pooling", "dataset", "training_tokens", "metrics")
 
@@ -163,13 +165,21 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
 
     @property
     def feature_stats(self) -> "FeatureStats | None":
-        """Per-feature statistics saved beside the weights (firing frequency, exemplars, labels)."""
+        """Per-feature statistics saved beside the weights (firing frequency, exemplars, labels).
+
+        Built once per stored entry: callers (the app, scripts) read it on every request.
+        """
         from revelio.features import FeatureStats, labels_from_metadata
 
-        if STATS_FILE not in self.extra_files:
+        entry = self.extra_files.get(STATS_FILE)
+        if entry is None:
             return None
-        tensors, metadata = self.extra_files[STATS_FILE]
-        return FeatureStats.from_tensors(tensors, labels_from_metadata(metadata))
+        built = getattr(self, "_built_stats", None)
+        if built is None or built[0] is not entry:
+            tensors, metadata = entry
+            built = (entry, FeatureStats.from_tensors(tensors, labels_from_metadata(metadata)))
+            self._built_stats = built
+        return built[1]
 
     @feature_stats.setter
     def feature_stats(self, stats: "FeatureStats") -> None:

@@ -27,7 +27,6 @@ import torch
 TRAIN = Path(__file__).resolve().parent
 CARD_TEMPLATE = TRAIN.parent / "hub_cards" / "release.md"
 RELEASE_FILES = ("config.json", "model.safetensors", "stats.safetensors")
-TIMESTEPS_FILE = "timesteps.safetensors"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -108,7 +107,7 @@ def evaluate_saes(args: argparse.Namespace, hooks: list[str], test_cache: Path) 
     from revelio.cache import ActivationCache, cell_path
     from revelio.features import activation_by_timestep
     from revelio.metrics import SAEEvaluator
-    from revelio.sae import KSparseAutoencoder
+    from revelio.sae import TIMESTEPS_FILE, KSparseAutoencoder
 
     rows = []
     for hook in hooks:

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.clamp_to == "class-map" and args.pooling != "none":
         raise SystemExit("--clamp-to class-map needs spatial SAEs (--pooling none); use --clamp-to max for pooled ones")
     saes = [release.sae(hook, t, args.pooling) for hook, t in cells]
-    stats_of = {id(sae): sae.feature_stats for sae in saes}  # the property rebuilds FeatureStats on each read
+    stats_of = {id(sae): sae.feature_stats for sae in saes}
     if any(stats is None or stats.label_distribution.shape[1] == 0 for stats in stats_of.values()):
         raise SystemExit("these SAEs have no labelled feature statistics; rebuild the release with labels")
     names = release.class_names

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from revelio.app.state import AppState, Cell
-from revelio.features import feature_heatmap, top_features
+from revelio.features import feature_strengths, feature_values, strongest
 
 
 @dataclass
@@ -32,16 +32,16 @@ def explore_image(state: AppState, image: Image.Image, cell: Cell, count: int = 
     tokens = state.tokens([image], cell.hook, cell.timestep)[0]  # [locations, C]
     x = tokens if cell.pooling == "none" else tokens.mean(0, keepdim=True)
     sae, stats = state.sae(cell), state.stats(cell)
-    code = sae.encode(x)
-    reconstruction = sae.decode(code)
+    code = sae.encode(x[None])  # one encode serves the reconstruction, the ranking and the heatmaps
+    reconstruction = sae.decode(code)[0]
     mean = state.held_out_mean(cell)
     fvu = float((x - reconstruction).pow(2).sum() / (x - mean).pow(2).sum().clamp_min(1e-12))
     hits = []
-    for feature, activation in top_features(sae, x, count):
+    for feature, activation in strongest(feature_strengths(code, sae.d_sae)[0], count):
         peak = float(stats.max_activation[feature])
         hits.append(FeatureHit(feature, stats.labels[feature], activation, activation / peak if peak > 0 else 0.0))
     heatmaps: dict[int, torch.Tensor] = {}
     if cell.pooling == "none":
         side = int(round(tokens.shape[0] ** 0.5))
-        heatmaps = {hit.feature: feature_heatmap(sae, tokens, hit.feature, side) for hit in hits}
+        heatmaps = {hit.feature: feature_values(code, hit.feature)[0].reshape(side, side) for hit in hits}
     return Exploration(hits, heatmaps, fvu)

@@ -8,8 +8,7 @@ import numpy as np
 from PIL import Image
 
 from revelio.app.state import AppState, Cell
-
-TIMESTEPS_FILE = "timesteps.safetensors"
+from revelio.sae import TIMESTEPS_FILE
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from revelio.activations import extract
-from revelio.features import ClassCodeMaps, FeatureStats
+from revelio.features import ClassCodeMaps, FeatureStats, feature_strengths
 
 if TYPE_CHECKING:
     from revelio.release import Release
@@ -74,7 +74,6 @@ class AppState:
     def sae(self, cell: Cell) -> KSparseAutoencoder:
         return self.release.sae(cell.hook, cell.timestep, cell.pooling)
 
-    @cache  # noqa: B019 - one AppState lives as long as the server; FeatureStats are rebuilt on every property read
     def stats(self, cell: Cell) -> FeatureStats:
         stats = self.sae(cell).feature_stats
         if stats is None:
@@ -85,7 +84,7 @@ class AppState:
         label = self.stats(cell).labels[feature]
         return f"#{feature} {label}" if label else f"#{feature}"
 
-    @cache  # noqa: B019
+    @cache  # noqa: B019 - one AppState lives as long as the server
     def feature_choices(self, cell: Cell) -> list[tuple[str, int]]:
         """(label, id) of every feature, for searchable dropdowns (a feature dead on the training
         images can still fire on an upload, so it must be selectable)."""
@@ -128,11 +127,7 @@ class AppState:
         x = tokens if cell.pooling == "none" else tokens.mean(dim=1, keepdim=True)
         sae = self.sae(cell)
         with torch.no_grad():
-            code = sae.encode(x)
-        strengths = torch.zeros(x.shape[0], sae.d_sae)
-        flat_values = code.values.float().reshape(x.shape[0], -1)
-        flat_indices = code.indices.reshape(x.shape[0], -1)
-        return strengths.scatter_reduce(1, flat_indices, flat_values, "amax")
+            return feature_strengths(sae.encode(x), sae.d_sae)
 
     @cache  # noqa: B019
     def class_maps(self, cell: Cell) -> ClassCodeMaps:
