@@ -55,12 +55,12 @@ def main() -> None:
     import torch
     from gradio_client import Client, handle_file
 
+    from revelio.activations.capture import extract
     from revelio.app import create_demo
     from revelio.app.uploads import MAX_UPLOAD_BYTES
-    from revelio.activations import extract
-    from revelio.features import ClassCodeMaps
     from revelio.release import load_release
     from revelio.steering import FeatureEdit, steer
+    from revelio.steering.selection import ClassCodeMaps
 
     demo = create_demo("bundled")
     with socket.socket() as sock:

@@ -26,9 +26,9 @@ from diffusers import DDIMPipeline, DDIMScheduler, UNet2DConditionModel, UNet2DM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import revelio  # noqa: E402
-from revelio.activations import pool  # noqa: E402
-from revelio.backbones import PixelUNetBackbone, StableDiffusionBackbone  # noqa: E402
-from revelio.hooks import capture_outputs  # noqa: E402
+from revelio.activations.capture import pool  # noqa: E402
+from revelio.activations.hooks import capture_outputs  # noqa: E402
+from revelio.models import PixelUNetBackbone, StableDiffusionBackbone  # noqa: E402
 from tests.tiny_models import stable_diffusion_pipeline  # noqa: E402
 
 # Stable Diffusion 1.5's UNet config (stable-diffusion-v1-5/stable-diffusion-v1-5, unet/config.json).

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from revelio.metrics import SAEEvaluator  # noqa: E402
 from revelio.sae import KSparseAutoencoder  # noqa: E402
-from revelio.sae_training import FusedStep, initialise, make_optimizer  # noqa: E402
+from revelio.sae.metrics import SAEEvaluator  # noqa: E402
+from revelio.sae.training import FusedStep, initialise, make_optimizer  # noqa: E402
 
 D_IN, EXPANSION, K, BATCH = 1280, 16, 32, 1024
 HIDDEN_FEATURES, ACTIVE_PER_ROW = 16384, 24
@@ -162,7 +162,7 @@ def quality(data: SyntheticActivations, budget_steps: int, dead_tokens: int, lr:
 RSS_CHILD = """
 import json, sys, torch
 from revelio.cache import ActivationCache
-from revelio.sae_training import FusedStep, initialise, make_optimizer
+from revelio.sae.training import FusedStep, initialise, make_optimizer
 from revelio.sae import KSparseAutoencoder
 cache = ActivationCache(sys.argv[1]); every = int(sys.argv[2])
 torch.manual_seed(0)

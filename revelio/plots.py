@@ -1,4 +1,4 @@
-"""Pictures of grid results (matplotlib, headless): accuracy or metric heatmaps over hooks x timesteps."""
+"""Pictures (matplotlib Figures, no pyplot: the user's backend is left alone): grid heatmaps, training curves, sample grids."""
 
 from __future__ import annotations
 
@@ -36,3 +36,24 @@ def grid_heatmap(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def training_curves(log_path: Path, out_path: Path) -> None:
+    """Normalized MSE, L0 and dead fraction against training tokens, from a trainer's JSONL log."""
+    import json
+
+    from matplotlib.figure import Figure
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    tokens = [r["tokens"] for r in rows]
+    fig = Figure(figsize=(12, 3.2))
+    axes = fig.subplots(1, 3)
+    for ax, key, title in zip(axes, ("normalized_mse", "l0", "dead_fraction"), ("normalized MSE", "L0", "dead fraction")):
+        ax.plot(tokens, [r[key] for r in rows])
+        ax.set_title(title)
+        ax.set_xlabel("training tokens")
+    axes[0].set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=100)

@@ -289,7 +289,7 @@ def test_a_release_without_held_out_images_still_opens(tmp_path):
     import revelio
     from revelio.app.examples import example_files
     from revelio.app.state import AppState
-    from revelio.release import bundled_release_dir
+    from revelio.bundled import bundled_release_dir
 
     root = tmp_path / "release"
     root.mkdir()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import revelio
-from revelio.backbones import DiTBackbone, PixelUNetBackbone, StableDiffusionBackbone
+from revelio.models import DiTBackbone, PixelUNetBackbone, StableDiffusionBackbone
 from tests.conftest import CLASS_NAMES
 
 EXPECTED = {

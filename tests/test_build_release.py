@@ -14,7 +14,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 import revelio
-from revelio.hub import ArtifactFormatError
+from revelio.storage.files import ArtifactFormatError
 from tests import tiny_models
 from tests.test_train_cli import run
 

@@ -11,8 +11,8 @@ import torch
 from huggingface_hub import ModelCard
 
 import revelio
-from revelio.data import FASHION_MNIST_CLASSES, load_image_dataset
-from revelio.release import bundled_release_dir
+from revelio.bundled import bundled_release_dir
+from revelio.data.datasets import FASHION_MNIST_CLASSES, load_image_dataset
 
 ROOT = bundled_release_dir().parent.parent
 

@@ -16,8 +16,14 @@ import pytest
 import torch
 
 import revelio
-from revelio import cache as cache_module
-from revelio.cache import ActivationCache, CacheError, CacheWriter, cell_path, write_cache
+from revelio.cache import writer as cache_module
+from revelio.cache import (
+    ActivationCache,
+    CacheError,
+    CacheWriter,
+    cell_path,
+    write_cache,
+)
 
 KEY = ("mid_block", 10)
 
@@ -136,7 +142,7 @@ class _Crash(Exception):
 def test_a_crash_never_leaves_a_shard_that_looks_complete(tmp_path, monkeypatch, crash_at):
     """Dies at each file write: before a shard's rename (odd) or before the manifest lists it."""
     writes = []
-    original = cache_module._write_atomic
+    original = cache_module.write_atomic
 
     def dying(path: Path, data: bytes) -> None:
         writes.append(path.name)
@@ -145,7 +151,7 @@ def test_a_crash_never_leaves_a_shard_that_looks_complete(tmp_path, monkeypatch,
             raise _Crash
         original(path, data)
 
-    monkeypatch.setattr(cache_module, "_write_atomic", dying)
+    monkeypatch.setattr(cache_module, "write_atomic", dying)
     batches = _spatial_batches([1] * 10, tokens=4)
     with pytest.raises(_Crash):
         write_cache(tmp_path, batches, pooling="none", shard_rows=6)
@@ -162,7 +168,7 @@ def test_a_crash_never_leaves_a_shard_that_looks_complete(tmp_path, monkeypatch,
         expected = torch.cat([batch[KEY] for batch in batches]).reshape(-1, 8)[: 6 * listed]
         torch.testing.assert_close(cache.read_all()["activations"], expected, atol=1e-2, rtol=1e-3)
 
-    monkeypatch.setattr(cache_module, "_write_atomic", original)
+    monkeypatch.setattr(cache_module, "write_atomic", original)
     write_cache(tmp_path, batches, pooling="none", shard_rows=6)  # an unfinished cache is replaced
     assert ActivationCache(folder).num_rows == 40
     assert sorted(path.name for path in folder.iterdir() if "tmp" in path.name) == []

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from revelio.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist, load_image_dataset
+from revelio.data.datasets import (
+    FASHION_MNIST_CLASSES,
+    FASHION_MNIST_DIR,
+    load_fashion_mnist,
+    load_image_dataset,
+)
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist (make setup installs it)")

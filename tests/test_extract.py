@@ -9,8 +9,12 @@ import torch
 from PIL import Image
 
 import revelio
-from revelio.hooks import capture_outputs, count_forward_hooks, replace_outputs
-from revelio.images import ImageError
+from revelio.activations.hooks import (
+    capture_outputs,
+    count_forward_hooks,
+    replace_outputs,
+)
+from revelio.data.images import ImageError
 
 
 def _images(count: int, seed: int = 0) -> list[np.ndarray]:
@@ -33,7 +37,7 @@ def test_early_exit_equals_a_full_forward(backbones, kind):
     with torch.no_grad(), capture_outputs(bb.denoiser, hooks) as full:
         bb.denoise(x_t, t)  # runs to the end: nothing stops it
     for hook in hooks:
-        reference = revelio.activations.pool(full[hook], "none")
+        reference = revelio.activations.capture.pool(full[hook], "none")
         torch.testing.assert_close(early[(hook, t)], reference, atol=1e-5, rtol=1e-5)
 
 

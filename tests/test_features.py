@@ -11,17 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from revelio import features
+from revelio.analysis.queries import feature_heatmap, top_features
+from revelio.analysis.statistics import activation_by_timestep, feature_stats
 from revelio.cache import ActivationCache, write_cache
-from revelio.features import (
-    FeatureStats,
-    activation_by_timestep,
-    feature_heatmap,
-    feature_stats,
-    top_features,
-)
-from revelio.hub import ArtifactFormatError, write_safetensors
 from revelio.sae import KSparseAutoencoder
+from revelio.sae import model as sae_model
+from revelio.sae.stats import FeatureStats
+from revelio.storage.files import ArtifactFormatError, write_safetensors
 
 HOOK = "mid_block"
 NAMES = ["shirt", "sneaker", "bag"]
@@ -157,7 +153,7 @@ def test_streaming_does_not_change_the_answer(tmp_path, monkeypatch, data):
     labels = POOLED_LABELS if data is _pooled_data else SPATIAL_LABELS
     reference = feature_stats(_sae(), _cache(tmp_path / "one", data(), shard_rows=1000), top_n=2, labels=labels)
     cache = _cache(tmp_path / "sharded", data(), shard_rows=7)
-    monkeypatch.setattr(features, "_ENCODE_ELEMENTS", 15)  # 3 rows per encoder call
+    monkeypatch.setattr(sae_model, "ENCODE_ELEMENTS", 15)  # 3 rows per encoder call
     for chunk_rows in (1, 2, 4, 9, 1000):
         stats = feature_stats(_sae(), cache, top_n=2, labels=labels, chunk_rows=chunk_rows)
         assert stats.labels == reference.labels

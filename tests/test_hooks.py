@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from revelio.hooks import capture_outputs, count_forward_hooks, replace_outputs
+from revelio.activations.hooks import (
+    capture_outputs,
+    count_forward_hooks,
+    replace_outputs,
+)
 
 
 def _input(bb) -> tuple[torch.Tensor, int]:

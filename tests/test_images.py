@@ -9,7 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from revelio.images import MAX_PIXELS, ImageError, iter_image_batches, load_image, to_pixels
+from revelio.data.images import (
+    MAX_PIXELS,
+    ImageError,
+    iter_image_batches,
+    load_image,
+    to_pixels,
+)
 
 
 def _png_bytes(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import revelio
-from revelio.hub import ArtifactFormatError
 from revelio.probes import DiffCProbe, LinearProbe, Probe, Split, split_train_validation
 from revelio.sae import KSparseAutoencoder
+from revelio.storage.files import ArtifactFormatError
 
 NAMES = ["zero", "one", "two"]
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from revelio.analysis.statistics import feature_stats
 from revelio.cache import ActivationCache, write_cache
-from revelio.features import feature_stats
-from revelio.hub import ArtifactFormatError, read_safetensors
 from revelio.sae import KSparseAutoencoder
-from revelio.sae_training import FusedStep, SAETrainConfig, TensorSource, train_sae
+from revelio.sae.training import FusedStep, SAETrainConfig, TensorSource, train_sae
+from revelio.storage.files import ArtifactFormatError, read_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -177,7 +177,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
 
     script = (
         "import sys, torch; from safetensors.torch import load_file;"
-        "from revelio.sae_training import FusedStep, SAETrainConfig, TensorSource, train_sae;"
+        "from revelio.sae.training import FusedStep, SAETrainConfig, TensorSource, train_sae;"
         "cfg = SAETrainConfig(**__import__('json').loads(sys.argv[1]));"
         "train_sae(TensorSource(load_file(sys.argv[2])['data']), cfg, sys.argv[3], progress=False)"
     )

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import revelio
-from revelio.hooks import capture_outputs, count_forward_hooks
+from revelio.activations.hooks import capture_outputs, count_forward_hooks
 from revelio.sae import KSparseAutoencoder
 from revelio.steering import FeatureEdit, SteeringWarning, steer
 
@@ -159,7 +159,7 @@ def test_no_hook_survives_the_context_even_after_an_exception(backbones, tmp_pat
     )
     out = tmp_path / "fresh.safetensors"
     subprocess.run([sys.executable, "-c", script, bb.name_or_path, str(out)], cwd=ROOT, check=True, timeout=300)
-    fresh = revelio.hub.read_safetensors(out)["x"]
+    fresh = revelio.storage.files.read_safetensors(out)["x"]
     assert torch.equal(after, fresh), "the next generation equals one from a fresh process"
 
 
@@ -217,7 +217,7 @@ def test_map_clamps_need_a_spatial_sae_and_a_2d_map(backbones):
 
 
 def test_class_code_maps_average_codes_per_class_and_location(backbones):
-    from revelio.features import ClassCodeMaps
+    from revelio.steering.selection import ClassCodeMaps
 
     bb = backbones["pixel-class"]
     sae = make_sae(bb, "none")
@@ -254,7 +254,7 @@ def test_an_edit_reused_after_changing_its_values_applies_the_new_ones(backbones
 
 
 def test_class_code_maps_reject_labels_outside_the_classes(backbones):
-    from revelio.features import ClassCodeMaps
+    from revelio.steering.selection import ClassCodeMaps
 
     sae = make_sae(backbones["pixel-class"], "none")
     with pytest.raises(ValueError, match="class ids in 0..1"):
@@ -263,7 +263,7 @@ def test_class_code_maps_reject_labels_outside_the_classes(backbones):
 
 @pytest.mark.parametrize("d_sae, k", [(48, 4), (256, 8), (512, 32)])
 def test_kept_values_match_the_sae_code(d_sae, k):
-    from revelio.steering import kept_values
+    from revelio.steering.edits import kept_values
 
     torch.manual_seed(d_sae)
     sae = KSparseAutoencoder(16, d_sae, k)

@@ -9,16 +9,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 import torch
 from PIL import Image
 
 import revelio
-
 from revelio.cache import ActivationCache
-from revelio.hub import read_safetensors
 from revelio.sae import KSparseAutoencoder
+from revelio.storage.files import read_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS, TIMESTEPS = ["down_blocks.1", "mid_block"], ["50", "400"]

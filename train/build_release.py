@@ -104,10 +104,10 @@ def probes_done(out: Path, hooks: list[str], timesteps: list[int]) -> bool:
 
 def evaluate_saes(args: argparse.Namespace, hooks: list[str], test_cache: Path) -> list[dict]:
     """Copy each SAE into the release with its held-out metrics and per-timestep mean activations."""
+    from revelio.analysis.statistics import activation_by_timestep
     from revelio.cache import ActivationCache, cell_path
-    from revelio.features import activation_by_timestep
-    from revelio.metrics import SAEEvaluator
-    from revelio.sae import TIMESTEPS_FILE, KSparseAutoencoder
+    from revelio.sae.metrics import SAEEvaluator
+    from revelio.sae.model import TIMESTEPS_FILE, KSparseAutoencoder
 
     rows = []
     for hook in hooks:
@@ -130,8 +130,8 @@ def evaluate_saes(args: argparse.Namespace, hooks: list[str], test_cache: Path) 
 
 
 def write_sae_metrics(rows: list[dict], hooks: list[str], timesteps: list[int], out: Path) -> None:
-    from revelio.hub import write_json
     from revelio.plots import grid_heatmap
+    from revelio.storage.files import write_json
 
     write_json({"split": "test", "hooks": hooks, "timesteps": timesteps, "rows": rows}, out / "metrics" / "sae_grid.json")
     for pooling in ("mean", "none"):
@@ -146,9 +146,9 @@ def write_exemplars(out: Path, dataset: str, image_column: str | None, label_col
     """Every training image that is a top exemplar of some feature, as uint8 thumbnails by dataset index."""
     import numpy as np
 
-    from revelio.data import load_image_dataset
-    from revelio.hub import read_safetensors, write_safetensors
-    from revelio.images import load_image
+    from revelio.data.datasets import load_image_dataset
+    from revelio.data.images import load_image
+    from revelio.storage.files import read_safetensors, write_safetensors
 
     used: set[int] = set()
     for stats in sorted((out / "saes").glob("*/t*/*/stats.safetensors")):
@@ -166,9 +166,9 @@ def write_held_out_examples(out: Path, dataset: str, split: str, image_column: s
     """The first ``per_class`` test images of every class, for the app's examples and activation histograms."""
     import numpy as np
 
-    from revelio.data import load_image_dataset
-    from revelio.hub import write_safetensors
-    from revelio.images import load_image
+    from revelio.data.datasets import load_image_dataset
+    from revelio.data.images import load_image
+    from revelio.storage.files import write_safetensors
 
     data = load_image_dataset(dataset, split, image_column, label_column)
     labels = data.labels or [0] * len(data.dataset)  # unlabelled data: the first images, one group
@@ -196,7 +196,7 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
     """README.md from hub_cards/release.md: YAML metadata plus the grid tables."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from revelio.data import FASHION_MNIST, FASHION_MNIST_HUB
+    from revelio.data.datasets import FASHION_MNIST, FASHION_MNIST_HUB
 
     hooks, timesteps, best = info["hooks"], info["timesteps"], info["best_cell"]
     kind_rows = [r for r in probe_grid["rows"] if r["features"] == "diffusion" and r["probe"] == best["probe"]]
@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     import diffusers
 
     import revelio
-    from revelio.hub import write_json
+    from revelio.storage.files import write_json
 
     steps = Steps(args.device)
     if args.model.resolve() != (args.out / "model").resolve():

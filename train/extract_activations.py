@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import revelio
     from revelio.cache import CacheWriter
-    from revelio.data import load_image_dataset
-    from revelio.hub import write_json, write_safetensors
+    from revelio.data.datasets import load_image_dataset
+    from revelio.storage.files import write_json, write_safetensors
 
     backbone = revelio.load_backbone(args.backbone, device=args.device)
     if args.random_weights:

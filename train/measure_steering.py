@@ -50,8 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import revelio
-    from revelio.features import ClassCodeMaps, class_selective_features, unrelated_features
     from revelio.steering import FeatureEdit, steer
+    from revelio.steering.selection import (
+        ClassCodeMaps,
+        class_selective_features,
+        unrelated_features,
+    )
 
     release = revelio.load_release(args.release)
     backbone = release.backbone()
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"and change the class of {result['side_effect']['unrelated_class_change_rate']:.3f} of images "
           f"(class steering: {result['side_effect']['class_steering_mean_abs_pixel_change']:.4f})")
     if args.out is not None:
-        from revelio.hub import write_json
+        from revelio.storage.files import write_json
 
         write_json(result, args.out / "steering.json")
     return result

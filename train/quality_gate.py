@@ -39,8 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def real_images(dataset: str, split: str, resolution: int, channels: int, image_column: str | None, label_column: str | None):
     """(images in [-1, 1], labels, class names) of one split of the dataset."""
-    from revelio.data import load_image_dataset
-    from revelio.images import load_image, to_pixels
+    from revelio.data.datasets import load_image_dataset
+    from revelio.data.images import load_image, to_pixels
 
     data = load_image_dataset(dataset, split, image_column, label_column)
     if data.class_names is None:
@@ -51,7 +51,7 @@ def real_images(dataset: str, split: str, resolution: int, channels: int, image_
 
 def reference_classifier(args: argparse.Namespace, resolution: int, channels: int):
     """Load the reference classifier, or train it on real images and save it; returns (classifier, test accuracy)."""
-    from revelio.reference_classifier import ReferenceClassifier
+    from revelio.probes.reference_classifier import ReferenceClassifier
 
     folder = args.classifier or args.out / "reference_classifier"
     test_x, test_y, names = real_images(args.dataset, "test", resolution, channels, args.image_column, args.label_column)
@@ -89,7 +89,7 @@ def sample_grid(samples: torch.Tensor, class_names: list[str], columns: int, pat
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import revelio
-    from revelio.hub import write_json
+    from revelio.storage.files import write_json
 
     backbone = revelio.load_backbone(args.model, device=args.device)
     names = backbone.class_names

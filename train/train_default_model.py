@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from revelio.data import load_image_dataset
-    from revelio.images import load_image, to_pixels
+    from revelio.data.datasets import load_image_dataset
+    from revelio.data.images import load_image, to_pixels
 
     torch.manual_seed(args.seed)
     data = load_image_dataset(args.dataset, "train", args.image_column, args.label_column)

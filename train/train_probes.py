@@ -46,7 +46,7 @@ class GridData:
     """Per-cell features and labels of one cache root, split into train and test images."""
 
     def __init__(self, root: Path, test_root: Path | None, test_fraction: float, seed: int, max_train: int | None) -> None:
-        from revelio.hub import read_safetensors
+        from revelio.storage.files import read_safetensors
 
         self.root, self.test_root = root, test_root
         self.info = json.loads((root / "dataset.json").read_text())
@@ -88,8 +88,8 @@ def _sae_codes(sae: "KSparseAutoencoder", features: torch.Tensor, chunk: int = 4
 
 def pixel_features(info: dict, split: str, index: torch.Tensor | None) -> torch.Tensor:
     """Raw pixels at the model's resolution, flattened: the no-diffusion baseline."""
-    from revelio.data import load_image_dataset
-    from revelio.images import load_image, to_pixels
+    from revelio.data.datasets import load_image_dataset
+    from revelio.data.images import load_image, to_pixels
 
     data = load_image_dataset(info["dataset"], split, info["image_column"], info["label_column"], limit=info["num_images"])
     column = data.dataset[data.image_column]

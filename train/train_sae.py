@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from accelerate import PartialState
 
-    from revelio.hub import read_safetensors
+    from revelio.storage.files import read_safetensors
 
     state = PartialState(cpu=not torch.cuda.is_available())
     cells = find_cells(args.cache, args.hooks, args.timesteps, args.poolings)
@@ -77,9 +77,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def train_cell(cell: Path, args: argparse.Namespace, state: "PartialState", labels: "torch.Tensor | None", class_names: list[str] | None) -> None:
     """Train one cell's SAE and its feature statistics, unless a finished one is already there."""
+    from revelio.analysis.statistics import feature_stats
     from revelio.cache import ActivationCache
-    from revelio.features import feature_stats
-    from revelio.sae_training import SAETrainConfig, train_sae
+    from revelio.sae.training import SAETrainConfig, train_sae
 
     out = args.out / cell.relative_to(args.cache)
     if (out / "stats.safetensors").is_file() and not args.overwrite:

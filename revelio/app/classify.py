@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from revelio.app.state import AppState
-from revelio.classification import classify
+from revelio.probes.classify import classify
 
 
 def classify_probabilities(state: AppState, images: list[Image.Image], hook: str | None = None,

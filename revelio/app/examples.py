@@ -22,7 +22,9 @@ def example_files(state: AppState, folder: Path | None = None) -> list[str]:
         path = folder / f"{name.replace('/', '-').lower()}.png"
         image.save(path)
         paths.append(str(path))
-    from sklearn.datasets import load_sample_image  # two photos shipped with scikit-learn
+    from sklearn.datasets import (
+        load_sample_image,  # two photos shipped with scikit-learn
+    )
 
     for photo in ("china.jpg", "flower.jpg"):
         path = folder / photo

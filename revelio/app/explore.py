@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from revelio.analysis.queries import feature_strengths, feature_values, strongest
 from revelio.app.state import AppState, Cell
-from revelio.features import feature_strengths, feature_values, strongest
 
 
 @dataclass

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from revelio.app.state import AppState, Cell
-from revelio.sae import TIMESTEPS_FILE
+from revelio.sae.model import TIMESTEPS_FILE
 
 
 @dataclass

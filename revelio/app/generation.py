@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from revelio.app.state import AppState, Cell
 from revelio.app.classify import classify_probabilities
+from revelio.app.state import AppState, Cell
 from revelio.steering import FeatureEdit, steer
 
 BASELINE_CACHE_SIZE = 32

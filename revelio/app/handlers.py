@@ -18,10 +18,15 @@ from revelio.app.classify import classify_probabilities, top_classes
 from revelio.app.explore import explore_image
 from revelio.app.feature_view import feature_view
 from revelio.app.generation import Generator, SteeringRequest
-from revelio.app.rendering import enlarge, heatmap_overlay, histogram_frame, timesteps_frame
+from revelio.app.rendering import (
+    enlarge,
+    heatmap_overlay,
+    histogram_frame,
+    timesteps_frame,
+)
 from revelio.app.state import AppState, Cell
 from revelio.app.uploads import read_upload
-from revelio.features import class_selective_features
+from revelio.steering.selection import class_selective_features
 
 TOP_FEATURES = 8
 # Limits shared by the sliders and the checks (API clients can send anything).

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from revelio.activations import extract
-from revelio.features import ClassCodeMaps, FeatureStats, feature_strengths
+from revelio.activations.capture import extract
+from revelio.analysis.queries import feature_strengths
+from revelio.sae.stats import FeatureStats
+from revelio.steering.selection import ClassCodeMaps
 
 if TYPE_CHECKING:
     from revelio.release import Release

@@ -12,7 +12,14 @@ import gradio as gr
 import pandas as pd
 
 from revelio.app.examples import example_files
-from revelio.app.handlers import CLAMP_MODES, GUIDANCE, STEPS, STRENGTH, Handlers, user_errors
+from revelio.app.handlers import (
+    CLAMP_MODES,
+    GUIDANCE,
+    STEPS,
+    STRENGTH,
+    Handlers,
+    user_errors,
+)
 from revelio.app.state import POOLINGS, AppState, Cell
 
 TABS = ("explore", "steer", "classify", "atlas")

@@ -12,7 +12,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from revelio.images import ImageError, load_image
+from revelio.data.images import ImageError, load_image
 
 # Raster formats Pillow decodes itself; EPS/PDF would hand the file to Ghostscript.
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")

@@ -1,0 +1,91 @@
+"""The activation cache's on-disk format: one folder per grid cell, fp16/bf16 shards + a manifest.
+
+``root/<hook>/t<timestep>/<pooling>/`` holds ``shard-NNNNN.safetensors`` files (columns
+``activations``, ``image_index`` and, for spatial caches, ``location``: the token's row-major
+index) and ``manifest.json``, which lists the finished shards. A shard exists for readers only
+once the manifest lists it, and ``"complete": true`` is set only when its writer closed cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from revelio.grid import Cell, Pooling
+
+FORMAT = "revelio-activation-cache"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+REWRITE_HINT = "re-run the extraction with write_cache(..., overwrite=True)"
+
+
+class CacheError(Exception):
+    """A cache folder that is missing, damaged, unfinished, or would be overwritten."""
+
+
+def cell_path(root: str | os.PathLike, hook: str, timestep: int, pooling: Pooling) -> Path:
+    """The folder that holds one (hook, timestep, pooling) cell of a cache root."""
+    return Path(root) / Cell(hook, timestep, pooling).path
+
+
+def find_cells(root: str | os.PathLike) -> list[Cell]:
+    """Every cell with a manifest under a cache root, in a stable order."""
+    root = Path(root)
+    return sorted(Cell.from_path(m.parent.relative_to(root).as_posix()) for m in root.glob(f"*/t*/*/{MANIFEST}"))
+
+
+def is_complete(folder: Path) -> bool:
+    try:
+        return bool(json.loads((folder / MANIFEST).read_text()).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        found = [cell.path for cell in find_cells(path)]
+        inside = f" It holds cache cells {found}: open one of those." if found else ""
+        raise CacheError(
+            f"{path} is not an activation cache (no {MANIFEST}).{inside} Create one with "
+            "revelio.write_cache(root, revelio.iter_extract(...), pooling=...), which writes "
+            "root/<hook>/t<timestep>/<pooling>/."
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"format is {manifest.get('format')!r}, not {FORMAT!r}")
+    except (ValueError, AttributeError, OSError) as error:
+        raise CacheError(
+            f"{manifest_path} is not a readable cache manifest ({error}); {REWRITE_HINT}"
+        ) from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CacheError(
+            f"{manifest_path} has cache format version {manifest.get('format_version')}, but this "
+            f"revelio reads version {FORMAT_VERSION}; {REWRITE_HINT} or use a matching revelio"
+        )
+    return manifest
+
+
+
+
+def check_size(path: Path, expected: int) -> None:
+    """Catch missing and truncated shards when the cache is opened, not hours into training."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CacheError(
+            f"shard {path} is listed in the manifest but missing; {REWRITE_HINT}"
+        ) from None
+    if size != expected:
+        raise CacheError(
+            f"shard {path} is {size} bytes but the manifest says {expected} (truncated or "
+            f"replaced); {REWRITE_HINT}"
+        )

@@ -1,0 +1,1 @@
+"""Inputs: anything users call an image (validated, converted) and labelled image datasets."""

@@ -1,0 +1,9 @@
+"""Diffusion backbones: diffusers pipelines wrapped with hook points, noising and generation."""
+
+from revelio.models.base import Backbone
+from revelio.models.dit import DiTBackbone
+from revelio.models.loading import load_backbone
+from revelio.models.pixel_unet import PixelUNetBackbone
+from revelio.models.stable_diffusion import StableDiffusionBackbone
+
+__all__ = ["Backbone", "DiTBackbone", "PixelUNetBackbone", "StableDiffusionBackbone", "load_backbone"]

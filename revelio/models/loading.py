@@ -1,0 +1,71 @@
+"""``load_backbone``: a diffusers pipeline (Hub repo id or local folder) as the right Backbone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+
+from revelio.bundled import BUNDLED, bundled_release_dir
+from revelio.models.base import Backbone
+from revelio.models.dit import DiTBackbone
+from revelio.models.pixel_unet import PixelUNetBackbone
+from revelio.models.stable_diffusion import StableDiffusionBackbone
+from revelio.storage.files import ArtifactFormatError, read_json
+from revelio.storage.resolve import resolve_file
+
+# Optional file beside model_index.json with what diffusers has no place for: class names,
+# the null class id, the default guidance scale.
+EXTRAS_FILE = "revelio.json"
+
+
+def _read_json(name_or_path: str, filename: str, required: bool) -> dict[str, Any]:
+    try:
+        path = resolve_file(name_or_path, filename, required=required)
+    except ArtifactFormatError as err:
+        raise ValueError(
+            f"{name_or_path!r} has no {filename}: point load_backbone at a diffusers pipeline folder (one written by "
+            f"DiffusionPipeline.save_pretrained) or a repo id such as 'stable-diffusion-v1-5/stable-diffusion-v1-5' ({err})"
+        ) from None
+    return {} if path is None else read_json(path)
+
+
+def _backbone_class(model_index: dict[str, Any], name_or_path: str) -> type[Backbone]:
+    components = {k: v[1] for k, v in model_index.items() if isinstance(v, list) and len(v) == 2}
+    unet, transformer = components.get("unet"), components.get("transformer")
+    if unet == "UNet2DModel":
+        return PixelUNetBackbone
+    if unet == "UNet2DConditionModel" and "text_encoder" in components:
+        return StableDiffusionBackbone
+    if transformer in ("DiTTransformer2DModel", "Transformer2DModel") and "vae" in components:
+        return DiTBackbone
+    raise ValueError(
+        f"{name_or_path!r} is a {model_index.get('_class_name')} with components {components}; "
+        "revelio supports pixel UNet2DModel pipelines, Stable Diffusion 1.x/2.x, SDXL and DiT"
+    )
+
+
+def load_backbone(
+    name_or_path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Backbone:
+    """Load a diffusers pipeline and wrap it for activation capture, steering and generation.
+
+    ``name_or_path`` is a Hub repo id, a local pipeline folder, or "bundled" (the default model).
+
+    ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA, float32 on CPU.
+    """
+    name = str(name_or_path)
+    if name == BUNDLED:  # the Fashion-MNIST model committed with the default release
+        name = str(bundled_release_dir() / "model")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    cls = _backbone_class(_read_json(name, "model_index.json", required=True), name)
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}  # never fall back to pickled .bin
+    if cls is StableDiffusionBackbone:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    pipeline = DiffusionPipeline.from_pretrained(name, **kwargs).to(device)
+    if cls is PixelUNetBackbone:
+        return PixelUNetBackbone(pipeline, name, _read_json(name, EXTRAS_FILE, required=False))
+    return cls(pipeline, name)

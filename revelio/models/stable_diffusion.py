@@ -1,0 +1,132 @@
+"""Stable Diffusion 1.x/2.x and SDXL: a text-conditioned UNet2DConditionModel on VAE latents."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from diffusers import DiffusionPipeline, UNet2DConditionModel
+from PIL import Image
+
+from revelio.data.images import ImageLike
+from revelio.models.base import Backbone
+from revelio.models.latents import encode_latents, vae_scale_factor
+from revelio.models.pixel_unet import unet_hook_channels
+
+# Encoded prompts kept: extraction reuses one, an app a handful.
+PROMPT_CACHE_SIZE = 32
+
+
+class StableDiffusionBackbone(Backbone):
+    """Extraction runs with the empty prompt unless a prompt is given (as the paper does)."""
+
+    conditioning = "text"
+
+    def __init__(self, pipeline: DiffusionPipeline, name_or_path: str) -> None:
+        super().__init__(pipeline, name_or_path)
+        self.is_xl = getattr(pipeline, "text_encoder_2", None) is not None
+        self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
+
+    def to(self, device: str | torch.device) -> "StableDiffusionBackbone":
+        self._prompt_cache.clear()  # cached embeddings live on the old device
+        return super().to(device)
+
+    @property
+    def unet(self) -> UNet2DConditionModel:
+        return self.pipeline.unet
+
+    @property
+    def denoiser(self) -> UNet2DConditionModel:
+        return self.unet
+
+    @property
+    def hook_channels(self) -> dict[str, int]:
+        return unet_hook_channels(
+            self.unet.config.block_out_channels, len(self.unet.down_blocks), len(self.unet.up_blocks)
+        )
+
+    @property
+    def resolution(self) -> int:
+        size = self.unet.config.sample_size
+        return int(size if isinstance(size, int) else size[0]) * vae_scale_factor(self.pipeline.vae)
+
+    @property
+    def image_channels(self) -> int:
+        return 3
+
+    def encode_images(self, images: list[ImageLike]) -> torch.Tensor:
+        return encode_latents(self.pipeline.vae, self.pixels(images)).to(self.device, self.dtype)
+
+    @torch.no_grad()
+    def _prompt_kwargs(self, prompt: str) -> dict[str, torch.Tensor]:
+        """UNet conditioning for one prompt (batch of 1), cached: extraction reuses one prompt."""
+        if prompt not in self._prompt_cache:
+            if self.is_xl:
+                embeds, _, pooled, _ = self.pipeline.encode_prompt(
+                    prompt, device=self.device, num_images_per_prompt=1,
+                    do_classifier_free_guidance=False,
+                )
+                # SDXL micro-conditioning: original size, crop top-left, target size.
+                size = self.resolution
+                time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=embeds.dtype)
+                added = {"text_embeds": pooled, "time_ids": time_ids.to(self.device)}
+                kwargs = {"encoder_hidden_states": embeds, "added_cond_kwargs": added}
+            else:
+                embeds, _ = self.pipeline.encode_prompt(prompt, self.device, 1, False)
+                kwargs = {"encoder_hidden_states": embeds}
+            if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
+                self._prompt_cache.pop(next(iter(self._prompt_cache)))  # oldest first
+            self._prompt_cache[prompt] = kwargs
+        return self._prompt_cache[prompt]
+
+    def _batch_kwargs(self, condition: Any, batch_size: int) -> dict[str, Any]:
+        prompts = self._prompts(condition, batch_size)
+        parts = [self._prompt_kwargs(p) for p in prompts]
+        kwargs: dict[str, Any] = {
+            "encoder_hidden_states": torch.cat([p["encoder_hidden_states"] for p in parts])
+        }
+        if self.is_xl:
+            kwargs["added_cond_kwargs"] = {
+                key: torch.cat([p["added_cond_kwargs"][key] for p in parts])
+                for key in ("text_embeds", "time_ids")
+            }
+        return kwargs
+
+    @staticmethod
+    def _prompts(condition: Any, batch_size: int) -> list[str]:
+        if condition is None:
+            return [""] * batch_size
+        if isinstance(condition, str):
+            return [condition] * batch_size
+        prompts = list(condition)
+        if len(prompts) != batch_size or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"pass one prompt string or a list of {batch_size} prompt strings")
+        return prompts
+
+    def denoise(self, x_t: torch.Tensor, t: int, condition: Any = None) -> torch.Tensor:
+        kwargs = self._batch_kwargs(condition, x_t.shape[0])
+        return self.unet(x_t, self._timestep_batch(t, x_t.shape[0]), **kwargs).sample
+
+    @torch.no_grad()
+    def generate(
+        self,
+        condition: Any = None,
+        *,
+        seed: int = 0,
+        num_images: int | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float | None = None,
+        output_type: Literal["pil", "pt"] = "pil",
+    ) -> list[Image.Image] | torch.Tensor:
+        if num_images is None:
+            num_images = len(condition) if isinstance(condition, (list, tuple)) else 1
+        if output_type not in ("pil", "pt"):
+            raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        result = self.pipeline(
+            prompt=self._prompts(condition, num_images),
+            num_inference_steps=num_inference_steps,
+            guidance_scale=7.5 if guidance_scale is None else guidance_scale,
+            generator=self._generators(seed, num_images),
+            output_type=output_type,
+        )
+        return result.images.float().cpu() if output_type == "pt" else result.images

@@ -1,0 +1,10 @@
+"""Probes: light classifiers (linear, Diff-C) on frozen diffusion features, and ``classify``.
+
+Importing the package registers both kinds, so ``Probe.from_pretrained`` can load either.
+"""
+
+from revelio.probes.base import Probe, Split, split_train_validation
+from revelio.probes.diffc import DiffCProbe
+from revelio.probes.linear import LinearProbe
+
+__all__ = ["DiffCProbe", "LinearProbe", "Probe", "Split", "split_train_validation"]

@@ -1,0 +1,36 @@
+"""``classify``: extract the probe's features from images and predict, in one call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from revelio.activations.capture import extract
+from revelio.models.base import Backbone
+from revelio.probes import Probe
+from revelio.sae import KSparseAutoencoder
+
+
+def probe_features(
+    backbone: Backbone, probe: Probe, images: Any, sae: KSparseAutoencoder | None = None, seed: int = 0, batch_size: int = 16
+) -> torch.Tensor:
+    """The features ``probe`` was trained on: its hook, timestep and pooling (and SAE codes)."""
+    hook, timestep, pooling = (probe.metadata.get(key) for key in ("hook", "timestep", "pooling"))
+    if hook is None or timestep is None or pooling is None:
+        raise ValueError("this probe's config does not say which hook, timestep and pooling it was trained on")
+    if probe.metadata.get("sae") and sae is None:
+        raise ValueError(f"this probe reads SAE codes; pass sae= (the SAE {probe.metadata['sae']!r})")
+    features = extract(backbone, images, [hook], [int(timestep)], pooling=pooling, seed=seed, batch_size=batch_size)
+    features = features[(hook, int(timestep))]
+    if sae is None:
+        return features
+    with torch.no_grad():
+        return sae.encode(features, dense=True)
+
+
+def classify(
+    backbone: Backbone, probe: Probe, images: Any, sae: KSparseAutoencoder | None = None, seed: int = 0, batch_size: int = 16
+) -> torch.Tensor:
+    """Class probabilities [N, num_classes] for ``images`` (``probe.class_names`` names them)."""
+    return probe.predict_proba(probe_features(backbone, probe, images, sae, seed, batch_size))

@@ -1,0 +1,94 @@
+"""A release's folder layout and ``release.json`` schema: written by the builder, read by :class:`Release`.
+
+::
+
+  README.md                              model card
+  release.json                           :class:`ReleaseInfo`
+  model/                                 the backbone, when it is not on the Hub
+  saes/<hook>/t<timestep>/<pooling>/     config.json, model.safetensors, stats.safetensors, timesteps.safetensors
+  probes/<hook>/t<timestep>/<kind>/      config.json, model.safetensors
+  reference_classifier/                  config.json, model.safetensors (class-conditional backbones)
+  exemplars/thumbnails.safetensors       training images that are top exemplars of some feature
+  exemplars/held_out.safetensors         labelled test images for histograms and examples
+  metrics/*.json, plots/*.png            grid metrics and their pictures
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from revelio.bundled import RELEASE_FILE
+from revelio.grid import Cell
+from revelio.storage.files import ArtifactFormatError
+
+MODEL_DIR = "model"
+REFERENCE_CLASSIFIER_DIR = "reference_classifier"
+EXEMPLARS_FILE = "exemplars/thumbnails.safetensors"
+HELD_OUT_FILE = "exemplars/held_out.safetensors"
+METRICS_DIR = "metrics"
+PLOTS_DIR = "plots"
+
+__all__ = ["RELEASE_FILE", "ReleaseInfo", "probe_subfolder", "sae_subfolder"]
+
+
+def sae_subfolder(cell: Cell) -> str:
+    if cell.pooling is None:
+        raise ValueError(f"an SAE cell needs a pooling; got {cell!r}")
+    return f"saes/{cell.path}"
+
+
+def probe_subfolder(hook: str, timestep: int, kind: str) -> str:
+    return f"probes/{Cell(hook, timestep).path}/{kind}"
+
+
+@dataclass
+class BestCell:
+    """The (hook, timestep) whose probe classified the test images best."""
+
+    hook: str
+    timestep: int
+    probe: str
+    test_accuracy: float
+
+
+@dataclass
+class ReleaseInfo:
+    """``release.json``: what the release holds and how it was made."""
+
+    backbone: str  # "model" (the model/ folder) or a Hub repo id
+    backbone_name: str
+    dataset: str
+    num_train_images: int
+    num_test_images: int
+    hooks: list[str]
+    timesteps: list[int]
+    poolings: list[str]
+    class_names: list[str] | None
+    probe_kinds: list[str]
+    best_cell: BestCell
+    sae: dict[str, Any]
+    exemplar_images: int
+    held_out_images: int
+    seed: int
+    versions: dict[str, str]
+    commands: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = RELEASE_FILE) -> ReleaseInfo:
+        """Validate a parsed release.json; missing or malformed fields are an ArtifactFormatError."""
+        if not isinstance(data, dict):
+            raise ArtifactFormatError(f"{where} must hold a JSON object; rebuild the release")
+        required = [f.name for f in fields(cls) if f.name != "commands"]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ArtifactFormatError(f"{where} lacks the fields {missing}; rebuild the release with train/build_release.py")
+        try:
+            known = {f.name for f in fields(cls)}
+            values = {k: v for k, v in data.items() if k in known}
+            return cls(**{**values, "best_cell": BestCell(**data["best_cell"])})
+        except TypeError as err:
+            raise ArtifactFormatError(f"{where} has a malformed field ({err}); rebuild the release") from None

@@ -1,0 +1,95 @@
+"""Files that are never half-written, and safetensors that never unpickle.
+
+Every write goes through :func:`write_atomic`: a temporary file beside the target, fsynced,
+renamed over it, and the rename itself made durable. A reader (or a crash) sees the old bytes
+or all the new ones, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+
+class ArtifactFormatError(ValueError):
+    """A saved artifact is missing, corrupt, tampered with, or disagrees with its config."""
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], None] | bytes) -> None:
+    """Write ``path`` through a temporary file (``write(temporary)`` or the given bytes), then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if isinstance(write, bytes):
+        temporary.write_bytes(write)
+    else:
+        write(temporary)
+    with open(temporary, "rb") as file:
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_atomic(path, text.encode())
+
+
+def write_json(data: Any, path: str | os.PathLike) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file, or an :class:`ArtifactFormatError` naming the file."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactFormatError(f"{path} is not valid JSON ({err}).") from None
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    write_atomic(path, lambda temporary: save_file(tensors, str(temporary), metadata))
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors from a safetensors file; pickles and damaged files get a clear refusal."""
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        with open(path, "rb") as file:
+            head = file.read(2)
+        if head[:1] == b"\x80" or head == b"PK":  # pickle protocol 2+ / torch.save's zip
+            raise ArtifactFormatError(
+                f"{path} looks like a pickle / torch.save file. revelio never unpickles files; "
+                "convert the weights to safetensors (safetensors.torch.save_file) in a trusted environment."
+            ) from None
+        raise ArtifactFormatError(
+            f"{path} is not a valid safetensors file ({err}); it may be truncated or tampered "
+            "with. Download or save it again."
+        ) from None
+
+
+def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata in a safetensors header (call after read_safetensors validated it)."""
+    with safe_open(str(path), "pt") as file:
+        return dict(file.metadata() or {})
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
