@@ -85,9 +85,38 @@ def from_arguments(cls: type[Config], namespace: argparse.Namespace, **overrides
 
 def parse(cls: type[Config], argv: list[str] | None = None, description: str | None = None) -> Config:
     """Parse ``argv`` into ``cls``: the whole CLI of a train/ script that takes one config."""
+    return parse_many([cls], argv, description)[0]
+
+
+def parse_many(classes: list[type], argv: list[str] | None = None, description: str | None = None) -> list[Any]:
+    """Parse ``argv`` into one instance of each config class (their fields must not share names)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser, cls)
-    return from_arguments(cls, parser.parse_args(argv))
+    for cls in classes:
+        add_arguments(parser, cls)
+    namespace = parser.parse_args(argv)
+    return [from_arguments(cls, namespace) for cls in classes]
+
+
+def to_argv(*configs: Any) -> list[str]:
+    """The flags that rebuild ``configs`` with :func:`parse_many`: required fields and those off their default."""
+    argv: list[str] = []
+    for config in configs:
+        for field in dataclasses.fields(config):
+            if not field.metadata.get("cli", True):
+                continue
+            value = getattr(config, field.name)
+            default = field.default if field.default is not dataclasses.MISSING else (
+                field.default_factory() if field.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+            if value == default or value is None:
+                continue
+            flag = _flag(field)
+            if isinstance(value, bool):
+                argv.append(flag if value else "--no-" + flag[2:])
+            elif isinstance(value, (list, tuple)):
+                argv += [flag, *map(str, value)]
+            else:
+                argv += [flag, str(value)]
+    return argv
 
 
 def to_json(config: Any) -> dict[str, Any]:

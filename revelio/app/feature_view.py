@@ -1,13 +1,19 @@
-"""Everything the app shows about one feature: label, exemplars, activation histogram, timesteps."""
+"""One feature in detail (label, statistics, exemplars, histogram, timesteps): Explore and Atlas show it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import gradio as gr
 import numpy as np
 from PIL import Image
 
-from revelio.app.state import AppState, Cell
+from revelio.app.rendering import enlarge, histogram_frame, timesteps_frame
+from revelio.app.state import AppState
+from revelio.app.validation import wire
+from revelio.grid import Cell
 from revelio.sae.model import TIMESTEPS_FILE
 
 
@@ -52,3 +58,32 @@ def feature_view(state: AppState, cell: Cell, feature: int, bins: int = 12) -> F
         summary |= {f"share: {names[c]}": float(stats.label_distribution[feature, c]) for c in range(len(names))}
     return FeatureView(feature, state.feature_label(cell, feature), summary, exemplars,
                        (histogram[0], histogram[1]), (int(len(firing)), int(len(strengths))), timesteps)
+
+
+class FeatureDetail:
+    """The detail view's components and the event that fills them for a (cell, feature)."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def build(self, trigger: Callable[..., Any], inputs: list[gr.components.Component], **kwargs: Any) -> None:
+        """Lay the view out and fill it on ``trigger`` from ``inputs`` (block, timestep, pooling, feature)."""
+        with gr.Row():
+            summary = gr.Markdown()
+            histogram = gr.BarPlot(x="activation", y="images", label="Activation on held-out test images", height=220)
+            over_time = gr.LinePlot(x="timestep", y="mean activation", label="Mean activation across timesteps", height=220)
+        exemplars = gr.Gallery(label="Top training exemplars", columns=8, height=260)
+        wire(trigger, self.feature, inputs, [summary, exemplars, histogram, over_time], **kwargs)
+
+    def feature(self, hook: str, timestep: Any, pooling: str, feature: Any) -> tuple:
+        """Summary markdown, exemplar gallery, histogram and timestep curve of one feature."""
+        if feature is None:  # the dropdown was just cleared (another block or timestep): nothing to show yet
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        cell = self.state.cell(hook, timestep, pooling)
+        view = feature_view(self.state, cell, self.state.check_feature(cell, feature))
+        fires, total = view.held_out_firing
+        lines = [f"### {view.label}", f"Fires on **{fires} of {total}** held-out test images.", "",
+                 "| statistic (training images) | value |", "|---|---|"]
+        lines += [f"| {name} | {value:.4g} |" for name, value in view.summary.items()]
+        exemplars = [(enlarge(image, 112), caption) for image, caption in view.exemplars]
+        return "\n".join(lines), exemplars, histogram_frame(*view.histogram), timesteps_frame(view.timesteps)

@@ -9,7 +9,6 @@ cores anyway, so serialising model work costs little throughput.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -18,27 +17,14 @@ from PIL import Image
 
 from revelio.activations.capture import extract
 from revelio.analysis.queries import feature_strengths
+from revelio.grid import Cell
+from revelio.probes.classify import classify
 from revelio.sae.stats import FeatureStats
 from revelio.steering.selection import ClassCodeMaps
 
 if TYPE_CHECKING:
     from revelio.release import Release
-    from revelio.sae import KSparseAutoencoder
-
-REFERENCE_IMAGES = 200  # images for histograms when a release has no held-out set
-POOLINGS = {"none": "spatial (one code per location)", "mean": "pooled (one code per image)"}
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One SAE of the release: a hook point, a timestep and a pooling."""
-
-    hook: str
-    timestep: int
-    pooling: str = "none"
-
-    def __str__(self) -> str:
-        return f"{self.hook} at t={self.timestep} ({self.pooling})"
+    from revelio.sae.model import KSparseAutoencoder
 
 
 class AppState:
@@ -49,7 +35,7 @@ class AppState:
         self.backbone = release.backbone(device=device)
         self.model_lock = threading.RLock()
         self.class_names: list[str] = release.class_names or []
-        self.seed = int(release.info.get("seed", 0))  # the noise seed the release's caches used
+        self.seed = int(release.info.seed)  # the noise seed the release's caches used
 
     @property
     def default_cell(self) -> Cell:
@@ -71,7 +57,7 @@ class AppState:
             raise ValueError(f"no SAE at timestep {timestep}; choose one of {self.release.timesteps}")
         if pooling not in self.release.poolings:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {self.release.poolings}")
-        return Cell(hook, timestep, pooling)
+        return Cell(hook, timestep, pooling)  # type: ignore[arg-type]
 
     def sae(self, cell: Cell) -> KSparseAutoencoder:
         return self.release.sae(cell.hook, cell.timestep, cell.pooling)
@@ -108,15 +94,21 @@ class AppState:
             acts = extract(self.backbone, images, [hook], [timestep], pooling="none", seed=self.seed, batch_size=50)
         return acts[(hook, timestep)]
 
-    @cache  # noqa: B019
-    def reference_images(self) -> tuple[list[Image.Image], list[int] | None]:
-        """Images behind histograms, per-image FVU and class maps: the release's held-out test
-        images, or for releases built without them the first training exemplars (no labels)."""
-        try:
-            return self.release.held_out_examples()
-        except FileNotFoundError:
-            indices = self.release.exemplar_indices()[:REFERENCE_IMAGES]
-            return [image for image in self.release.exemplar_images(indices) if image is not None], None
+    def probabilities(self, images: list[Image.Image], hook: str | None = None, timestep: int | None = None,
+                      kind: str | None = None) -> list[dict[str, float]]:
+        """The release probe's class probabilities for each image (default: the best cell's probe)."""
+        probe = self.release.probe(hook, timestep, kind)
+        sae = None
+        if probe.metadata.get("sae"):
+            sae = self.release.sae(probe.metadata["hook"], int(probe.metadata["timestep"]), probe.metadata["pooling"])
+        with self.model_lock:
+            probabilities = classify(self.backbone, probe, images, sae=sae, seed=self.seed)
+        return [dict(zip(probe.class_names, row.tolist())) for row in probabilities]
+
+    def reference_images(self) -> tuple[list[Image.Image], list[int]]:
+        """The release's labelled held-out test images: behind histograms, per-image FVU, class maps
+        and the examples (FileNotFoundError, saying to rebuild, for a release without them)."""
+        return self.release.held_out_examples()
 
     @cache  # noqa: B019
     def held_out_tokens(self, hook: str, timestep: int) -> torch.Tensor:
@@ -137,9 +129,6 @@ class AppState:
         if cell.pooling != "none":
             raise ValueError("clamping to a class's map needs a spatial SAE; choose the spatial SAE")
         _, labels = self.reference_images()
-        if labels is None:
-            raise ValueError("this release ships no labelled held-out images, which class maps need; "
-                             "rebuild it with train/build_release.py or clamp to a value instead")
         tokens = self.held_out_tokens(cell.hook, cell.timestep)
         return ClassCodeMaps.from_tokens(self.sae(cell), tokens, labels, max(len(self.class_names), max(labels) + 1))
 

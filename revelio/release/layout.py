@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from revelio.bundled import RELEASE_FILE
@@ -54,24 +54,24 @@ class BestCell:
 
 @dataclass
 class ReleaseInfo:
-    """``release.json``: what the release holds and how it was made."""
+    """``release.json``: what the release holds (required to load it) and how it was made (descriptive)."""
 
     backbone: str  # "model" (the model/ folder) or a Hub repo id
-    backbone_name: str
-    dataset: str
-    num_train_images: int
-    num_test_images: int
     hooks: list[str]
     timesteps: list[int]
     poolings: list[str]
-    class_names: list[str] | None
     probe_kinds: list[str]
     best_cell: BestCell
-    sae: dict[str, Any]
-    exemplar_images: int
-    held_out_images: int
-    seed: int
-    versions: dict[str, str]
+    backbone_name: str = ""
+    dataset: str = ""
+    class_names: list[str] | None = None
+    num_train_images: int = 0
+    num_test_images: int = 0
+    sae: dict[str, Any] = field(default_factory=dict)
+    exemplar_images: int = 0
+    held_out_images: int = 0
+    seed: int = 0  # the noise seed of the release's caches: the app noises uploads the same way
+    versions: dict[str, str] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -82,7 +82,7 @@ class ReleaseInfo:
         """Validate a parsed release.json; missing or malformed fields are an ArtifactFormatError."""
         if not isinstance(data, dict):
             raise ArtifactFormatError(f"{where} must hold a JSON object; rebuild the release")
-        required = [f.name for f in fields(cls) if f.name != "commands"]
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
         missing = [name for name in required if name not in data]
         if missing:
             raise ArtifactFormatError(f"{where} lacks the fields {missing}; rebuild the release with train/build_release.py")

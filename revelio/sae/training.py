@@ -16,13 +16,14 @@ import json
 import math
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
+from revelio.config import option, to_json
 from revelio.plots import training_curves
 from revelio.sae.fused_step import FusedStep
 from revelio.sae.metrics import SAEEvaluator, density_histogram
@@ -70,22 +71,25 @@ class TensorSource:
 
 @dataclass
 class SAETrainConfig:
-    """Hyperparameters; ``None`` fields are derived from the data and the dictionary size."""
+    """Hyperparameters of one SAE; ``None`` fields are derived from the data and the dictionary size.
 
-    expansion: int = 16
-    k: int = 32
-    batch_size: int = 1024
-    total_tokens: int = 2_000_000
-    lr: float | None = None
-    warmup_steps: int = 100
-    auxk_coef: float = 1 / 32
-    k_aux: int | None = None
-    dead_tokens: int = 500_000
-    seed: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 25
-    eval_tokens: int = 65_536
-    metadata: dict[str, Any] = field(default_factory=dict)
+    Stored in the SAE's config.json (``training``) and in its checkpoints (a resume must match).
+    """
+
+    expansion: int = option(16, "d_sae = expansion x d_in")
+    k: int = option(32, "active latents per input")
+    batch_size: int = option(1024)
+    total_tokens: int = option(2_000_000, "training tokens per SAE", flag="--tokens")
+    lr: float | None = option(None, "default: 2e-4 / sqrt(d_sae / 2**14)")
+    warmup_steps: int = option(100)
+    auxk_coef: float = option(1 / 32, "weight of the AuxK loss on dead latents")
+    k_aux: int | None = option(None, "dead latents per input in AuxK (default: max(d_in / 2, k))")
+    dead_tokens: int = option(500_000, "tokens without firing = dead (AuxK)")
+    seed: int = option(0)
+    checkpoint_every: int = option(500, "steps between checkpoints")
+    log_every: int = option(25, "steps between metric log rows")
+    eval_tokens: int = option(65_536, "rows for initialisation and the final metrics")
+    metadata: dict[str, Any] = option({}, "descriptive SAE config fields (hook, timestep, ...)", cli=False)
 
     def d_sae(self, d_in: int) -> int:
         return self.expansion * d_in
@@ -219,7 +223,8 @@ def train_sae(
     evaluator = SAEEvaluator(sae)
     evaluator.add(source.sample(config.eval_tokens, seed=config.seed + 1))
     metrics = {**evaluator.result(), "density_histogram": density_histogram(evaluator.firing_frequency)}
-    sae.metadata.update(training_tokens=total_steps * config.batch_size, metrics=metrics)
+    training = {k: v for k, v in to_json(config).items() if k != "metadata"}
+    sae.metadata.update(training_tokens=total_steps * config.batch_size, metrics=metrics, training=training)
     sae.save_pretrained(out_dir)
     training_curves(log_path, training_dir / "training_curves.png")
     shutil.rmtree(training_dir / "checkpoints", ignore_errors=True)

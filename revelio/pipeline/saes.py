@@ -1,0 +1,96 @@
+"""The SAE grid: one k-SAE per cached cell, each saved with its feature statistics.
+
+Cells are folders ``<cache>/<hook>/t<timestep>/<pooling>/``; each SAE lands in the same relative
+folder under ``out`` (the release layout), with its feature statistics (top exemplars, firing
+frequency, label purity and automatic labels when the cache has labels) in stats.safetensors.
+Interrupted runs resume from their last checkpoint; finished cells are skipped. The grid shards
+over processes or GPUs with ``accelerate launch`` (each process trains its share of the cells).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from revelio.config import option
+
+if TYPE_CHECKING:
+    import torch
+    from accelerate import PartialState
+
+    from revelio.grid import Cell
+    from revelio.sae.training import SAETrainConfig
+
+
+@dataclass
+class SAEGridConfig:
+    """Which cells of a cache to train SAEs for, and where they go."""
+
+    cache: Path = option(help="cache root written by extract_activations.py")
+    out: Path = option(help="where SAEs are written, one folder per cell")
+    hooks: list[str] | None = option(None, "only these hook points (default: every cell in the cache)")
+    timesteps: list[int] | None = option(None, "only these timesteps")
+    poolings: list[Literal["mean", "none"]] | None = option(None, "only these poolings")
+    overwrite: bool = option(False, "retrain cells that already have a finished SAE")
+
+
+def selected_cells(grid: SAEGridConfig) -> list[Cell]:
+    """The cache's cells that pass the filters, in a stable order."""
+    from revelio.cache import find_cells
+
+    cells = [
+        cell for cell in find_cells(grid.cache)
+        if (grid.hooks is None or cell.hook in grid.hooks) and (grid.timesteps is None or cell.timestep in grid.timesteps)
+        and (grid.poolings is None or cell.pooling in grid.poolings)
+    ]
+    if not cells:
+        raise SystemExit(f"no cache cells under {grid.cache} match the filters; run train/extract_activations.py first")
+    return cells
+
+
+def train_sae_grid(grid: SAEGridConfig, training: SAETrainConfig) -> None:
+    """Train every selected cell (this process's share of them under accelerate)."""
+    import torch
+    from accelerate import PartialState
+
+    from revelio.pipeline.extract import DATASET_FILE, LABELS_FILE
+    from revelio.storage.files import read_json, read_safetensors
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    cells = selected_cells(grid)
+    labels_file, info_file = grid.cache / LABELS_FILE, grid.cache / DATASET_FILE
+    labels = read_safetensors(labels_file)["labels"] if labels_file.is_file() else None
+    class_names = read_json(info_file).get("class_names") if info_file.is_file() and labels is not None else None
+    with state.split_between_processes(cells) as mine:
+        for cell in mine:
+            train_cell(cell, grid, training, state, labels, class_names)
+
+
+def train_cell(
+    cell: Cell, grid: SAEGridConfig, training: SAETrainConfig, state: PartialState,
+    labels: torch.Tensor | None, class_names: list[str] | None,
+) -> None:
+    """Train one cell's SAE and its feature statistics, unless a finished one is already there."""
+    from dataclasses import replace
+
+    from revelio.analysis.statistics import feature_stats
+    from revelio.cache import ActivationCache
+    from revelio.sae.model import STATS_FILE
+    from revelio.sae.training import train_sae
+
+    out = grid.out / cell.path
+    if (out / STATS_FILE).is_file() and not grid.overwrite:
+        print(json.dumps({"rank": state.process_index, "cell": cell.path, "skipped": "finished earlier"}), flush=True)
+        return
+    cache = ActivationCache(grid.cache / cell.path)
+    meta = cache.manifest.get("metadata", {})
+    config = replace(training, metadata={"backbone": meta.get("backbone"), "dataset": meta.get("dataset"),
+                                         "hook": cache.hook, "timestep": cache.timestep, "pooling": cache.pooling})
+    sae = train_sae(cache, config, out, device=state.device)
+    # Per-feature statistics (exemplars, firing, labels) over the same cache, saved beside it.
+    sae.feature_stats = feature_stats(sae, cache, labels=labels, class_names=class_names)
+    sae.save_pretrained(out)
+    summary = {k: v for k, v in sae.metadata["metrics"].items() if k != "density_histogram"}
+    print(json.dumps({"rank": state.process_index, "cell": cell.path, **summary}), flush=True)

@@ -1,0 +1,199 @@
+"""Build a complete release from a trained class-conditional diffusion model, in one call.
+
+Chains the pipeline steps (each printed and recorded in release.json as the train/ command that
+reproduces it): the quality gate (reference classifier + samples), activation caches of
+training, test and random-weights images, the SAE grid for both poolings, and the probe grid with
+baselines. Then: SAE metrics on the held-out test images, each feature's mean activation at every
+timestep, exemplar thumbnails, the SAE metric pictures, release.json and the model card.
+Caches and SAE checkpoints live in ``work`` and finished steps are reused when built again.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from revelio.config import option, to_argv
+from revelio.grid import POOLINGS, Cell
+from revelio.release.layout import METRICS_DIR, MODEL_DIR, PLOTS_DIR, RELEASE_FILE, BestCell, ReleaseInfo, sae_subfolder
+
+
+@dataclass
+class ReleaseConfig:
+    """Everything a release is built from; its flags are train/build_release.py's."""
+
+    model: Path = option(help="class-conditional diffusers pipeline folder")
+    out: Path = option(help="the release folder")
+    dataset: str = option("fashion-mnist", "fashion-mnist, a Hub dataset id, or an image folder")
+    image_column: str | None = option(None)
+    label_column: str | None = option(None)
+    test_split: str = option("test")
+    hooks: list[str] | None = option(None, "default: every block-level hook point")
+    timesteps: list[int] = option([25, 100, 300, 600])
+    train_images: int = option(12000)
+    test_images: int = option(2000)
+    held_out_per_class: int = option(20, "test images per class kept for the app (examples, histograms)")
+    random_images: int = option(4000, "training images for the random-weights baseline")
+    expansion: int = option(8)
+    k: int = option(8)
+    mean_tokens: int = option(1_000_000, "training tokens per mean-pooled SAE")
+    spatial_tokens: int = option(2_000_000, "training tokens per spatial SAE")
+    sae_batch_size: int = option(1024)
+    probe_max_train: int = option(6000)
+    probe_epochs: int = option(5, "Diff-C epochs")
+    per_class: int = option(100, "quality-gate samples per class")
+    classifier_epochs: int = option(3)
+    repo_id: str = option("bundled", "the Hub repo id shown in the card's loading example")
+    seed: int = option(0)
+    device: str | None = option(None, "cpu or cuda (default: cuda when available)")
+    work: Path = option(Path("artifacts/release-work"), "caches and SAE checkpoints")
+
+
+class StepLog:
+    """Runs pipeline steps in this process and records the train/ command that reproduces each."""
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def run(self, script: str, configs: list[Any], step: Callable[[], Any], done: bool = False) -> None:
+        """Run ``step``, or with ``done`` (its output is already there) only record its command."""
+        shown = "python " + shlex.join([f"train/{script}", *to_argv(*configs)])
+        self.commands.append(shown)
+        print(f"\n$ {shown}" + ("\n(finished earlier: reusing its output)" if done else ""), flush=True)
+        if not done:
+            step()
+
+
+def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
+    """Build (or finish) the release in ``config.out``; ``command`` is recorded as how it was built."""
+    import diffusers
+
+    import revelio
+    from revelio.pipeline.extract import DATASET_FILE, ExtractionConfig, extract_to_cache
+    from revelio.pipeline.probes import ProbeGridConfig, train_probe_grid
+    from revelio.pipeline.quality_gate import QualityGateConfig, run_quality_gate
+    from revelio.pipeline.saes import SAEGridConfig, train_sae_grid
+    from revelio.release.card import render_card
+    from revelio.release.exemplars import write_exemplars, write_held_out_examples
+    from revelio.sae.training import SAETrainConfig
+    from revelio.storage.files import read_json, write_json
+
+    out, steps = config.out, StepLog()
+    model = out / MODEL_DIR
+    if config.model.resolve() != model.resolve():
+        shutil.rmtree(model, ignore_errors=True)
+        shutil.copytree(config.model, model)
+    backbone = revelio.load_backbone(model, device="cpu")
+    hooks = config.hooks or backbone.hook_points
+    missing = [h for h in hooks if h not in backbone.hook_points]
+    if missing:
+        raise SystemExit(f"{config.model} has no hook points {missing}; it has {backbone.hook_points}")
+    columns = {"image_column": config.image_column, "label_column": config.label_column}
+
+    gate = QualityGateConfig(model=str(model), out=out, dataset=config.dataset, per_class=config.per_class,
+                             epochs=config.classifier_epochs, seed=config.seed, device=config.device, **columns)
+    steps.run("quality_gate.py", [gate], lambda: run_quality_gate(gate))
+    caches = {}
+    for name, split, limit, random in (("train", "train", config.train_images, False), ("test", config.test_split, config.test_images, False),
+                                       ("random-train", "train", config.random_images, True), ("random-test", config.test_split, config.test_images, True)):
+        extraction = ExtractionConfig(backbone=str(model), out=config.work / "caches" / name, timesteps=config.timesteps, dataset=config.dataset,
+                                      split=split, limit=limit, hooks=hooks, seed=config.seed, device=config.device, overwrite=True,
+                                      random_weights=random, **columns)
+        steps.run("extract_activations.py", [extraction], lambda e=extraction: extract_to_cache(e), done=(extraction.out / DATASET_FILE).is_file())
+        caches[name] = extraction.out
+    for pooling, tokens in (("mean", config.mean_tokens), ("none", config.spatial_tokens)):
+        grid = SAEGridConfig(cache=caches["train"], out=config.work / "saes", poolings=[pooling])
+        training = SAETrainConfig(expansion=config.expansion, k=config.k, total_tokens=tokens, batch_size=config.sae_batch_size, seed=config.seed)
+        steps.run("train_sae.py", [grid, training], lambda g=grid, t=training: train_sae_grid(g, t))
+    reuse_probes = _probes_done(out, hooks, config.timesteps)  # delete metrics/probe_grid.json to retrain
+    if not reuse_probes:
+        shutil.rmtree(out / "probes", ignore_errors=True)
+    probes = ProbeGridConfig(cache=caches["train"], out=out, test_cache=caches["test"], random_cache=caches["random-train"],
+                             random_test_cache=caches["random-test"], saes=config.work / "saes", max_train=config.probe_max_train,
+                             epochs=config.probe_epochs, seed=config.seed)
+    steps.run("train_probes.py", [probes], lambda: train_probe_grid(probes), done=reuse_probes)
+
+    shutil.rmtree(out / "saes", ignore_errors=True)
+    sae_rows = evaluate_saes(config, hooks, caches["test"])
+    write_sae_metrics(sae_rows, hooks, config.timesteps, out)
+    exemplars = write_exemplars(out, config.dataset, config.image_column, config.label_column)
+    held_out = write_held_out_examples(out, config.dataset, config.test_split, config.image_column, config.label_column,
+                                       config.held_out_per_class)
+    probe_grid = read_json(out / METRICS_DIR / "probe_grid.json")
+    quality_file = out / METRICS_DIR / "quality_gate.json"
+    quality = read_json(quality_file) if quality_file.is_file() else None
+    best = probe_grid["best"]
+    info = ReleaseInfo(
+        backbone=MODEL_DIR, backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" else str(config.model),
+        dataset=config.dataset, num_train_images=config.train_images, num_test_images=config.test_images,
+        hooks=hooks, timesteps=config.timesteps, poolings=list(POOLINGS), class_names=backbone.class_names,
+        probe_kinds=sorted({r["probe"] for r in probe_grid["rows"] if r["features"] == "diffusion"}),
+        best_cell=BestCell(**{k: best[k] for k in ("hook", "timestep", "probe", "test_accuracy")}),
+        sae={"expansion": config.expansion, "k": config.k, "mean_tokens": config.mean_tokens, "spatial_tokens": config.spatial_tokens},
+        exemplar_images=exemplars, held_out_images=held_out, seed=config.seed,
+        versions={"revelio": revelio.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__},
+        commands=[command, *steps.commands],
+    )
+    write_json(info.to_json(), out / RELEASE_FILE)
+    render_card(info.to_json(), probe_grid, sae_rows, quality, config.repo_id, out)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"release written to {out}: {size / 2**20:.1f} MiB; best cell {best['hook']} t={best['timestep']} "
+          f"({best['probe']}, test accuracy {best['test_accuracy']:.4f})")
+    return info
+
+
+def _probes_done(out: Path, hooks: list[str], timesteps: list[int]) -> bool:
+    """A finished probe grid for exactly these cells is already in the release."""
+    grid = out / METRICS_DIR / "probe_grid.json"
+    if not grid.is_file():
+        return False
+    summary = json.loads(grid.read_text())
+    return summary["hooks"] == hooks and summary["timesteps"] == timesteps
+
+
+def evaluate_saes(config: ReleaseConfig, hooks: list[str], test_cache: Path) -> list[dict]:
+    """Copy each SAE into the release with its held-out metrics and per-timestep mean activations."""
+    from revelio.analysis.statistics import activation_by_timestep
+    from revelio.cache import ActivationCache
+    from revelio.sae.metrics import SAEEvaluator
+    from revelio.sae.model import TIMESTEPS_FILE, KSparseAutoencoder
+
+    rows = []
+    for hook in hooks:
+        for pooling in POOLINGS:
+            caches = {t: ActivationCache(test_cache / Cell(hook, t, pooling).path) for t in config.timesteps}
+            for t in config.timesteps:
+                cell = Cell(hook, t, pooling)
+                sae = KSparseAutoencoder.from_pretrained(config.work / "saes" / cell.path)
+                evaluator = SAEEvaluator(sae)
+                for chunk in caches[t].chunks(rows=65536, columns=("activations",)):
+                    evaluator.add(chunk["activations"])
+                held_out = evaluator.result()
+                sae.metadata["metrics"] = {**sae.metadata.get("metrics", {}), "test": held_out}
+                by_t = activation_by_timestep(sae, caches)
+                sae.extra_files[TIMESTEPS_FILE] = ({"timesteps": torch.tensor(sorted(caches)), "mean_activation": by_t}, {})
+                sae.save_pretrained(config.out / sae_subfolder(cell))
+                rows.append({"hook": hook, "timestep": t, "pooling": pooling, "d_in": sae.d_in, "d_sae": sae.d_sae, "k": sae.k,
+                             **{k: v for k, v in held_out.items() if k != "tokens"}, "test_tokens": held_out["tokens"]})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def write_sae_metrics(rows: list[dict], hooks: list[str], timesteps: list[int], out: Path) -> None:
+    from revelio.plots import grid_heatmap
+    from revelio.storage.files import write_json
+
+    write_json({"split": "test", "hooks": hooks, "timesteps": timesteps, "rows": rows}, out / METRICS_DIR / "sae_grid.json")
+    for pooling in POOLINGS:
+        cells = [r for r in rows if r["pooling"] == pooling]
+        for metric in ("normalized_mse", "dead_fraction"):
+            grid_heatmap({(r["hook"], r["timestep"]): r[metric] for r in cells}, hooks, timesteps,
+                         f"SAE {metric} on test images (pooling {pooling})", out / PLOTS_DIR / f"sae_{metric}_{pooling}.png",
+                         colorbar_label=metric, best="min")

@@ -1,0 +1,45 @@
+"""The release's model card: README.md from hub_cards/release.md, with YAML metadata and grid tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "release.md"
+
+
+def markdown_table(values: dict[tuple[str, int], str], hooks: list[str], timesteps: list[int]) -> str:
+    lines = ["| block | " + " | ".join(f"t={t}" for t in timesteps) + " |", "|---|" + "---|" * len(timesteps)]
+    lines += [f"| {h} | " + " | ".join(values.get((h, t), "") for t in timesteps) + " |" for h in hooks]
+    return "\n".join(lines)
+
+
+def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dict | None, repo_id: str, out: Path) -> None:
+    """README.md from hub_cards/release.md: YAML metadata plus the grid tables."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from revelio.data import FASHION_MNIST, FASHION_MNIST_HUB
+
+    hooks, timesteps, best = info["hooks"], info["timesteps"], info["best_cell"]
+    kind_rows = [r for r in probe_grid["rows"] if r["features"] == "diffusion" and r["probe"] == best["probe"]]
+    probe_table = markdown_table({(r["hook"], r["timestep"]): f"{r['test_accuracy']:.3f}" for r in kind_rows}, hooks, timesteps)
+    sae_table = markdown_table(
+        {(r["hook"], r["timestep"]): f"{r['normalized_mse']:.3f} / {100 * r['dead_fraction']:.1f}%" for r in sae_rows if r["pooling"] == "mean"},
+        hooks, timesteps,
+    )
+    pixels = next((r["test_accuracy"] for r in probe_grid["rows"] if r["features"] == "pixels"), None)
+    data = ModelCardData(
+        library_name="revelio", license="apache-2.0", tags=["sparse-autoencoder", "interpretability", "diffusion", "probing", "revelio"],
+        base_model=None if info["backbone"] == "model" else info["backbone"],
+        datasets=[FASHION_MNIST_HUB] if info["dataset"] == FASHION_MNIST else None if Path(info["dataset"]).exists() else [info["dataset"]],
+        metrics=["accuracy", "normalized_mse"],
+    )
+    card = ModelCard.from_template(
+        data, template_path=str(CARD_TEMPLATE), title=f"revelio release: {info['dataset']}",
+        backbone_name=info["backbone_name"], dataset=info["dataset"], num_train_images=info["num_train_images"],
+        hooks=hooks, timesteps=timesteps, poolings=info["poolings"], sae=info["sae"], probe_kinds=info["probe_kinds"],
+        best=best, chance=probe_grid["chance"], quality=quality, repo_id=repo_id, probe_table_kind=best["probe"],
+        artifact_source=out.as_posix() if repo_id == "bundled" else repo_id,
+        probe_table=probe_table, sae_table=sae_table, pixel_baseline="n/a" if pixels is None else f"{pixels:.3f}",
+        has_model=(out / "model" / "model_index.json").is_file(), commands=info["commands"],
+    )
+    card.save(out / "README.md")

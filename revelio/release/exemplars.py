@@ -1,0 +1,59 @@
+"""The images a release ships: exemplar thumbnails of training images, and labelled held-out images.
+
+Both are uint8 arrays in one safetensors file each, keyed by dataset index, so the app shows
+features' top images and histograms without the dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from revelio.release.layout import EXEMPLARS_FILE, HELD_OUT_FILE
+
+
+def _image_array(dataset: Sequence, column: str, index: list[int]) -> torch.Tensor:
+    """[N, H, W, C] uint8 of the chosen rows' images (C = 1 for greyscale), decoding only those rows."""
+    from revelio.data.images import load_image
+
+    arrays = [np.asarray(load_image(dataset[i][column])) for i in index]
+    return torch.from_numpy(np.stack([a[..., None] if a.ndim == 2 else a for a in arrays]))
+
+
+def write_exemplars(out: Path, dataset: str, image_column: str | None, label_column: str | None) -> int:
+    """Every training image that is a top exemplar of some feature, as uint8 thumbnails by dataset index."""
+    from revelio.data.datasets import load_image_dataset
+    from revelio.storage.files import read_safetensors, write_safetensors
+
+    used: set[int] = set()
+    for stats in sorted((out / "saes").glob("*/t*/*/stats.safetensors")):
+        used.update(int(i) for i in read_safetensors(stats)["top_images"].flatten().tolist() if i >= 0)
+    index = sorted(used)
+    data = load_image_dataset(dataset, "train", image_column, label_column, limit=index[-1] + 1 if index else 0)
+    images = _image_array(data.dataset, data.image_column, index)
+    write_safetensors({"images": images, "dataset_index": torch.tensor(index, dtype=torch.long)}, out / EXEMPLARS_FILE)
+    return len(index)
+
+
+def write_held_out_examples(out: Path, dataset: str, split: str, image_column: str | None, label_column: str | None,
+                            per_class: int) -> int:
+    """The first ``per_class`` test images of every class, for the app's examples and activation histograms."""
+    from revelio.data.datasets import load_image_dataset
+    from revelio.storage.files import write_safetensors
+
+    data = load_image_dataset(dataset, split, image_column, label_column)
+    labels = data.labels or [0] * len(data.dataset)  # unlabelled data: the first images, one group
+    chosen: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        if len(chosen.setdefault(label, [])) < per_class:
+            chosen[label].append(index)
+    index = sorted(i for rows in chosen.values() for i in rows)
+    write_safetensors({
+        "images": _image_array(data.dataset, data.image_column, index),
+        "labels": torch.tensor([labels[i] for i in index], dtype=torch.long),
+        "dataset_index": torch.tensor(index, dtype=torch.long),
+    }, out / HELD_OUT_FILE)
+    return len(index)
