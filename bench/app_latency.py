@@ -80,7 +80,7 @@ def main() -> None:
 
     results = {
         "explore": timed(lambda: client.predict(handle_file(str(image_path)), hook, timestep, "none", api_name="/explore"), args.repeats),
-        "classify": timed(lambda: client.predict(handle_file(str(image_path)), hook, timestep, release.info["best_cell"]["probe"],
+        "classify": timed(lambda: client.predict(handle_file(str(image_path)), hook, timestep, release.info.best_cell.probe,
                                                  api_name="/classify"), args.repeats),
         f"steer ({args.steps} steps, steered + new unsteered)": timed(
             lambda: client.predict(0, next(seeds), args.steps, 2.5, steer_hook, timestep, "none", features, "class-map", 9, 2.0,
@@ -91,7 +91,7 @@ def main() -> None:
 
     backbone = release.backbone()
     sae = release.sae(steer_hook, timestep, "none")
-    tokens = extract(backbone, images, [steer_hook], [timestep], pooling="none", seed=release.info.get("seed", 0))[(steer_hook, timestep)]
+    tokens = extract(backbone, images, [steer_hook], [timestep], pooling="none", seed=release.info.seed)[(steer_hook, timestep)]
     maps = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
     clamp = {f: 2.0 * maps.map(9, f) for f in features}
     windows = {"app default window t=999..500": (999, 500), "every step": (999, 0)}

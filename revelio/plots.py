@@ -57,3 +57,26 @@ def training_curves(log_path: Path, out_path: Path) -> None:
     axes[0].set_yscale("log")
     fig.tight_layout()
     fig.savefig(out_path, dpi=100)
+
+
+def sample_grid(samples: np.ndarray, class_names: Sequence[str], columns: int, path: Path) -> Path:
+    """One labelled row per class of ``samples`` ([classes, columns, C, H, W] in [0, 1]), as a PNG."""
+    from matplotlib.figure import Figure
+
+    from revelio.storage.files import write_atomic
+
+    rows = len(class_names)
+    figure = Figure(figsize=(columns * 0.6 + 1.4, rows * 0.6))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for c, name in enumerate(class_names):
+        for i in range(columns):
+            ax = axes[c][i]
+            image = samples[c, i].transpose(1, 2, 0)
+            image = image[..., 0] if image.shape[-1] == 1 else image
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[c][0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    figure.subplots_adjust(left=0.16, right=0.99, top=0.99, bottom=0.01, wspace=0.05, hspace=0.05)
+    write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=80))
+    return path

@@ -284,11 +284,9 @@ def test_space_card_points_at_this_app():
     assert len(card.data.short_description) <= 60  # the Hub's limit
 
 
-def test_a_release_without_held_out_images_still_opens(tmp_path):
-    """Releases built before the held-out set existed: histograms fall back to training exemplars."""
-    import revelio
-    from revelio.app.examples import example_files
-    from revelio.app.state import AppState
+def test_a_release_without_held_out_images_says_to_rebuild(tmp_path):
+    """The held-out set is part of the release layout; a folder without it gets a message, not a fallback."""
+    from revelio.app import create_demo
     from revelio.bundled import bundled_release_dir
 
     root = tmp_path / "release"
@@ -298,11 +296,5 @@ def test_a_release_without_held_out_images_still_opens(tmp_path):
             (root / item.name).symlink_to(item)
     (root / "exemplars").mkdir()
     (root / "exemplars" / "thumbnails.safetensors").symlink_to(bundled_release_dir() / "exemplars" / "thumbnails.safetensors")
-    state = AppState(revelio.load_release(root))
-    images, labels = state.reference_images()
-    assert len(images) == 200 and labels is None
-    cell = state.default_cell
-    assert state.held_out_strengths(cell).shape == (200, state.sae(cell).d_sae)
-    with pytest.raises(ValueError, match="no labelled held-out images"):
-        state.class_maps(cell)
-    assert [Path(p).name for p in example_files(state, tmp_path)] == ["china.jpg", "flower.jpg"]
+    with pytest.raises(FileNotFoundError, match="held_out.safetensors; rebuild it"):
+        create_demo(str(root))

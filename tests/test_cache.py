@@ -16,7 +16,6 @@ import pytest
 import torch
 
 import revelio
-from revelio.cache import writer as cache_module
 from revelio.cache import (
     ActivationCache,
     CacheError,
@@ -24,6 +23,7 @@ from revelio.cache import (
     cell_path,
     write_cache,
 )
+from revelio.cache import writer as cache_module
 
 KEY = ("mid_block", 10)
 

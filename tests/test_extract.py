@@ -11,10 +11,10 @@ from PIL import Image
 import revelio
 from revelio.activations.hooks import (
     capture_outputs,
-    count_forward_hooks,
     replace_outputs,
 )
 from revelio.data.images import ImageError
+from tests.leaks import count_forward_hooks
 
 
 def _images(count: int, seed: int = 0) -> list[np.ndarray]:

@@ -7,9 +7,9 @@ import torch
 
 from revelio.activations.hooks import (
     capture_outputs,
-    count_forward_hooks,
     replace_outputs,
 )
+from tests.leaks import count_forward_hooks
 
 
 def _input(bb) -> tuple[torch.Tensor, int]:

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import revelio
-from revelio.activations.hooks import capture_outputs, count_forward_hooks
+from revelio.activations.hooks import capture_outputs
 from revelio.sae import KSparseAutoencoder
 from revelio.steering import FeatureEdit, SteeringWarning, steer
+from tests.leaks import count_forward_hooks
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = "mid_block"

@@ -113,8 +113,3 @@ def replace_outputs(
     finally:
         for handle in handles:
             handle.remove()
-
-
-def count_forward_hooks(model: nn.Module) -> int:
-    """How many forward (pre-)hooks are registered anywhere in ``model``; finds leaked hooks."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())

@@ -16,7 +16,7 @@ def example_files(state: AppState, folder: Path | None = None) -> list[str]:
     images, labels = state.reference_images()
     names = state.class_names
     paths: list[str] = []
-    for label in sorted(set(labels or [])):
+    for label in sorted(set(labels)):
         image = images[labels.index(label)]
         name = names[label] if label < len(names) else f"class-{label}"
         path = folder / f"{name.replace('/', '-').lower()}.png"

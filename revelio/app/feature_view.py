@@ -57,7 +57,7 @@ def feature_view(state: AppState, cell: Cell, feature: int, bins: int = 12) -> F
     if names and stats.label_distribution.shape[1] == len(names):
         summary |= {f"share: {names[c]}": float(stats.label_distribution[feature, c]) for c in range(len(names))}
     return FeatureView(feature, state.feature_label(cell, feature), summary, exemplars,
-                       (histogram[0], histogram[1]), (int(len(firing)), int(len(strengths))), timesteps)
+                       (histogram[0], histogram[1]), (len(firing), len(strengths)), timesteps)
 
 
 class FeatureDetail:

@@ -62,5 +62,5 @@ def feature_ids(state: AppState, cell: Cell, values: Any) -> list[int]:
     if values is None or isinstance(values, (int, str)):
         values = [] if values is None else [values]
     if not isinstance(values, (list, tuple)):
-        raise ValueError(f"features must be a list of feature ids; got {values!r}")
+        raise ValueError(f"features must be a list of feature ids; got {values!r}")  # noqa: TRY004 - a user error
     return [state.check_feature(cell, v) for v in values]

@@ -1,0 +1,1 @@
+"""The app's tabs, one module each: its computation, its events and its layout."""

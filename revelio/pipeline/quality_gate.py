@@ -1,0 +1,112 @@
+"""The quality gate: does a classifier that never saw the model recognise its samples?
+
+A small CNN trained on the dataset's REAL training images (the reference classifier, kept in the
+release for steering measurements too) labels ``per_class`` samples of every class, generated
+with fixed seeds (class c, image i uses seed ``seed + 1000 c + i``); the share it labels as the
+class they were generated from is the model's score (chance is 1/classes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from revelio.config import option, to_json
+
+if TYPE_CHECKING:
+    import torch
+
+    from revelio.probes.reference_classifier import ReferenceClassifier
+
+
+@dataclass
+class QualityGateConfig:
+    """Which model to judge, against which dataset, with how many samples; stored in quality_gate.json."""
+
+    model: str = option(help="class-conditional diffusers pipeline (folder or Hub id)")
+    out: Path = option(help="release folder: gets reference_classifier/, metrics/quality_gate.json, plots/samples.png")
+    dataset: str = option("fashion-mnist", "the dataset the model was trained on")
+    image_column: str | None = option(None)
+    label_column: str | None = option(None)
+    classifier: Path | None = option(None, "reference classifier folder (default: <out>/reference_classifier); trained when missing")
+    epochs: int = option(3, "reference classifier epochs")
+    per_class: int = option(100, "samples generated per class")
+    steps: int = option(25, "denoising steps per sample (25 suits DPM-Solver++)")
+    guidance_scale: float | None = option(None, "default: the model's own")
+    grid_columns: int = option(10, "samples per class in plots/samples.png")
+    seed: int = option(0)
+    device: str | None = option(None)
+
+
+def real_images(config: QualityGateConfig, split: str, resolution: int, channels: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(images in [-1, 1], labels, class names) of one split of the dataset."""
+    import torch
+
+    from revelio.data.datasets import load_image_dataset
+    from revelio.data.images import to_pixels
+
+    data = load_image_dataset(config.dataset, split, config.image_column, config.label_column)
+    if data.class_names is None:
+        raise SystemExit(f"{config.dataset} has no class labels; the quality gate needs them (--label-column)")
+    return to_pixels(data.dataset[data.image_column], resolution, channels), torch.tensor(data.labels), data.class_names
+
+
+def reference_classifier(config: QualityGateConfig, resolution: int, channels: int) -> tuple[ReferenceClassifier, float]:
+    """Load the reference classifier, or train it on real images and save it; returns (classifier, test accuracy)."""
+    from revelio.probes.reference_classifier import ReferenceClassifier
+    from revelio.release.layout import REFERENCE_CLASSIFIER_DIR
+
+    folder = config.classifier or config.out / REFERENCE_CLASSIFIER_DIR
+    test_x, test_y, names = real_images(config, "test", resolution, channels)
+    if (folder / "config.json").is_file():
+        classifier = ReferenceClassifier.from_pretrained(folder)
+        return classifier, classifier.accuracy(test_x, test_y)
+    train_x, train_y, _ = real_images(config, "train", resolution, channels)
+    classifier = ReferenceClassifier.fit(train_x, train_y, names, epochs=config.epochs, seed=config.seed,
+                                         dataset=config.dataset, trained_on="real training images", config=to_json(config))
+    classifier.metadata["test_accuracy"] = classifier.accuracy(test_x, test_y)
+    classifier.save_pretrained(folder)
+    return classifier, classifier.metadata["test_accuracy"]
+
+
+def run_quality_gate(config: QualityGateConfig) -> dict[str, Any]:
+    """Judge the model's samples of every class; writes quality_gate.json and samples.png, returns the metrics."""
+    import torch
+
+    import revelio
+    from revelio.plots import sample_grid
+    from revelio.release.layout import METRICS_DIR, PLOTS_DIR
+    from revelio.storage.files import write_json
+
+    backbone = revelio.load_backbone(config.model, device=config.device)
+    names = backbone.class_names
+    if not names:
+        raise SystemExit(f"{config.model} is not class-conditional; the quality gate generates per class")
+    classifier, real_accuracy = reference_classifier(config, backbone.resolution, backbone.image_channels)
+    if classifier.class_names != names:
+        raise SystemExit(f"the classifier's classes {classifier.class_names} differ from the model's {names}")
+    columns = min(config.grid_columns, config.per_class)
+    per_class, samples = {}, []
+    for c, name in enumerate(names):
+        images = backbone.generate(c, seed=config.seed + 1000 * c, num_images=config.per_class,
+                                   num_inference_steps=config.steps, guidance_scale=config.guidance_scale, output_type="pt")
+        predicted = classifier.predict(images * 2 - 1)
+        per_class[name] = float((predicted == c).float().mean())
+        samples.append(images[:columns])
+        print(json.dumps({"class": name, "accuracy": per_class[name]}), flush=True)
+    result = {
+        "model": config.model, "dataset": config.dataset, "samples_per_class": config.per_class,
+        "num_inference_steps": config.steps, "guidance_scale": config.guidance_scale or backbone.default_guidance_scale,
+        "seed": config.seed, "chance": 1 / len(names),
+        "reference_accuracy_on_real_test": real_accuracy,
+        "reference_accuracy_on_samples": sum(per_class.values()) / len(per_class),
+        "per_class_accuracy_on_samples": per_class,
+        "config": to_json(config),
+    }
+    write_json(result, config.out / METRICS_DIR / "quality_gate.json")
+    sample_grid(torch.stack(samples).numpy(), names, columns, config.out / PLOTS_DIR / "samples.png")
+    print(f"reference classifier: {real_accuracy:.4f} on real test images, "
+          f"{result['reference_accuracy_on_samples']:.4f} on generated samples (chance {result['chance']:.2f})")
+    return result

@@ -1,0 +1,189 @@
+"""Steering on a class-conditional release, measured: success rate towards each class and side effects.
+
+For each target class c, the features chosen by :func:`~revelio.steering.selection.steering_features`
+are clamped (:func:`~revelio.steering.selection.clamp_targets`) at every chosen SAE while
+generating images of every OTHER class, with the same seeds as an unsteered baseline; the
+release's reference classifier (trained on real images only) says how many it labels c. The same
+number of features unrelated to any class, clamped the same way, shows how far steering moves
+images that it should not (pixel change, class changes) next to class steering's own numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from revelio.config import option, to_json
+
+if TYPE_CHECKING:
+    import torch
+
+    from revelio.models import Backbone
+    from revelio.release.load import Release
+    from revelio.sae import KSparseAutoencoder
+    from revelio.steering import FeatureEdit
+    from revelio.steering.selection import ClassCodeMaps
+
+
+@dataclass
+class SteeringMeasureConfig:
+    """Which SAEs of which release steer, how hard, on how many images; stored in steering.json."""
+
+    release: str = option("bundled", "bundled, a release folder, or a Hub repo id")
+    cells: list[str] = option(["mid_block:100", "up_blocks.0:100", "up_blocks.1:100"],
+                              "SAEs to steer with, all at once, as HOOK:T")
+    pooling: Literal["mean", "none"] = option("none")
+    clamp_to: Literal["class-map", "max"] = option("class-map")
+    features_per_class: int = option(16, "per SAE")
+    min_frequency: float = option(0.005, "features rarer than this are not chosen (label-purity selection and unrelated features)")
+    strength: float = option(2.0, "multiplies the class map (or the max activation)")
+    window: list[int] = option([999, 0], "T_HIGH T_LOW: steer only at timesteps in this range")
+    per_source: int = option(5, "images per source class")
+    steps: int = option(25)
+    guidance_scale: float | None = option(None, "default: the model's own")
+    seed: int = option(0)
+    out: Path | None = option(None, "where to write steering.json (default: print only)")
+
+
+def checked_cells(config: SteeringMeasureConfig) -> list[tuple[str, int]]:
+    """The (hook, timestep) cells to steer at, once the config is known to make sense (before anything loads)."""
+    if len(config.window) != 2:
+        raise SystemExit(f"window is two timesteps, T_HIGH T_LOW (e.g. --window 999 0); got {config.window}")
+    if config.clamp_to == "class-map" and config.pooling != "none":
+        raise SystemExit("--clamp-to class-map needs spatial SAEs (--pooling none); use --clamp-to max for pooled ones")
+    cells = []
+    for cell in config.cells:
+        hook, _, t = cell.rpartition(":")
+        if not hook or not t.isdigit():
+            raise SystemExit(f"cells are HOOK:T (e.g. mid_block:100); got {cell!r}")
+        cells.append((hook, int(t)))
+    return cells
+
+
+@dataclass
+class _Steering:
+    """What one measurement steers with: the SAEs (with class maps when clamping to them) and how to generate."""
+
+    config: SteeringMeasureConfig
+    backbone: Backbone
+    saes: list[tuple[KSparseAutoencoder, ClassCodeMaps | None]]
+
+    def edits(self, target: int | None) -> list[FeatureEdit]:
+        """One FeatureEdit per SAE: class ``target``'s selective features, or (None) unrelated ones."""
+        from revelio.steering import FeatureEdit
+        from revelio.steering.selection import clamp_targets, steering_features, unrelated_features
+
+        config, edits = self.config, []
+        for sae, maps in self.saes:
+            stats, n = sae.feature_stats, config.features_per_class
+            if target is None:
+                chosen = unrelated_features(stats, n, config.min_frequency)
+            else:
+                chosen = steering_features(stats, target, n, maps, min_frequency=config.min_frequency)
+            clamp = clamp_targets(chosen, config.strength, stats, maps, target)
+            if clamp:  # an SAE may have no feature that qualifies
+                edits.append(FeatureEdit(sae, clamp=clamp, timesteps=(config.window[0], config.window[1])))
+        return edits
+
+    def images(self, source: int, edits: list[FeatureEdit] | None) -> torch.Tensor:
+        """``per_source`` images of class ``source`` in [0, 1], steered by ``edits``, seeded by the class."""
+        from revelio.steering import steer
+
+        config = self.config
+        kwargs = dict(seed=config.seed + 1000 * source, num_images=config.per_source, num_inference_steps=config.steps,
+                      guidance_scale=config.guidance_scale, output_type="pt")
+        if not edits:
+            return self.backbone.generate(source, **kwargs)
+        with steer(self.backbone, edits):
+            return self.backbone.generate(source, **kwargs)
+
+
+def _load(config: SteeringMeasureConfig, cells: list[tuple[str, int]], release: Release, backbone: Backbone) -> _Steering:
+    """The cells' SAEs, checked to carry labelled statistics, with class maps from held-out images when needed."""
+    import revelio
+    from revelio.steering.selection import ClassCodeMaps
+
+    saes = [release.sae(hook, t, config.pooling) for hook, t in cells]
+    if any(sae.feature_stats is None or sae.feature_stats.label_distribution.shape[1] == 0 for sae in saes):
+        raise SystemExit("these SAEs have no labelled feature statistics; rebuild the release with labels")
+    maps: list[ClassCodeMaps | None] = [None] * len(saes)
+    if config.clamp_to == "class-map":
+        images, labels = release.held_out_examples()
+        for i, ((hook, t), sae) in enumerate(zip(cells, saes)):
+            tokens = revelio.extract(backbone, images, [hook], [t], pooling="none", seed=release.info.seed)[(hook, t)]
+            maps[i] = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
+    return _Steering(config, backbone, list(zip(saes, maps)))
+
+
+def _chosen(edits: list[FeatureEdit]) -> tuple[list[list[int]], list[list[str]]]:
+    """The clamped features of each edit, and their automatic labels."""
+    return [list(e.clamp) for e in edits], [[e.sae.feature_stats.labels[f] for f in e.clamp] for e in edits]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def measure_steering(config: SteeringMeasureConfig) -> dict[str, Any]:
+    """Steer towards every class and with unrelated features; returns (and with ``out`` writes) steering.json."""
+    import revelio
+
+    cells = checked_cells(config)
+    release = revelio.load_release(config.release)
+    backbone = release.backbone()
+    classifier = release.reference_classifier()
+    steering = _load(config, cells, release, backbone)
+    names = release.class_names
+    baseline = {s: steering.images(s, None) for s in range(len(names))}
+    baseline_pred = {s: classifier.predict(x * 2 - 1) for s, x in baseline.items()}
+    per_class, class_moves, class_flips = {}, [], []
+    for target, name in enumerate(names):
+        edits = steering.edits(target)
+        hits = base_hits = total = 0
+        for source in range(len(names)):
+            if source == target:
+                continue
+            steered = steering.images(source, edits)
+            predicted = classifier.predict(steered * 2 - 1)
+            hits += int((predicted == target).sum())
+            base_hits += int((baseline_pred[source] == target).sum())
+            total += len(predicted)
+            class_moves.append((steered - baseline[source]).abs().mean().item())
+            class_flips.append(float((predicted != baseline_pred[source]).float().mean()))
+        features, labels = _chosen(edits)
+        per_class[name] = {"features": features, "labels": labels, "success": hits / total, "baseline": base_hits / total}
+        print(json.dumps({"target": name, **per_class[name]}), flush=True)
+
+    unrelated = steering.edits(None)
+    moves, flips = [], []
+    for source in range(len(names)):
+        steered = steering.images(source, unrelated)
+        moves.append((steered - baseline[source]).abs().mean().item())
+        flips.append(float((classifier.predict(steered * 2 - 1) != baseline_pred[source]).float().mean()))
+    side_features, side_labels = _chosen(unrelated)
+    result = {
+        "release": config.release, "cells": [f"{h}:{t}" for h, t in cells], "pooling": config.pooling,
+        "clamp_to": config.clamp_to, "features_per_class": config.features_per_class, "strength": config.strength,
+        "window": list(config.window), "images_per_source_class": config.per_source, "num_inference_steps": config.steps,
+        "seed": config.seed, "guidance_scale": config.guidance_scale or backbone.default_guidance_scale,
+        "mean_success": _mean([c["success"] for c in per_class.values()]),
+        "mean_baseline": _mean([c["baseline"] for c in per_class.values()]),
+        "per_class": per_class,
+        "side_effect": {
+            "unrelated_features": side_features, "unrelated_labels": side_labels,
+            "unrelated_mean_abs_pixel_change": _mean(moves), "unrelated_class_change_rate": _mean(flips),
+            "class_steering_mean_abs_pixel_change": _mean(class_moves), "class_steering_class_change_rate": _mean(class_flips),
+        },
+        "config": to_json(config),
+    }
+    print(f"steering success {result['mean_success']:.3f} (unsteered baseline {result['mean_baseline']:.3f}); "
+          f"unrelated features move pixels by {result['side_effect']['unrelated_mean_abs_pixel_change']:.4f} "
+          f"and change the class of {result['side_effect']['unrelated_class_change_rate']:.3f} of images "
+          f"(class steering: {result['side_effect']['class_steering_mean_abs_pixel_change']:.4f})")
+    if config.out is not None:
+        from revelio.storage.files import write_json
+
+        write_json(result, config.out / "steering.json")
+    return result
