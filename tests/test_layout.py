@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import revelio
+
 PACKAGE = Path(__file__).resolve().parent.parent / "revelio"
 # Lowest first. A module may import its own layer or lower ones, never a higher one, also lazily.
 LAYERS = [
@@ -50,6 +52,12 @@ def _imports(path: Path, top_level_only: bool) -> set[str]:
                               nested or is_function)
 
     visit(tree.body, False)
+    if not top_level_only:  # `revelio.load_release(...)` and friends reach the module behind the name
+        names.update(
+            revelio._EXPORTS[node.attr] for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "revelio"
+            and node.attr in revelio._EXPORTS
+        )
     return names
 
 

@@ -2,7 +2,6 @@
 
 ``extract`` (activations to a cache), ``saes`` (the SAE grid with feature statistics), ``probes``
 (the probe grid with baselines), ``quality_gate`` (samples judged by a classifier of real
-images), ``steering`` (steering success and side effects), ``default_model`` (the bundled
-Fashion-MNIST model). train/ scripts are thin CLIs over them; :mod:`revelio.release.build`
-chains them.
+images), ``default_model`` (the bundled Fashion-MNIST model). train/ scripts are thin CLIs over
+them; :mod:`revelio.release.build` chains them.
 """

@@ -73,7 +73,11 @@ class _Steering:
     def edits(self, target: int | None) -> list[FeatureEdit]:
         """One FeatureEdit per SAE: class ``target``'s selective features, or (None) unrelated ones."""
         from revelio.steering import FeatureEdit
-        from revelio.steering.selection import clamp_targets, steering_features, unrelated_features
+        from revelio.steering.selection import (
+            clamp_targets,
+            steering_features,
+            unrelated_features,
+        )
 
         config, edits = self.config, []
         for sae, maps in self.saes:
@@ -92,8 +96,8 @@ class _Steering:
         from revelio.steering import steer
 
         config = self.config
-        kwargs = dict(seed=config.seed + 1000 * source, num_images=config.per_source, num_inference_steps=config.steps,
-                      guidance_scale=config.guidance_scale, output_type="pt")
+        kwargs = {"seed": config.seed + 1000 * source, "num_images": config.per_source, "num_inference_steps": config.steps,
+                  "guidance_scale": config.guidance_scale, "output_type": "pt"}
         if not edits:
             return self.backbone.generate(source, **kwargs)
         with steer(self.backbone, edits):
