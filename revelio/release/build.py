@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from revelio.config import option, to_argv
+from revelio.config import option, to_argv, to_json
 from revelio.grid import POOLINGS, Cell
 from revelio.release.layout import METRICS_DIR, MODEL_DIR, PLOTS_DIR, RELEASE_FILE, BestCell, ReleaseInfo, sae_subfolder
 
@@ -139,7 +139,7 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
         sae={"expansion": config.expansion, "k": config.k, "mean_tokens": config.mean_tokens, "spatial_tokens": config.spatial_tokens},
         exemplar_images=exemplars, held_out_images=held_out, seed=config.seed,
         versions={"revelio": revelio.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__},
-        commands=[command, *steps.commands],
+        commands=[command, *steps.commands], config=to_json(config),
     )
     write_json(info.to_json(), out / RELEASE_FILE)
     render_card(info.to_json(), probe_grid, sae_rows, quality, config.repo_id, out)

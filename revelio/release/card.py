@@ -17,7 +17,7 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
     """README.md from hub_cards/release.md: YAML metadata plus the grid tables."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from revelio.data import FASHION_MNIST, FASHION_MNIST_HUB
+    from revelio.data.datasets import FASHION_MNIST, FASHION_MNIST_HUB
 
     hooks, timesteps, best = info["hooks"], info["timesteps"], info["best_cell"]
     kind_rows = [r for r in probe_grid["rows"] if r["features"] == "diffusion" and r["probe"] == best["probe"]]

@@ -73,6 +73,7 @@ class ReleaseInfo:
     seed: int = 0  # the noise seed of the release's caches: the app noises uploads the same way
     versions: dict[str, str] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)  # the ReleaseConfig it was built from
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,7 +9,7 @@ SAE's reconstruction error (whatever the SAE misses) stays in the activation unt
 A pooled ("mean") SAE reads the mean over locations and its change is added at every location;
 a spatial ("none") SAE reads and edits each location. Either can be limited to a mask. A spatial
 SAE's feature can also be clamped to a map (a value per location, e.g. the feature's mean map on
-images of one class, see :class:`revelio.features.ClassCodeMaps`): class identity in a diffusion
+images of one class, see :class:`revelio.steering.selection.ClassCodeMaps`): class identity in a diffusion
 model lives in where features fire, not only in how strongly.
 """
 
