@@ -26,6 +26,8 @@ class Backbone(ABC):
     """A diffusion model prepared for activation capture and steering."""
 
     conditioning: Conditioning = "none"
+    # Classifier-free guidance when generate() is given none; 1.0 means unguided.
+    default_guidance_scale: float = 1.0
 
     def __init__(self, pipeline: DiffusionPipeline, name_or_path: str) -> None:
         self.pipeline = pipeline
@@ -63,6 +65,14 @@ class Backbone(ABC):
         """One denoiser forward on a batch of noisy inputs at timestep ``t``."""
 
     @abstractmethod
+    def _sample(
+        self, condition: Any, seed: int, num_images: int, num_inference_steps: int, guidance_scale: float,
+        output_type: Literal["pil", "pt"],
+    ) -> list[Image.Image] | torch.Tensor:
+        """Sample ``num_images`` images (image i from seed ``seed + i``); arguments already checked."""
+
+    # --- shared behaviour ----------------------------------------------------------------------
+    @torch.no_grad()
     def generate(
         self,
         condition: Any = None,
@@ -73,9 +83,18 @@ class Backbone(ABC):
         guidance_scale: float | None = None,
         output_type: Literal["pil", "pt"] = "pil",
     ) -> list[Image.Image] | torch.Tensor:
-        """Sample images; image i uses seed ``seed + i`` so a batch equals its images run alone."""
+        """Sample images; image i uses seed ``seed + i`` so a batch equals its images run alone.
 
-    # --- shared behaviour ----------------------------------------------------------------------
+        ``num_images`` defaults to one per condition in a list, else 1; ``guidance_scale`` to the
+        backbone's :attr:`default_guidance_scale`; ``output_type="pt"`` gives floats in [0, 1].
+        """
+        if output_type not in ("pil", "pt"):
+            raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        if num_images is None:
+            num_images = len(condition) if isinstance(condition, (list, tuple)) else 1
+        scale = self.default_guidance_scale if guidance_scale is None else float(guidance_scale)
+        return self._sample(condition, seed, num_images, num_inference_steps, scale, output_type)
+
     @property
     def hook_points(self) -> list[str]:
         """Block-level module paths that can be hooked, in the order the forward runs them."""

@@ -20,6 +20,7 @@ class DiTBackbone(Backbone):
     """Block outputs are token sequences [B, T, C]; the null class is id ``num_classes``."""
 
     conditioning = "class"
+    default_guidance_scale = 4.0  # DiT's own pipeline default
 
     def __init__(self, pipeline: DiffusionPipeline, name_or_path: str) -> None:
         super().__init__(pipeline, name_or_path)
@@ -64,25 +65,15 @@ class DiTBackbone(Backbone):
         labels = torch.tensor(ids, dtype=torch.long, device=self.device)
         return self.transformer(x_t, timestep=self._timestep_batch(t, x_t.shape[0]), class_labels=labels).sample
 
-    @torch.no_grad()
-    def generate(
-        self,
-        condition: Any = None,
-        *,
-        seed: int = 0,
-        num_images: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float | None = None,
-        output_type: Literal["pil", "pt"] = "pil",
+    def _sample(
+        self, condition: Any, seed: int, num_images: int, num_inference_steps: int, guidance_scale: float,
+        output_type: Literal["pil", "pt"],
     ) -> list[Image.Image] | torch.Tensor:
         if condition is None:
             raise ValueError(f"DiT generates from class labels; pass names or ids such as {self._class_names[:3]}")
-        if num_images is None:
-            num_images = len(condition) if isinstance(condition, (list, tuple)) else 1
         ids = class_label_ids(condition, self._class_names, None, num_images)
         labels = torch.tensor(ids, dtype=torch.long, device=self.device)
-        scale = 4.0 if guidance_scale is None else guidance_scale
-        guided = scale != 1.0
+        guided = guidance_scale != 1.0
         latent_channels = int(self.transformer.config.in_channels)
 
         # Our own loop instead of DiTPipeline's: that one assumes ImageNet's null class id (1000)
@@ -96,7 +87,7 @@ class DiTBackbone(Backbone):
             if not guided:
                 return eps
             cond, uncond = eps.chunk(2)
-            return uncond + scale * (cond - uncond)
+            return uncond + guidance_scale * (cond - uncond)
 
         size = int(self.transformer.config.sample_size)
         generators = self._generators(seed, num_images)

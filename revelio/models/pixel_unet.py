@@ -80,22 +80,12 @@ class PixelUNetBackbone(Backbone):
         labels = self._labels(condition, x_t.shape[0])
         return self.unet(x_t, self._timestep_batch(t, x_t.shape[0]), class_labels=labels).sample
 
-    @torch.no_grad()
-    def generate(
-        self,
-        condition: Any = None,
-        *,
-        seed: int = 0,
-        num_images: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float | None = None,
-        output_type: Literal["pil", "pt"] = "pil",
+    def _sample(
+        self, condition: Any, seed: int, num_images: int, num_inference_steps: int, guidance_scale: float,
+        output_type: Literal["pil", "pt"],
     ) -> list[Image.Image] | torch.Tensor:
-        if num_images is None:
-            num_images = len(condition) if isinstance(condition, (list, tuple)) else 1
         labels = self._labels(condition, num_images)
-        scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
-        guided = labels is not None and scale != 1.0
+        guided = labels is not None and guidance_scale != 1.0
         if guided and self.null_class is None:
             raise ValueError("guidance_scale != 1 needs a null class, which this model lacks")
 
@@ -106,7 +96,7 @@ class PixelUNetBackbone(Backbone):
             null = torch.full_like(labels, self.null_class)
             both = self.unet(torch.cat([x, x]), steps, class_labels=torch.cat([labels, null])).sample
             cond, uncond = both.chunk(2)
-            return uncond + scale * (cond - uncond)
+            return uncond + guidance_scale * (cond - uncond)
 
         shape = (self.image_channels, self.resolution, self.resolution)
         x0 = sample_loop(self, predict, shape, self._generators(seed, num_images), num_inference_steps)

@@ -21,6 +21,7 @@ class StableDiffusionBackbone(Backbone):
     """Extraction runs with the empty prompt unless a prompt is given (as the paper does)."""
 
     conditioning = "text"
+    default_guidance_scale = 7.5  # the Stable Diffusion pipelines' own default
 
     def __init__(self, pipeline: DiffusionPipeline, name_or_path: str) -> None:
         super().__init__(pipeline, name_or_path)
@@ -107,25 +108,14 @@ class StableDiffusionBackbone(Backbone):
         kwargs = self._batch_kwargs(condition, x_t.shape[0])
         return self.unet(x_t, self._timestep_batch(t, x_t.shape[0]), **kwargs).sample
 
-    @torch.no_grad()
-    def generate(
-        self,
-        condition: Any = None,
-        *,
-        seed: int = 0,
-        num_images: int | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float | None = None,
-        output_type: Literal["pil", "pt"] = "pil",
+    def _sample(
+        self, condition: Any, seed: int, num_images: int, num_inference_steps: int, guidance_scale: float,
+        output_type: Literal["pil", "pt"],
     ) -> list[Image.Image] | torch.Tensor:
-        if num_images is None:
-            num_images = len(condition) if isinstance(condition, (list, tuple)) else 1
-        if output_type not in ("pil", "pt"):
-            raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
         result = self.pipeline(
             prompt=self._prompts(condition, num_images),
             num_inference_steps=num_inference_steps,
-            guidance_scale=7.5 if guidance_scale is None else guidance_scale,
+            guidance_scale=guidance_scale,
             generator=self._generators(seed, num_images),
             output_type=output_type,
         )

@@ -22,7 +22,15 @@ import torch
 
 from revelio.config import option, to_argv, to_json
 from revelio.grid import POOLINGS, Cell
-from revelio.release.layout import METRICS_DIR, MODEL_DIR, PLOTS_DIR, RELEASE_FILE, BestCell, ReleaseInfo, sae_subfolder
+from revelio.release.layout import (
+    METRICS_DIR,
+    MODEL_DIR,
+    PLOTS_DIR,
+    RELEASE_FILE,
+    BestCell,
+    ReleaseInfo,
+    sae_subfolder,
+)
 
 
 @dataclass
@@ -76,7 +84,11 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
     import diffusers
 
     import revelio
-    from revelio.pipeline.extract import DATASET_FILE, ExtractionConfig, extract_to_cache
+    from revelio.pipeline.extract import (
+        DATASET_FILE,
+        ExtractionConfig,
+        extract_to_cache,
+    )
     from revelio.pipeline.probes import ProbeGridConfig, train_probe_grid
     from revelio.pipeline.quality_gate import QualityGateConfig, run_quality_gate
     from revelio.pipeline.saes import SAEGridConfig, train_sae_grid
@@ -154,7 +166,9 @@ def _probes_done(out: Path, hooks: list[str], timesteps: list[int]) -> bool:
     grid = out / METRICS_DIR / "probe_grid.json"
     if not grid.is_file():
         return False
-    summary = json.loads(grid.read_text())
+    from revelio.storage.files import read_json
+
+    summary = read_json(grid)
     return summary["hooks"] == hooks and summary["timesteps"] == timesteps
 
 

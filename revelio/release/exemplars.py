@@ -12,7 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from revelio.release.layout import EXEMPLARS_FILE, HELD_OUT_FILE
+from revelio.release.layout import (
+    EXEMPLARS_FILE,
+    HELD_OUT_FILE,
+    sae_cells,
+    sae_subfolder,
+)
+from revelio.sae.model import STATS_FILE
 
 
 def _image_array(dataset: Sequence, column: str, index: list[int]) -> torch.Tensor:
@@ -29,8 +35,9 @@ def write_exemplars(out: Path, dataset: str, image_column: str | None, label_col
     from revelio.storage.files import read_safetensors, write_safetensors
 
     used: set[int] = set()
-    for stats in sorted((out / "saes").glob("*/t*/*/stats.safetensors")):
-        used.update(int(i) for i in read_safetensors(stats)["top_images"].flatten().tolist() if i >= 0)
+    for cell in sae_cells(out):
+        stats = read_safetensors(out / sae_subfolder(cell) / STATS_FILE)
+        used.update(int(i) for i in stats["top_images"].flatten().tolist() if i >= 0)
     index = sorted(used)
     data = load_image_dataset(dataset, "train", image_column, label_column, limit=index[-1] + 1 if index else 0)
     images = _image_array(data.dataset, data.image_column, index)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from revelio.bundled import RELEASE_FILE
@@ -36,6 +37,12 @@ def sae_subfolder(cell: Cell) -> str:
     if cell.pooling is None:
         raise ValueError(f"an SAE cell needs a pooling; got {cell!r}")
     return f"saes/{cell.path}"
+
+
+def sae_cells(root: Path) -> list[Cell]:
+    """Every cell of a release folder that holds an SAE, in a stable order."""
+    saes = root / "saes"
+    return sorted(Cell.from_path(p.parent.relative_to(saes).as_posix()) for p in saes.glob("*/t*/*/config.json"))
 
 
 def probe_subfolder(hook: str, timestep: int, kind: str) -> str:
