@@ -227,6 +227,7 @@ def feature_stats(
     top_n: int = 16,
     labels: Sequence[int] | np.ndarray | torch.Tensor | None = None,
     class_names: Sequence[str] | None = None,
+    image_ids: torch.Tensor | None = None,
     chunk_rows: int = 65536,
 ) -> FeatureStats:
     """Firing statistics, top-``top_n`` exemplar images and (given labels) automatic labels.
@@ -234,7 +235,8 @@ def feature_stats(
     ``labels`` holds one class id per image index of the cache. A feature's label distribution
     weights each image where it fires by the feature's activation there (its maximum over tokens
     for spatial caches), so a strong firing counts more than an incidental weak one, and each
-    image counts once however many of its tokens fire.
+    image counts once however many of its tokens fire. ``image_ids`` (the dataset row of each
+    cache image, e.g. a subset's) makes ``top_images`` name dataset rows instead of cache images.
     """
     if top_n < 1:
         raise ValueError(f"top_n must be at least 1, got {top_n}")
@@ -262,7 +264,11 @@ def feature_stats(
         accumulator.add_images(entries)
     if pending is not None:
         accumulator.add_images(_per_image_max(pending, sae.d_sae))
-    return accumulator.result(cache.num_images, class_names)
+    stats = accumulator.result(cache.num_images, class_names)
+    if image_ids is not None:
+        top = stats.top_images
+        stats.top_images = torch.where(top >= 0, torch.as_tensor(image_ids)[top.clamp_min(0)], -1)
+    return stats
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ class ImageDataset:
     image_column: str
     label_column: str | None
     class_names: list[str] | None
+    indices: list[int] | None = None  # the split's rows this dataset holds (None: all, in order)
 
     @property
     def labels(self) -> list[int] | None:
@@ -45,8 +46,13 @@ def load_image_dataset(
     image_column: str | None = None,
     label_column: str | None = None,
     limit: int | None = None,
+    seed: int = 0,
 ) -> ImageDataset:
-    """Load ``name`` ("fashion-mnist", a local image folder, or a Hub dataset id) and find its columns."""
+    """Load ``name`` ("fashion-mnist", a local image folder, or a Hub dataset id) and find its columns.
+
+    ``limit`` keeps a seeded, class-balanced subset of that many images (never the first N: image
+    folders and many Hub datasets are sorted by class), in dataset order.
+    """
     if name == FASHION_MNIST:
         dataset = load_fashion_mnist(split)
     elif Path(name).is_dir():
@@ -59,8 +65,6 @@ def load_image_dataset(
                 f"could not load dataset {name!r} split {split!r} ({err}). Pass a local image "
                 "folder (one subfolder per class) or a Hub dataset id reachable from here."
             ) from None
-    if limit is not None:
-        dataset = dataset.select(range(min(limit, len(dataset))))
     features = dataset.features
     if image_column is None:
         image_column = next((c for c, f in features.items() if isinstance(f, datasets.Image)), None)
@@ -74,7 +78,33 @@ def load_image_dataset(
         raise ValueError(f"{name!r} has no column {label_column!r}; its columns: {list(features)}")
     label_feature = features.get(label_column) if label_column else None
     class_names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
-    return ImageDataset(dataset, name, split, image_column, label_column, class_names)
+    indices = None
+    if limit is not None and limit < len(dataset):
+        labels = dataset[label_column] if label_column else None
+        indices = balanced_subset(labels, len(dataset), limit, seed)
+        dataset = dataset.select(indices)
+    return ImageDataset(dataset, name, split, image_column, label_column, class_names, indices)
+
+
+def balanced_subset(labels: list[int] | None, total: int, count: int, seed: int = 0) -> list[int]:
+    """``count`` of ``total`` row indices, sorted: as equal a share of every label as it has images.
+
+    Rows are drawn at random (seeded) within each label; a label with too few images gives its
+    share to the others. Without labels, a seeded random subset.
+    """
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return sorted(rng.choice(total, size=min(count, total), replace=False).tolist())
+    groups: dict[int, list[int]] = {}
+    for index in rng.permutation(total).tolist():
+        groups.setdefault(int(labels[index]), []).append(index)
+    chosen: list[int] = []
+    queues = [groups[label] for label in sorted(groups)]
+    while len(chosen) < count and any(queues):
+        for queue in queues:  # one image of every label per round
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop())
+    return sorted(chosen)
 
 
 def _read_idx(path: Path, header_bytes: int) -> np.ndarray:

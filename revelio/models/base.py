@@ -67,7 +67,7 @@ class Backbone(ABC):
     @abstractmethod
     def _sample(
         self, condition: Any, seed: int, num_images: int, num_inference_steps: int, guidance_scale: float,
-        output_type: Literal["pil", "pt"],
+        output_type: Literal["pil", "pt"], negative_prompt: str | None,
     ) -> list[Image.Image] | torch.Tensor:
         """Sample ``num_images`` images (image i from seed ``seed + i``); arguments already checked."""
 
@@ -82,18 +82,26 @@ class Backbone(ABC):
         num_inference_steps: int = 50,
         guidance_scale: float | None = None,
         output_type: Literal["pil", "pt"] = "pil",
+        negative_prompt: str | None = None,
     ) -> list[Image.Image] | torch.Tensor:
         """Sample images; image i uses seed ``seed + i`` so a batch equals its images run alone.
 
-        ``num_images`` defaults to one per condition in a list, else 1; ``guidance_scale`` to the
-        backbone's :attr:`default_guidance_scale`; ``output_type="pt"`` gives floats in [0, 1].
+        ``condition`` is what :attr:`conditioning` needs: a prompt or one per image ("text"), a class
+        name or id or one per image ("class"), nothing ("none"). ``num_images`` defaults to one per
+        condition in a list, else 1; ``guidance_scale`` to :attr:`default_guidance_scale`;
+        ``negative_prompt`` (text models) replaces the empty prompt of classifier-free guidance;
+        ``output_type="pt"`` gives floats in [0, 1].
         """
         if output_type not in ("pil", "pt"):
             raise ValueError(f"output_type must be 'pil' or 'pt', got {output_type!r}")
+        if negative_prompt is not None and self.conditioning != "text":
+            raise ValueError(f"negative_prompt needs a text-conditioned model; this one is conditioned on {self.conditioning!r}")
+        if self.conditioning == "none" and condition is not None:
+            raise ValueError("this model is unconditional; call generate() without a condition")
         if num_images is None:
             num_images = len(condition) if isinstance(condition, (list, tuple)) else 1
         scale = self.default_guidance_scale if guidance_scale is None else float(guidance_scale)
-        return self._sample(condition, seed, num_images, num_inference_steps, scale, output_type)
+        return self._sample(condition, seed, num_images, num_inference_steps, scale, output_type, negative_prompt)
 
     @property
     def hook_points(self) -> list[str]:

@@ -67,7 +67,7 @@ class DiTBackbone(Backbone):
 
     def _sample(
         self, condition: Any, seed: int, num_images: int, num_inference_steps: int, guidance_scale: float,
-        output_type: Literal["pil", "pt"],
+        output_type: Literal["pil", "pt"], negative_prompt: str | None,
     ) -> list[Image.Image] | torch.Tensor:
         if condition is None:
             raise ValueError(f"DiT generates from class labels; pass names or ids such as {self._class_names[:3]}")

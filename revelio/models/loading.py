@@ -21,9 +21,9 @@ from revelio.storage.resolve import resolve_file
 EXTRAS_FILE = "revelio.json"
 
 
-def _read_json(name_or_path: str, filename: str, required: bool) -> dict[str, Any]:
+def _read_json(name_or_path: str, filename: str, required: bool, revision: str | None = None) -> dict[str, Any]:
     try:
-        path = resolve_file(name_or_path, filename, required=required)
+        path = resolve_file(name_or_path, filename, revision=revision, required=required)
     except ArtifactFormatError as err:
         raise ValueError(
             f"{name_or_path!r} has no {filename}: point load_backbone at a diffusers pipeline folder (one written by "
@@ -48,11 +48,12 @@ def _backbone_class(model_index: dict[str, Any], name_or_path: str) -> type[Back
 
 
 def load_backbone(
-    name_or_path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    name_or_path: str | Path, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+    revision: str | None = None,
 ) -> Backbone:
     """Load a diffusers pipeline and wrap it for activation capture, steering and generation.
 
-    ``name_or_path`` is a Hub repo id, a local pipeline folder, or "bundled" (the default model).
+    ``name_or_path`` is a Hub repo id (at ``revision``), a local pipeline folder, or "bundled".
 
     ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA, float32 on CPU.
     """
@@ -61,11 +62,11 @@ def load_backbone(
         name = str(bundled_release_dir() / "model")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-    cls = _backbone_class(_read_json(name, "model_index.json", required=True), name)
-    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True}  # never fall back to pickled .bin
+    cls = _backbone_class(_read_json(name, "model_index.json", required=True, revision=revision), name)
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "revision": revision}  # never fall back to pickled .bin
     if cls is StableDiffusionBackbone:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipeline = DiffusionPipeline.from_pretrained(name, **kwargs).to(device)
     if cls is PixelUNetBackbone:
-        return PixelUNetBackbone(pipeline, name, _read_json(name, EXTRAS_FILE, required=False))
+        return PixelUNetBackbone(pipeline, name, _read_json(name, EXTRAS_FILE, required=False, revision=revision))
     return cls(pipeline, name)

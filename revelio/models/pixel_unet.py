@@ -82,7 +82,7 @@ class PixelUNetBackbone(Backbone):
 
     def _sample(
         self, condition: Any, seed: int, num_images: int, num_inference_steps: int, guidance_scale: float,
-        output_type: Literal["pil", "pt"],
+        output_type: Literal["pil", "pt"], negative_prompt: str | None,
     ) -> list[Image.Image] | torch.Tensor:
         labels = self._labels(condition, num_images)
         guided = labels is not None and guidance_scale != 1.0

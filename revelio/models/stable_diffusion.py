@@ -110,10 +110,11 @@ class StableDiffusionBackbone(Backbone):
 
     def _sample(
         self, condition: Any, seed: int, num_images: int, num_inference_steps: int, guidance_scale: float,
-        output_type: Literal["pil", "pt"],
+        output_type: Literal["pil", "pt"], negative_prompt: str | None,
     ) -> list[Image.Image] | torch.Tensor:
         result = self.pipeline(
             prompt=self._prompts(condition, num_images),
+            negative_prompt=None if negative_prompt is None else [negative_prompt] * num_images,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
             generator=self._generators(seed, num_images),

@@ -52,7 +52,10 @@ class GridData:
 
         self.root, self.test_root = root, test_root
         self.info = read_json(root / DATASET_FILE)
-        labels = read_safetensors(root / LABELS_FILE)["labels"]
+        columns = read_safetensors(root / LABELS_FILE)
+        if "labels" not in columns:
+            raise SystemExit(f"{root} holds no labels: probes need a labelled dataset (--label-column when extracting)")
+        labels, self.rows = columns["labels"], columns["dataset_index"]
         if test_root is None:
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
             cut = int(len(labels) * test_fraction)
@@ -61,7 +64,8 @@ class GridData:
         else:
             self.train_index = torch.arange(len(labels))
             self.test_index = None
-            self.test_labels = read_safetensors(test_root / LABELS_FILE)["labels"]
+            test_columns = read_safetensors(test_root / LABELS_FILE)
+            self.test_labels, self.test_rows = test_columns["labels"], test_columns["dataset_index"]
         if max_train is not None:
             self.train_index = self.train_index[:max_train]
         self.train_labels = labels[self.train_index]
@@ -82,14 +86,13 @@ def _read_cell(root: Path, cell: Cell) -> torch.Tensor:
     return rows.reshape(cache.num_images, cache.tokens_per_image, cache.d_in) if cell.pooling == "none" else rows
 
 
-def pixel_features(info: dict, split: str, index: torch.Tensor | None) -> torch.Tensor:
-    """Raw pixels at the model's resolution, flattened: the no-diffusion baseline."""
+def pixel_features(info: dict, rows: torch.Tensor) -> torch.Tensor:
+    """Raw pixels of these dataset rows at the model's resolution, flattened: the no-diffusion baseline."""
     from revelio.data.datasets import load_image_dataset
     from revelio.data.images import to_pixels
 
-    data = load_image_dataset(info["dataset"], split, info["image_column"], info["label_column"], limit=info["num_images"])
-    column = data.dataset[data.image_column]
-    images = column if index is None else [column[int(i)] for i in index]
+    data = load_image_dataset(info["dataset"], info["split"], info["image_column"], info["label_column"])
+    images = [data.dataset[int(row)][data.image_column] for row in rows]
     return to_pixels(images, info["resolution"], info["image_channels"]).flatten(1)
 
 
@@ -145,9 +148,11 @@ def train_probe_grid(config: ProbeGridConfig) -> dict[str, Any]:
     if config.pixels:
         from revelio.storage.files import read_json
 
-        train_px = pixel_features(info, info["split"], data.train_index)
-        test_info = info if config.test_cache is None else read_json(config.test_cache / DATASET_FILE)
-        test_px = pixel_features(test_info, test_info["split"], data.test_index if config.test_cache is None else None)
+        train_px = pixel_features(info, data.rows[data.train_index])
+        if config.test_cache is None:
+            test_px = pixel_features(info, data.rows[data.test_index])
+        else:
+            test_px = pixel_features(read_json(config.test_cache / DATASET_FILE), data.test_rows)
         _, accuracy = fit("linear", train_px, test_px, data, {})
         rows.append({"features": "pixels", "probe": "linear", "hook": "pixels", "timestep": None,
                      "test_accuracy": accuracy, "validation_accuracy": None})

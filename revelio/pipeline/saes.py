@@ -61,16 +61,17 @@ def train_sae_grid(grid: SAEGridConfig, training: SAETrainConfig) -> None:
     state = PartialState(cpu=not torch.cuda.is_available())
     cells = selected_cells(grid)
     labels_file, info_file = grid.cache / LABELS_FILE, grid.cache / DATASET_FILE
-    labels = read_safetensors(labels_file)["labels"] if labels_file.is_file() else None
+    columns = read_safetensors(labels_file) if labels_file.is_file() else {}
+    labels, rows = columns.get("labels"), columns.get("dataset_index")
     class_names = read_json(info_file).get("class_names") if info_file.is_file() and labels is not None else None
     with state.split_between_processes(cells) as mine:
         for cell in mine:
-            train_cell(cell, grid, training, state, labels, class_names)
+            train_cell(cell, grid, training, state, labels, class_names, rows)
 
 
 def train_cell(
     cell: Cell, grid: SAEGridConfig, training: SAETrainConfig, state: PartialState,
-    labels: torch.Tensor | None, class_names: list[str] | None,
+    labels: torch.Tensor | None, class_names: list[str] | None, rows: torch.Tensor | None,
 ) -> None:
     """Train one cell's SAE and its feature statistics, unless a finished one is already there."""
     from dataclasses import replace
@@ -90,7 +91,8 @@ def train_cell(
                                          "hook": cache.hook, "timestep": cache.timestep, "pooling": cache.pooling})
     sae = train_sae(cache, config, out, device=state.device)
     # Per-feature statistics (exemplars, firing, labels) over the same cache, saved beside it.
-    sae.feature_stats = feature_stats(sae, cache, labels=labels, class_names=class_names)
+    # Exemplars name dataset rows (the cache may hold a subset), so thumbnails can be found later.
+    sae.feature_stats = feature_stats(sae, cache, labels=labels, class_names=class_names, image_ids=rows)
     sae.save_pretrained(out)
     summary = {k: v for k, v in sae.metadata["metrics"].items() if k != "density_histogram"}
     print(json.dumps({"rank": state.process_index, "cell": cell.path, **summary}), flush=True)

@@ -1,9 +1,12 @@
-"""Build a complete release from a trained class-conditional diffusion model, in one call.
+"""Build a complete release for any backbone and any labelled image dataset, in one call.
 
-Chains the pipeline steps (each printed and recorded in release.json as the train/ command that
+The dataset's labels are the release's classes; the backbone's own conditioning (text, its own
+classes, none) is separate. A local backbone is copied into the release; a Hub one is referenced
+by repo id and revision. Chains the pipeline steps (each printed and recorded in release.json as the train/ command that
 reproduces it): the quality gate (reference classifier + samples), activation caches of
 training, test and random-weights images, the SAE grid for both poolings, and the probe grid with
-baselines. Then: SAE metrics on the held-out test images, each feature's mean activation at every
+baselines; the quality gate runs only for a backbone conditioned on the dataset's own classes
+(otherwise release.json says why it was skipped). Then: SAE metrics on the held-out test images, each feature's mean activation at every
 timestep, exemplar thumbnails, the SAE metric pictures, release.json and the model card.
 Caches and SAE checkpoints live in ``work`` and finished steps are reused when built again.
 """
@@ -16,7 +19,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -32,21 +35,27 @@ from revelio.release.layout import (
     sae_subfolder,
 )
 
+if TYPE_CHECKING:
+    from revelio.models.base import Backbone
+
 
 @dataclass
 class ReleaseConfig:
     """Everything a release is built from; its flags are train/build_release.py's."""
 
-    model: Path = option(help="class-conditional diffusers pipeline folder")
+    model: str = option(help="diffusers pipeline: a local folder (copied into the release) or a Hub repo id (referenced)")
     out: Path = option(help="the release folder")
-    dataset: str = option("fashion-mnist", "fashion-mnist, a Hub dataset id, or an image folder")
+    revision: str | None = option(None, "the Hub backbone's revision (branch, tag or commit)")
+    dataset: str = option("fashion-mnist", "labelled images: fashion-mnist, a Hub dataset id, or an image folder (one subfolder per class)")
     image_column: str | None = option(None)
     label_column: str | None = option(None)
     test_split: str = option("test")
     hooks: list[str] | None = option(None, "default: every block-level hook point")
     timesteps: list[int] = option([25, 100, 300, 600])
-    train_images: int = option(12000)
-    test_images: int = option(2000)
+    prompt_template: str | None = option(
+        None, 'text models: extract with each image\'s prompt from its label, e.g. "a photo of a {}" (default: the empty prompt)')
+    train_images: int = option(12000, "a seeded, class-balanced subset of the training split")
+    test_images: int = option(2000, "a seeded, class-balanced subset of the test split")
     held_out_per_class: int = option(20, "test images per class kept for the app (examples, histograms)")
     random_images: int = option(4000, "training images for the random-weights baseline")
     expansion: int = option(8)
@@ -84,6 +93,7 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
     import diffusers
 
     import revelio
+    from revelio.data.datasets import load_image_dataset
     from revelio.pipeline.extract import (
         DATASET_FILE,
         ExtractionConfig,
@@ -93,31 +103,43 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
     from revelio.pipeline.quality_gate import QualityGateConfig, run_quality_gate
     from revelio.pipeline.saes import SAEGridConfig, train_sae_grid
     from revelio.release.card import render_card
-    from revelio.release.exemplars import write_exemplars, write_held_out_examples
+    from revelio.release.exemplars import (
+        thumbnail_side,
+        write_exemplars,
+        write_held_out_examples,
+    )
     from revelio.sae.training import SAETrainConfig
     from revelio.storage.files import read_json, write_json
 
     out, steps = config.out, StepLog()
-    model = out / MODEL_DIR
-    if config.model.resolve() != model.resolve():
+    local = Path(config.model).is_dir()
+    model = str(out / MODEL_DIR) if local else config.model
+    if local and Path(config.model).resolve() != Path(model).resolve():
         shutil.rmtree(model, ignore_errors=True)
         shutil.copytree(config.model, model)
-    backbone = revelio.load_backbone(model, device="cpu")
+    backbone = revelio.load_backbone(model, device="cpu", revision=config.revision)
     hooks = config.hooks or backbone.hook_points
     missing = [h for h in hooks if h not in backbone.hook_points]
     if missing:
         raise SystemExit(f"{config.model} has no hook points {missing}; it has {backbone.hook_points}")
     columns = {"image_column": config.image_column, "label_column": config.label_column}
+    class_names = load_image_dataset(config.dataset, "train", **columns).class_names
+    if not class_names:
+        raise SystemExit(f"{config.dataset} has no class labels; a release needs a labelled dataset (--label-column)")
 
-    gate = QualityGateConfig(model=str(model), out=out, dataset=config.dataset, per_class=config.per_class,
-                             epochs=config.classifier_epochs, seed=config.seed, device=config.device, **columns)
-    steps.run("quality_gate.py", [gate], lambda: run_quality_gate(gate))
+    skipped = quality_gate_skipped(backbone, class_names)
+    if skipped is None:
+        gate = QualityGateConfig(model=model, out=out, dataset=config.dataset, per_class=config.per_class,
+                                 epochs=config.classifier_epochs, seed=config.seed, device=config.device, **columns)
+        steps.run("quality_gate.py", [gate], lambda: run_quality_gate(gate))
+    else:
+        print(f"\nquality gate skipped: {skipped}", flush=True)
     caches = {}
     for name, split, limit, random in (("train", "train", config.train_images, False), ("test", config.test_split, config.test_images, False),
                                        ("random-train", "train", config.random_images, True), ("random-test", config.test_split, config.test_images, True)):
-        extraction = ExtractionConfig(backbone=str(model), out=config.work / "caches" / name, timesteps=config.timesteps, dataset=config.dataset,
-                                      split=split, limit=limit, hooks=hooks, seed=config.seed, device=config.device, overwrite=True,
-                                      random_weights=random, **columns)
+        extraction = ExtractionConfig(backbone=model, revision=config.revision, out=config.work / "caches" / name, timesteps=config.timesteps,
+                                      dataset=config.dataset, split=split, limit=limit, hooks=hooks, seed=config.seed, device=config.device,
+                                      overwrite=True, random_weights=random, prompt_template=config.prompt_template, **columns)
         steps.run("extract_activations.py", [extraction], lambda e=extraction: extract_to_cache(e), done=(extraction.out / DATASET_FILE).is_file())
         caches[name] = extraction.out
     for pooling, tokens in (("mean", config.mean_tokens), ("none", config.spatial_tokens)):
@@ -135,17 +157,19 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
     shutil.rmtree(out / "saes", ignore_errors=True)
     sae_rows = evaluate_saes(config, hooks, caches["test"])
     write_sae_metrics(sae_rows, hooks, config.timesteps, out)
-    exemplars = write_exemplars(out, config.dataset, config.image_column, config.label_column)
+    side = thumbnail_side(backbone.resolution)
+    exemplars = write_exemplars(out, config.dataset, config.image_column, config.label_column, side)
     held_out = write_held_out_examples(out, config.dataset, config.test_split, config.image_column, config.label_column,
-                                       config.held_out_per_class)
+                                       config.held_out_per_class, side)
     probe_grid = read_json(out / METRICS_DIR / "probe_grid.json")
-    quality_file = out / METRICS_DIR / "quality_gate.json"
-    quality = read_json(quality_file) if quality_file.is_file() else None
+    quality = read_json(out / METRICS_DIR / "quality_gate.json") if skipped is None else None
     best = probe_grid["best"]
     info = ReleaseInfo(
-        backbone=MODEL_DIR, backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" else str(config.model),
+        backbone=MODEL_DIR if local else config.model, backbone_revision=None if local else config.revision,
+        backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" and local else config.model,
+        conditioning=backbone.conditioning, backbone_class_names=backbone.class_names, prompt_template=config.prompt_template,
         dataset=config.dataset, num_train_images=config.train_images, num_test_images=config.test_images,
-        hooks=hooks, timesteps=config.timesteps, poolings=list(POOLINGS), class_names=backbone.class_names,
+        hooks=hooks, timesteps=config.timesteps, poolings=list(POOLINGS), class_names=class_names, quality_gate_skipped=skipped,
         probe_kinds=sorted({r["probe"] for r in probe_grid["rows"] if r["features"] == "diffusion"}),
         best_cell=BestCell(**{k: best[k] for k in ("hook", "timestep", "probe", "test_accuracy")}),
         sae={"expansion": config.expansion, "k": config.k, "mean_tokens": config.mean_tokens, "spatial_tokens": config.spatial_tokens},
@@ -159,6 +183,16 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
     print(f"release written to {out}: {size / 2**20:.1f} MiB; best cell {best['hook']} t={best['timestep']} "
           f"({best['probe']}, test accuracy {best['test_accuracy']:.4f})")
     return info
+
+
+def quality_gate_skipped(backbone: Backbone, class_names: list[str]) -> str | None:
+    """Why the quality gate cannot run (it generates each of the dataset's classes), or None when it can."""
+    if backbone.conditioning != "class":
+        return (f"the backbone is conditioned on {backbone.conditioning!r}, not on the dataset's classes, so it cannot "
+                "be asked for a class; the probes judge steering instead")
+    if list(backbone.class_names or []) != list(class_names):
+        return f"the backbone's classes {backbone.class_names[:5]}... are not the dataset's {class_names[:5]}..."
+    return None
 
 
 def _probes_done(out: Path, hooks: list[str], timesteps: list[int]) -> bool:

@@ -1,7 +1,9 @@
 """The images a release ships: exemplar thumbnails of training images, and labelled held-out images.
 
 Both are uint8 arrays in one safetensors file each, keyed by dataset index, so the app shows
-features' top images and histograms without the dataset.
+features' top images and histograms without the dataset. Images are framed as the model sees them
+(centre square) at one fixed side, so datasets with mixed image sizes stack, and releases of
+512 px models stay small.
 """
 
 from __future__ import annotations
@@ -20,16 +22,25 @@ from revelio.release.layout import (
 )
 from revelio.sae.model import STATS_FILE
 
+# The thumbnails' side: the model's resolution, at most this many pixels.
+MAX_THUMBNAIL_SIDE = 128
 
-def _image_array(dataset: Sequence, column: str, index: list[int]) -> torch.Tensor:
-    """[N, H, W, C] uint8 of the chosen rows' images (C = 1 for greyscale), decoding only those rows."""
-    from revelio.data.images import load_image
 
-    arrays = [np.asarray(load_image(dataset[i][column])) for i in index]
+def thumbnail_side(resolution: int) -> int:
+    return min(resolution, MAX_THUMBNAIL_SIDE)
+
+
+def _image_array(dataset: Sequence, column: str, index: list[int], side: int) -> torch.Tensor:
+    """[N, side, side, C] uint8 of the chosen rows' images (C = 1 for greyscale), decoding only those rows."""
+    from revelio.data.images import load_image, square
+
+    images = [load_image(dataset[i][column]) for i in index]
+    mode = "L" if all(image.mode == "L" for image in images) else "RGB"
+    arrays = [np.asarray(square(image, side, mode)) for image in images]
     return torch.from_numpy(np.stack([a[..., None] if a.ndim == 2 else a for a in arrays]))
 
 
-def write_exemplars(out: Path, dataset: str, image_column: str | None, label_column: str | None) -> int:
+def write_exemplars(out: Path, dataset: str, image_column: str | None, label_column: str | None, side: int) -> int:
     """Every training image that is a top exemplar of some feature, as uint8 thumbnails by dataset index."""
     from revelio.data.datasets import load_image_dataset
     from revelio.storage.files import read_safetensors, write_safetensors
@@ -39,14 +50,14 @@ def write_exemplars(out: Path, dataset: str, image_column: str | None, label_col
         stats = read_safetensors(out / sae_subfolder(cell) / STATS_FILE)
         used.update(int(i) for i in stats["top_images"].flatten().tolist() if i >= 0)
     index = sorted(used)
-    data = load_image_dataset(dataset, "train", image_column, label_column, limit=index[-1] + 1 if index else 0)
-    images = _image_array(data.dataset, data.image_column, index)
+    data = load_image_dataset(dataset, "train", image_column, label_column)
+    images = _image_array(data.dataset, data.image_column, index, side)
     write_safetensors({"images": images, "dataset_index": torch.tensor(index, dtype=torch.long)}, out / EXEMPLARS_FILE)
     return len(index)
 
 
 def write_held_out_examples(out: Path, dataset: str, split: str, image_column: str | None, label_column: str | None,
-                            per_class: int) -> int:
+                            per_class: int, side: int) -> int:
     """The first ``per_class`` test images of every class, for the app's examples and activation histograms."""
     from revelio.data.datasets import load_image_dataset
     from revelio.storage.files import write_safetensors
@@ -59,7 +70,7 @@ def write_held_out_examples(out: Path, dataset: str, split: str, image_column: s
             chosen[label].append(index)
     index = sorted(i for rows in chosen.values() for i in rows)
     write_safetensors({
-        "images": _image_array(data.dataset, data.image_column, index),
+        "images": _image_array(data.dataset, data.image_column, index, side),
         "labels": torch.tensor([labels[i] for i in index], dtype=torch.long),
         "dataset_index": torch.tensor(index, dtype=torch.long),
     }, out / HELD_OUT_FILE)

@@ -70,8 +70,13 @@ class ReleaseInfo:
     probe_kinds: list[str]
     best_cell: BestCell
     backbone_name: str = ""
+    backbone_revision: str | None = None  # a Hub backbone's revision (None: a local model/ folder or main)
+    conditioning: str = "class"  # the backbone's own: "class" | "text" | "none"
+    backbone_class_names: list[str] | None = None  # a class-conditional backbone's classes
+    prompt_template: str | None = None  # text models: extraction prompt per label, e.g. "a photo of a {}"; None = empty prompt
     dataset: str = ""
-    class_names: list[str] | None = None
+    class_names: list[str] | None = None  # the dataset's labels: what probes predict and steering targets
+    quality_gate_skipped: str | None = None  # why there is no quality gate / reference classifier
     num_train_images: int = 0
     num_test_images: int = 0
     sae: dict[str, Any] = field(default_factory=dict)

@@ -109,13 +109,17 @@ class Release:
         from revelio.models import load_backbone
 
         local = self.root / MODEL_DIR
-        return load_backbone(local if (local / "model_index.json").is_file() else self.info.backbone, device, dtype)
+        if (local / "model_index.json").is_file():
+            return load_backbone(local, device, dtype)
+        return load_backbone(self.info.backbone, device, dtype, revision=self.info.backbone_revision)
 
     @cache  # one Release lives as long as the app; loading each artifact once is the point
     def reference_classifier(self) -> ReferenceClassifier:
         """The independent classifier trained on real images (quality gate, steering measurements)."""
         from revelio.probes.reference_classifier import ReferenceClassifier
 
+        if self.info.quality_gate_skipped:
+            raise FileNotFoundError(f"this release has no reference classifier: {self.info.quality_gate_skipped}")
         return ReferenceClassifier.from_pretrained(self.root, subfolder=REFERENCE_CLASSIFIER_DIR)
 
     def metrics(self, name: str) -> dict[str, Any]:

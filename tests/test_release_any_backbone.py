@@ -1,0 +1,129 @@
+"""Releases of every backbone kind on a labelled image folder with mixed image sizes, built in-process.
+
+Text (tiny SD, referenced by Hub id from a pre-filled offline HF cache, SDXL with a prompt
+template), a class-conditional DiT whose own classes are not the dataset's, and an unconditional
+pixel model. Each loads with load_release; the quality gate runs only where it can.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import revelio
+from revelio.release.build import ReleaseConfig, build_release
+from tests import tiny_models
+
+CLASSES = ["apple", "brick", "cloud"]
+SIZES = [(12, 20), (32, 32), (40, 24), (17, 17)]
+SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory) -> Path:
+    """train/ and test/ splits, one folder per class (so sorted by class), images of four sizes."""
+    root = tmp_path_factory.mktemp("mixed-images")
+    rng = np.random.default_rng(3)
+    for split, count in (("train", 24), ("test", 9)):
+        for c, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                w, h = SIZES[i % len(SIZES)]
+                colour = np.zeros((h, w, 3))
+                colour[..., c] = 200
+                pixels = np.clip(colour + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+def _hub_cache(model: Path, cache: Path, repo: str) -> None:
+    """An offline HF cache holding ``model`` as ``repo`` at main, as huggingface_hub lays it out."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(model, folder / "snapshots" / SNAPSHOT)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(SNAPSHOT)
+
+
+def _build(kind: str, model: str, folder: Path, out: Path, work: Path, **extra) -> revelio.Release:
+    backbone = revelio.load_backbone(model, device="cpu")
+    config = ReleaseConfig(
+        model=model, out=out, dataset=str(folder), hooks=backbone.hook_points[-2:], timesteps=[100, 500],
+        train_images=48, test_images=18, random_images=24, held_out_per_class=3, expansion=2, k=4,
+        mean_tokens=400, spatial_tokens=1600, sae_batch_size=32, probe_max_train=48, probe_epochs=1,
+        per_class=2, classifier_epochs=1, work=work, **extra,
+    )
+    build_release(config, f"test build of a {kind} release")
+    return revelio.load_release(out)
+
+
+@pytest.fixture(scope="module")
+def releases(mixed_folder, tmp_path_factory) -> dict[str, revelio.Release]:
+    tmp = tmp_path_factory.mktemp("any-backbone")
+    cache = tmp / "hf-cache"
+    _hub_cache(tiny_models.build_stable_diffusion(tmp / "sd-src"), cache, "someone/tiny-sd")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HF_HUB_CACHE", str(cache))
+    patch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    try:
+        built = {"sd": _build("sd", "someone/tiny-sd", mixed_folder, tmp / "sd", tmp / "work-sd")}
+        built["sdxl"] = _build("sdxl", str(tiny_models.build_sdxl(tmp / "sdxl-src")), mixed_folder, tmp / "sdxl", tmp / "work-sdxl",
+                               prompt_template="a photo of a {}")
+        built["dit"] = _build("dit", str(tiny_models.build_dit(tmp / "dit-src", ["shirt", "sneaker", "bag"])), mixed_folder,
+                              tmp / "dit", tmp / "work-dit")
+        built["pixel-uncond"] = _build("pixel-uncond", str(tiny_models.build_pixel_unet(tmp / "uncond-src")), mixed_folder,
+                                       tmp / "uncond", tmp / "work-uncond")
+        yield built
+    finally:
+        patch.undo()
+
+
+@pytest.mark.parametrize("kind, conditioning", [("sd", "text"), ("sdxl", "text"), ("dit", "class"), ("pixel-uncond", "none")])
+def test_every_backbone_becomes_a_release_of_the_datasets_classes(releases, kind, conditioning):
+    release = releases[kind]
+    info = release.info
+    assert info.conditioning == conditioning and release.class_names == CLASSES
+    assert info.quality_gate_skipped and "quality_gate" not in {p.name for p in (release.root / "metrics").glob("*")}
+    with pytest.raises(FileNotFoundError):
+        release.reference_classifier()
+    hook, t = release.best_cell
+    for pooling in ("mean", "none"):
+        stats = release.sae(hook, t, pooling).feature_stats
+        assert stats.labels and all(label == "dead" or label.split(" (")[0] in CLASSES for label in stats.labels)
+    assert release.probe().class_names == CLASSES
+    images, labels = release.held_out_examples()
+    assert Counter(labels) == {0: 3, 1: 3, 2: 3}
+    side = revelio.load_backbone(release.root / "model" if (release.root / "model").is_dir() else info.backbone).resolution
+    thumbnails = release.exemplar_images(stats.top_images.flatten()[:20])
+    assert {t.size for t in thumbnails + images if t is not None} == {(min(side, 128),) * 2}, "one thumbnail size for mixed images"
+
+
+def test_a_hub_backbone_is_referenced_by_id_not_copied(releases):
+    release = releases["sd"]
+    assert release.info.backbone == "someone/tiny-sd" and not (release.root / "model").exists()
+    assert release.backbone(device="cpu").conditioning == "text"
+
+
+def test_a_local_backbone_is_copied_and_the_prompt_template_recorded(releases):
+    release = releases["sdxl"]
+    assert (release.root / "model" / "model_index.json").is_file()
+    assert release.info.prompt_template == "a photo of a {}" and "--prompt-template" in release.info.commands[3]
+
+
+def test_the_dits_own_classes_are_kept_apart_from_the_datasets(releases):
+    info = releases["dit"].info
+    assert info.backbone_class_names == ["shirt", "sneaker", "bag"] and info.class_names == CLASSES
+    assert "not the dataset's" in info.quality_gate_skipped
+
+
+def test_training_caches_are_class_balanced_subsets_of_a_class_sorted_folder(releases, tmp_path):
+    from revelio.storage.files import read_safetensors
+
+    # the SD build's work folder sits beside its release
+    labels = read_safetensors(releases["sd"].root.parent / "work-sd" / "caches" / "train" / "labels.safetensors")
+    assert labels["labels"].bincount().tolist() == [16, 16, 16]
+    assert sorted(labels["dataset_index"].tolist()) == labels["dataset_index"].tolist()
