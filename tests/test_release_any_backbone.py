@@ -127,3 +127,19 @@ def test_training_caches_are_class_balanced_subsets_of_a_class_sorted_folder(rel
     labels = read_safetensors(releases["sd"].root.parent / "work-sd" / "caches" / "train" / "labels.safetensors")
     assert labels["labels"].bincount().tolist() == [16, 16, 16]
     assert sorted(labels["dataset_index"].tolist()) == labels["dataset_index"].tolist()
+
+
+@pytest.mark.parametrize("kind, judge", [("sd", "best probe"), ("pixel-uncond", "best probe")])
+def test_steering_is_measured_on_any_release(releases, kind, judge):
+    from revelio.release.steering import SteeringMeasureConfig, measure_steering
+
+    release = releases[kind]
+    hook, t = release.best_cell
+    result = measure_steering(SteeringMeasureConfig(release=str(release.root), cells=[f"{hook}:{t}"], features_per_class=2,
+                                                    per_source=1, steps=2))
+    assert result["judge"].startswith(judge) and set(result["per_class"]) == set(CLASSES)
+    assert 0 <= result["mean_success"] <= 1 and result["side_effect"]["unrelated_mean_abs_pixel_change"] >= 0
+    if kind == "sd":
+        assert [s["condition"] for s in result["sources"]] == [f"a photo of a {name}" for name in CLASSES]
+    else:
+        assert result["sources"] == [{"name": "unconditional", "condition": None, "images": 3}]

@@ -1,9 +1,12 @@
-"""Measure what SAE steering does on a class-conditional release: success rate and side effect.
+"""Measure what SAE steering does on a release: success rate towards each class and side effect.
 
-For each target class c, the features most selective for c are clamped at every chosen SAE while
-generating images of every OTHER class, with the same seeds as an unsteered baseline. The
-release's reference classifier (trained on real images only) then says how many images it labels
-c: the success rate, against the unsteered baseline's rate. Two ways to clamp:
+For each target class c of the release's dataset, the features most selective for c are clamped
+at every chosen SAE while generating from every other source, with the same seeds as an
+unsteered baseline. Sources follow the backbone: its classes when they are the dataset's, one
+prompt per class for text models (--source-prompt, "a photo of a {}"; "" for the empty prompt),
+one unconditional source for unconditional models. The release's reference classifier (trained on
+real images only), or its best probe when it has none, says how many images are c: the success
+rate, against the unsteered baseline's rate. Two ways to clamp:
 
 - ``--clamp-to class-map`` (spatial SAEs, the default): the features with the most extra
   activation on c's images (summed over locations) are clamped to --strength x their mean

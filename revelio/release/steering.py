@@ -1,11 +1,14 @@
-"""Steering on a class-conditional release, measured: success rate towards each class and side effects.
+"""Steering on any release, measured: success rate towards each of the dataset's classes, and side effects.
 
 For each target class c, the features chosen by :func:`~revelio.steering.selection.steering_features`
 are clamped (:func:`~revelio.steering.selection.clamp_targets`) at every chosen SAE while
-generating images of every OTHER class, with the same seeds as an unsteered baseline; the
-release's reference classifier (trained on real images only) says how many it labels c. The same
-number of features unrelated to any class, clamped the same way, shows how far steering moves
-images that it should not (pixel change, class changes) next to class steering's own numbers.
+generating from every source other than c, with the same seeds as an unsteered baseline. Sources
+follow the backbone's conditioning: the dataset's classes for a model conditioned on them, a
+prompt per class ("a photo of a {}", or the empty prompt) for text models, the backbone's own
+classes otherwise, and one unconditional source for unconditional models. A judge says how many
+images are c: the release's reference classifier (trained on real images only) when it has one,
+else its best probe. The same number of features unrelated to any class, clamped the same way,
+shows how far steering moves images that it should not (pixel change, class changes).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from revelio.config import option, to_json
@@ -40,7 +44,8 @@ class SteeringMeasureConfig:
     min_frequency: float = option(0.005, "features rarer than this are not chosen (label-purity selection and unrelated features)")
     strength: float = option(2.0, "multiplies the class map (or the max activation)")
     window: list[int] = option([999, 0], "T_HIGH T_LOW: steer only at timesteps in this range")
-    per_source: int = option(5, "images per source class")
+    per_source: int = option(5, "images per source (an unconditional model's one source gets this x the classes)")
+    source_prompt: str = option("a photo of a {}", 'text models: the prompt of each source class; "" for the empty prompt')
     steps: int = option(25)
     guidance_scale: float | None = option(None, "default: the model's own")
     seed: int = option(0)
@@ -91,17 +96,60 @@ class _Steering:
                 edits.append(FeatureEdit(sae, clamp=clamp, timesteps=(config.window[0], config.window[1])))
         return edits
 
-    def images(self, source: int, edits: list[FeatureEdit] | None) -> torch.Tensor:
-        """``per_source`` images of class ``source`` in [0, 1], steered by ``edits``, seeded by the class."""
+    def images(self, source: Source, edits: list[FeatureEdit] | None) -> torch.Tensor:
+        """``source.count`` images of one source in [0, 1], steered by ``edits``, seeded by the source."""
         from revelio.steering import steer
 
         config = self.config
-        kwargs = {"seed": config.seed + 1000 * source, "num_images": config.per_source, "num_inference_steps": config.steps,
+        kwargs = {"seed": config.seed + 1000 * source.index, "num_images": source.count, "num_inference_steps": config.steps,
                   "guidance_scale": config.guidance_scale, "output_type": "pt"}
         if not edits:
-            return self.backbone.generate(source, **kwargs)
+            return self.backbone.generate(source.condition, **kwargs)
         with steer(self.backbone, edits):
-            return self.backbone.generate(source, **kwargs)
+            return self.backbone.generate(source.condition, **kwargs)
+
+
+@dataclass
+class Source:
+    """Images generated from one condition; ``label`` is the dataset class it depicts (None: unknown)."""
+
+    index: int
+    name: str
+    condition: Any
+    label: int | None
+    count: int
+
+
+def sources(config: SteeringMeasureConfig, backbone: Backbone, class_names: list[str]) -> list[Source]:
+    """What to steer from, by the backbone's conditioning (see the module docstring)."""
+    n = config.per_source
+    if backbone.conditioning == "text":
+        if not config.source_prompt:
+            return [Source(0, "empty prompt", "", None, n * len(class_names))]
+        return [Source(i, name, config.source_prompt.format(name), i, n) for i, name in enumerate(class_names)]
+    if backbone.conditioning == "class":
+        own = list(backbone.class_names or [])
+        if own == list(class_names):
+            return [Source(i, name, i, i, n) for i, name in enumerate(class_names)]
+        return [Source(i, name, i, None, n) for i, name in enumerate(own[: len(class_names)])]
+    return [Source(0, "unconditional", None, None, n * len(class_names))]
+
+
+def judge(release: Release, backbone: Backbone) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """(what judges, images in [0, 1] -> predicted dataset class): the reference classifier, else the best probe."""
+    import revelio
+
+    if not release.info.quality_gate_skipped:
+        classifier = release.reference_classifier()
+        return "reference classifier", lambda images: classifier.predict(images * 2 - 1)
+    probe = release.probe()
+    meta = probe.metadata
+    sae = release.sae(meta["hook"], int(meta["timestep"]), meta["pooling"]) if meta.get("sae") else None
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        return revelio.classify(backbone, probe, list(images), sae=sae, seed=release.info.seed).argmax(-1)
+
+    return f"best probe ({meta['hook']} t={meta['timestep']}, {probe.kind})", predict
 
 
 def _load(config: SteeringMeasureConfig, cells: list[tuple[str, int]], release: Release, backbone: Backbone) -> _Steering:
@@ -137,40 +185,42 @@ def measure_steering(config: SteeringMeasureConfig) -> dict[str, Any]:
     cells = checked_cells(config)
     release = revelio.load_release(config.release)
     backbone = release.backbone()
-    classifier = release.reference_classifier()
+    judged_by, predict = judge(release, backbone)
     steering = _load(config, cells, release, backbone)
     names = release.class_names
-    baseline = {s: steering.images(s, None) for s in range(len(names))}
-    baseline_pred = {s: classifier.predict(x * 2 - 1) for s, x in baseline.items()}
+    origins = sources(config, backbone, names)
+    baseline = {o.index: steering.images(o, None) for o in origins}
+    baseline_pred = {i: predict(x) for i, x in baseline.items()}
     per_class, class_moves, class_flips = {}, [], []
     for target, name in enumerate(names):
         edits = steering.edits(target)
         hits = base_hits = total = 0
-        for source in range(len(names)):
-            if source == target:
+        for origin in origins:
+            if origin.label == target:
                 continue
-            steered = steering.images(source, edits)
-            predicted = classifier.predict(steered * 2 - 1)
+            steered = steering.images(origin, edits)
+            predicted = predict(steered)
             hits += int((predicted == target).sum())
-            base_hits += int((baseline_pred[source] == target).sum())
+            base_hits += int((baseline_pred[origin.index] == target).sum())
             total += len(predicted)
-            class_moves.append((steered - baseline[source]).abs().mean().item())
-            class_flips.append(float((predicted != baseline_pred[source]).float().mean()))
+            class_moves.append((steered - baseline[origin.index]).abs().mean().item())
+            class_flips.append(float((predicted != baseline_pred[origin.index]).float().mean()))
         features, labels = _chosen(edits)
         per_class[name] = {"features": features, "labels": labels, "success": hits / total, "baseline": base_hits / total}
         print(json.dumps({"target": name, **per_class[name]}), flush=True)
 
     unrelated = steering.edits(None)
     moves, flips = [], []
-    for source in range(len(names)):
-        steered = steering.images(source, unrelated)
-        moves.append((steered - baseline[source]).abs().mean().item())
-        flips.append(float((classifier.predict(steered * 2 - 1) != baseline_pred[source]).float().mean()))
+    for origin in origins:
+        steered = steering.images(origin, unrelated)
+        moves.append((steered - baseline[origin.index]).abs().mean().item())
+        flips.append(float((predict(steered) != baseline_pred[origin.index]).float().mean()))
     side_features, side_labels = _chosen(unrelated)
     result = {
         "release": config.release, "cells": [f"{h}:{t}" for h, t in cells], "pooling": config.pooling,
         "clamp_to": config.clamp_to, "features_per_class": config.features_per_class, "strength": config.strength,
-        "window": list(config.window), "images_per_source_class": config.per_source, "num_inference_steps": config.steps,
+        "window": list(config.window), "sources": [{"name": o.name, "condition": o.condition, "images": o.count} for o in origins],
+        "judge": judged_by, "num_inference_steps": config.steps,
         "seed": config.seed, "guidance_scale": config.guidance_scale or backbone.default_guidance_scale,
         "mean_success": _mean([c["success"] for c in per_class.values()]),
         "mean_baseline": _mean([c["baseline"] for c in per_class.values()]),
@@ -182,8 +232,8 @@ def measure_steering(config: SteeringMeasureConfig) -> dict[str, Any]:
         },
         "config": to_json(config),
     }
-    print(f"steering success {result['mean_success']:.3f} (unsteered baseline {result['mean_baseline']:.3f}); "
-          f"unrelated features move pixels by {result['side_effect']['unrelated_mean_abs_pixel_change']:.4f} "
+    print(f"steering success {result['mean_success']:.3f} (unsteered baseline {result['mean_baseline']:.3f}, judged by "
+          f"{judged_by}); unrelated features move pixels by {result['side_effect']['unrelated_mean_abs_pixel_change']:.4f} "
           f"and change the class of {result['side_effect']['unrelated_class_change_rate']:.3f} of images "
           f"(class steering: {result['side_effect']['class_steering_mean_abs_pixel_change']:.4f})")
     if config.out is not None:
