@@ -10,7 +10,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from revelio.app.rendering import enlarge, histogram_frame, timesteps_frame
+from revelio.app.rendering import histogram_frame, timesteps_frame, to_display
 from revelio.app.state import AppState
 from revelio.app.validation import wire
 from revelio.grid import Cell
@@ -85,5 +85,5 @@ class FeatureDetail:
         lines = [f"### {view.label}", f"Fires on **{fires} of {total}** held-out test images.", "",
                  "| statistic (training images) | value |", "|---|---|"]
         lines += [f"| {name} | {value:.4g} |" for name, value in view.summary.items()]
-        exemplars = [(enlarge(image, 112), caption) for image, caption in view.exemplars]
+        exemplars = [(to_display(image, 112), caption) for image, caption in view.exemplars]
         return "\n".join(lines), exemplars, histogram_frame(*view.histogram), timesteps_frame(view.timesteps)

@@ -3,7 +3,8 @@
 Forward hooks are attached to the one shared model, so two requests running forwards at once
 would see each other's hooks (a steering edit leaking into someone else's image, a capture
 stopping another forward). Every forward therefore runs under ``model_lock``; the CPU has few
-cores anyway, so serialising model work costs little throughput.
+cores anyway, so serialising model work costs little throughput. The forwards themselves are
+``gpu``-decorated (ZeroGPU, see :mod:`revelio.app.gpu`); the lock and the caches stay outside.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from PIL import Image
 
 from revelio.activations.capture import extract
 from revelio.analysis.queries import feature_strengths
+from revelio.app.gpu import FORWARD_SECONDS, gpu
 from revelio.grid import Cell
 from revelio.probes.classify import classify
 from revelio.sae.stats import FeatureStats
@@ -36,6 +38,8 @@ class AppState:
         self.model_lock = threading.RLock()
         self.class_names: list[str] = release.class_names or []
         self.seed = int(release.info.seed)  # the noise seed the release's caches used
+        self._extract = gpu(FORWARD_SECONDS)(self._extract_tokens)
+        self._classify = gpu(FORWARD_SECONDS)(self._classify_images)
 
     @property
     def default_cell(self) -> Cell:
@@ -91,19 +95,27 @@ class AppState:
     def tokens(self, images: list[Image.Image], hook: str, timestep: int) -> torch.Tensor:
         """[N, locations, C] activations of ``images`` at one cell, noised as the release's caches were."""
         with self.model_lock:
-            acts = extract(self.backbone, images, [hook], [timestep], pooling="none", seed=self.seed, batch_size=50)
+            return self._extract(images, hook, timestep)
+
+    def _extract_tokens(self, images: list[Image.Image], hook: str, timestep: int) -> torch.Tensor:
+        acts = extract(self.backbone, images, [hook], [timestep], pooling="none", seed=self.seed, batch_size=50)
         return acts[(hook, timestep)]
 
     def probabilities(self, images: list[Image.Image], hook: str | None = None, timestep: int | None = None,
                       kind: str | None = None) -> list[dict[str, float]]:
         """The release probe's class probabilities for each image (default: the best cell's probe)."""
+        probe = self.release.probe(hook, timestep, kind)  # checked here: a bad kind is a message, not a GPU call
+        with self.model_lock:
+            probabilities = self._classify(images, hook, timestep, kind)
+        return [dict(zip(probe.class_names, row.tolist())) for row in probabilities]
+
+    def _classify_images(self, images: list[Image.Image], hook: str | None, timestep: int | None,
+                         kind: str | None) -> torch.Tensor:
         probe = self.release.probe(hook, timestep, kind)
         sae = None
         if probe.metadata.get("sae"):
             sae = self.release.sae(probe.metadata["hook"], int(probe.metadata["timestep"]), probe.metadata["pooling"])
-        with self.model_lock:
-            probabilities = classify(self.backbone, probe, images, sae=sae, seed=self.seed)
-        return [dict(zip(probe.class_names, row.tolist())) for row in probabilities]
+        return classify(self.backbone, probe, images, sae=sae, seed=self.seed)
 
     def reference_images(self) -> tuple[list[Image.Image], list[int]]:
         """The release's labelled held-out test images: behind histograms, per-image FVU, class maps

@@ -47,14 +47,22 @@ def number(value: Any, name: str, low: float, high: float, whole: bool = False) 
     return parsed
 
 
-def class_id(state: AppState, value: Any) -> int:
-    """A class of the release, given by name or id."""
-    names = state.class_names
-    if not names:
-        raise ValueError("this release names no classes, so there is no class to generate or steer towards")
+def label_id(names: list[str], value: Any, what: str = "class") -> int:
+    """One of ``names``, given by name or id."""
     if isinstance(value, str) and value in names:
         return names.index(value)
-    return int(number(value, "class", 0, len(names) - 1, whole=True))
+    try:
+        return int(number(value, what, 0, len(names) - 1, whole=True))
+    except ValueError:
+        shown = ", ".join(map(repr, names[:10])) + (", ..." if len(names) > 10 else "")
+        raise ValueError(f"the {what} must be one of {shown} or an id in 0..{len(names) - 1}; got {value!r}") from None
+
+
+def class_id(state: AppState, value: Any) -> int:
+    """A class of the release (the dataset's labels: what probes predict), given by name or id."""
+    if not state.class_names:
+        raise ValueError("this release names no classes, so there is no class to steer towards")
+    return label_id(state.class_names, value)
 
 
 def feature_ids(state: AppState, cell: Cell, values: Any) -> list[int]:

@@ -1,4 +1,9 @@
-"""Steer: the same class and seed generated with and without clamped features, side by side."""
+"""Steer: the same condition and seed generated with and without clamped features, side by side.
+
+The condition is whatever the backbone generates from (a prompt and negative prompt, one of its
+own classes, or nothing); the target class of suggestions and class maps is one of the release's
+classes (the dataset's labels, which the probes predict).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ import torch
 from PIL import Image
 
 from revelio.app.cell_picker import cell_inputs, follow_cell
-from revelio.app.rendering import enlarge
+from revelio.app.conditions import condition_inputs, generation_condition, guidance_range
+from revelio.app.gpu import GENERATE_SECONDS, gpu
+from revelio.app.rendering import display_side, to_display
 from revelio.app.state import AppState
 from revelio.app.validation import class_id, feature_ids, number, wire
 from revelio.grid import Cell
@@ -21,7 +28,6 @@ from revelio.steering.selection import clamp_targets, steering_features
 BASELINE_CACHE_SIZE = 32
 # Limits shared by the sliders and the checks (API clients can send anything).
 STEPS = (1, 100)
-GUIDANCE = (1.0, 8.0)
 STRENGTH = (-5.0, 10.0)
 CLAMP_MODES = [("the target class's mean map × value (spatial SAEs)", "class-map"),
                ("value × each feature's max (0 ablates)", "value")]
@@ -31,7 +37,8 @@ CLAMP_MODES = [("the target class's mean map × value (spatial SAEs)", "class-ma
 class SteeringRequest:
     """One checked Generate request."""
 
-    class_id: int
+    condition: str | int | None  # what the backbone generates from: a prompt, one of its classes, nothing
+    negative_prompt: str | None  # text models only
     seed: int
     steps: int
     guidance: float
@@ -57,18 +64,26 @@ class Generator:
     def __init__(self, state: AppState) -> None:
         self.state = state
         self._baselines: OrderedDict[tuple, Image.Image] = OrderedDict()
+        self._sample = gpu(GENERATE_SECONDS)(self._sample_image)
 
-    def generate(self, request: SteeringRequest, edit: FeatureEdit | None) -> Image.Image:
-        backbone = self.state.backbone
-        kwargs = {"seed": request.seed, "num_inference_steps": request.steps, "guidance_scale": request.guidance}
+    def generate(self, request: SteeringRequest, clamp: dict[int, float | torch.Tensor] | None) -> Image.Image:
+        """One image; steered when ``clamp`` says what to clamp each feature of the request's SAE to."""
         with self.state.model_lock:
-            if edit is None:  # no hooks at all on the unsteered run
-                return backbone.generate(request.class_id, **kwargs)[0]
-            with steer(backbone, [edit]):
-                return backbone.generate(request.class_id, **kwargs)[0]
+            return self._sample(request, clamp)
+
+    def _sample_image(self, request: SteeringRequest, clamp: dict[int, float | torch.Tensor] | None) -> Image.Image:
+        # builds the edit itself: on ZeroGPU this runs in the GPU worker, with pickled arguments
+        backbone = self.state.backbone
+        kwargs = {"seed": request.seed, "num_inference_steps": request.steps, "guidance_scale": request.guidance,
+                  "negative_prompt": request.negative_prompt}
+        if clamp is None:  # no hooks at all on the unsteered run
+            return backbone.generate(request.condition, **kwargs)[0]
+        edit = FeatureEdit(self.state.sae(request.cell), clamp=clamp, timesteps=request.window)
+        with steer(backbone, [edit]):
+            return backbone.generate(request.condition, **kwargs)[0]
 
     def baseline(self, request: SteeringRequest) -> Image.Image:
-        key = (request.class_id, request.seed, request.steps, request.guidance)
+        key = (request.condition, request.negative_prompt, request.seed, request.steps, request.guidance)
         with self.state.model_lock:  # also guards the cache against concurrent requests
             if key not in self._baselines:
                 self._baselines[key] = self.generate(request, None)
@@ -83,8 +98,7 @@ class Generator:
             raise ValueError("pick at least one feature to steer (or use 'Suggest features')")
         maps = self.state.class_maps(request.cell) if request.clamp_to == "class-map" else None
         clamp = clamp_targets(request.features, request.strength, self.state.stats(request.cell), maps, request.target)
-        edit = FeatureEdit(self.state.sae(request.cell), clamp=clamp, timesteps=request.window)
-        return self.baseline(request), self.generate(request, edit), clamp
+        return self.baseline(request), self.generate(request, clamp), clamp
 
 
 class SteerTab:
@@ -102,18 +116,21 @@ class SteerTab:
         maps = self.state.class_maps(cell) if cell.pooling == "none" else None
         return steering_features(self.state.stats(cell), class_id(self.state, target), count, maps=maps, min_purity=0.0)
 
-    def steer(self, class_value: Any, seed: Any, steps: Any, guidance: Any, hook: str, timestep: Any, pooling: str,
-              features: Any, clamp_to: Any, target: Any, strength: Any, t_high: Any, t_low: Any) -> tuple:
+    def steer(self, condition: Any, seed: Any, steps: Any, guidance: Any, hook: str, timestep: Any, pooling: str,
+              features: Any, clamp_to: Any, target: Any, strength: Any, t_high: Any, t_low: Any,
+              negative_prompt: Any = None) -> tuple:
         """Baseline and steered images, the probe's view of each, and a note of what was clamped."""
         cell = self.state.cell(hook, timestep, pooling)
+        condition, negative_prompt = generation_condition(self.state.backbone, condition, negative_prompt)
         last = self.state.backbone.num_train_timesteps - 1
         high = int(number(t_high, "window start (t high)", 0, last, whole=True))
         low = int(number(t_low, "window end (t low)", 0, last, whole=True))
         if low > high:
             raise ValueError(f"the window runs from t high down to t low; got t high {high} < t low {low}")
         request = SteeringRequest(
-            class_id=class_id(self.state, class_value), seed=int(number(seed, "seed", 0, 2**31 - 1, whole=True)),
-            steps=int(number(steps, "steps", *STEPS, whole=True)), guidance=number(guidance, "guidance", *GUIDANCE),
+            condition=condition, negative_prompt=negative_prompt, seed=int(number(seed, "seed", 0, 2**31 - 1, whole=True)),
+            steps=int(number(steps, "steps", *STEPS, whole=True)),
+            guidance=number(guidance, "guidance", *guidance_range(self.state.backbone)),
             cell=cell, features=feature_ids(self.state, cell, features), strength=number(strength, "clamp value", *STRENGTH),
             window=(high, low), clamp_to=clamp_mode(clamp_to), target=class_id(self.state, target),
         )
@@ -125,7 +142,8 @@ class SteerTab:
             f"{self.state.feature_label(cell, f)} → "
             + (f"{request.strength:g} × its {target_name} map" if isinstance(v, torch.Tensor) else f"{v:.3g}")
             for f, v in clamp.items())
-        return enlarge(baseline), enlarge(steered), before, after, f"Clamped at {cell}: {clamps}"
+        side = display_side(self.state.backbone.resolution)
+        return to_display(baseline, side), to_display(steered, side), before, after, f"Clamped at {cell}: {clamps}"
 
     def build(self) -> None:
         state, default = self.state, self.state.default_cell
@@ -138,11 +156,12 @@ class SteerTab:
         suggested = self.suggest(steer_cell.hook, steer_cell.timestep, steer_cell.pooling, target_class, 16) if classes else []
         with gr.Row():
             with gr.Column(scale=1):
-                class_value = gr.Dropdown(classes, value=0, label="Generate class")
+                condition, negative_prompt = condition_inputs(state)
                 with gr.Row():
                     seed = gr.Number(0, precision=0, label="Seed")
                     steps = gr.Slider(*STEPS, 25, step=1, label="Steps")
-                    guidance = gr.Slider(*GUIDANCE, state.backbone.default_guidance_scale, step=0.5, label="Guidance")
+                    guidance = gr.Slider(*guidance_range(state.backbone), state.backbone.default_guidance_scale, step=0.5,
+                                         label="Guidance", visible=state.backbone.conditioning != "none")
                 cell = cell_inputs(state, default=steer_cell)
                 with gr.Row():
                     target = gr.Dropdown(classes, value=target_class, label="Target class (suggestions, class maps)")
@@ -159,9 +178,10 @@ class SteerTab:
                     t_low = gr.Slider(0, last, state.backbone.num_train_timesteps // 2, step=1, label="down to t")
                 generate = gr.Button("Generate", variant="primary")
             with gr.Column(scale=2):
+                side = display_side(state.backbone.resolution)
                 with gr.Row():
-                    baseline = gr.Image(label="Baseline (same seed)", height=256)
-                    steered = gr.Image(label="Steered", height=256)
+                    baseline = gr.Image(label="Baseline (same seed)", height=side)
+                    steered = gr.Image(label="Steered", height=side)
                 with gr.Row():
                     baseline_label = gr.Label(label="Probe: baseline")
                     steered_label = gr.Label(label="Probe: steered")
@@ -169,5 +189,5 @@ class SteerTab:
         wire(suggest.click, self.suggest, [*cell, target, count], features, api_name="suggest_features")
         follow_cell(state, features, cell)
         wire(generate.click, self.steer,
-             [class_value, seed, steps, guidance, *cell, features, clamp_to, target, strength, t_high, t_low],
+             [condition, seed, steps, guidance, *cell, features, clamp_to, target, strength, t_high, t_low, negative_prompt],
              [baseline, steered, baseline_label, steered_label, note], api_name="steer")
