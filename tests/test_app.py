@@ -31,13 +31,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def app_url():
+def start_app(release: str, port: int):
+    """The app on ``release``, served in this process on 127.0.0.1:``port``; close() stops it."""
     from revelio.app import create_demo
 
-    demo = create_demo("bundled")
-    port = _free_port()
+    demo = create_demo(release)
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size=MAX_UPLOAD_BYTES, quiet=True)
+    return demo
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    port = _free_port()
+    demo = start_app("bundled", port)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 

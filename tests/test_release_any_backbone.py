@@ -143,3 +143,77 @@ def test_steering_is_measured_on_any_release(releases, kind, judge):
         assert [s["condition"] for s in result["sources"]] == [f"a photo of a {name}" for name in CLASSES]
     else:
         assert result["sources"] == [{"name": "unconditional", "condition": None, "images": 3}]
+
+
+CONDITIONS = {"sd": "a photo of a brick", "sdxl": "a photo of a cloud", "dit": "sneaker", "pixel-uncond": ""}
+
+
+@pytest.fixture(scope="module")
+def servers(releases):
+    """The app on each release, on its own port (started once for the module)."""
+    from tests.test_app import _free_port, start_app
+
+    found = {}
+    for kind, release in releases.items():
+        port = _free_port()
+        found[kind] = (start_app(str(release.root), port), f"http://127.0.0.1:{port}/")
+    yield {kind: url for kind, (_, url) in found.items()}
+    for demo, _ in found.values():
+        demo.close()
+
+
+@pytest.mark.parametrize("kind", ["sd", "sdxl", "dit", "pixel-uncond"])
+def test_the_app_answers_every_endpoint_on_every_kind_of_release(releases, servers, kind, tmp_path):
+    from gradio_client import Client, handle_file
+
+    release = releases[kind]
+    client = Client(servers[kind], verbose=False, download_files=False)
+    images, labels = release.held_out_examples()
+    upload = tmp_path / "brick.png"
+    images[labels.index(1)].save(upload)
+    hook, t = release.best_cell
+    fvu, _, table, heatmaps, _ = client.predict(handle_file(str(upload)), hook, t, "none", api_name="/explore")
+    assert fvu >= 0 and table["data"] and len(heatmaps) == len(table["data"])
+    feature = table["data"][0][0]
+    summary, exemplars, _, over_time = client.predict(hook, t, "none", feature, api_name="/feature")
+    assert f"#{feature}" in summary and exemplars and len(over_time["data"]) == len(release.timesteps)
+    features = client.predict(hook, t, "none", 1, 4, api_name="/suggest_features")
+    assert features and all(isinstance(f, int) for f in features)
+    baseline, steered, before, after, note = client.predict(
+        CONDITIONS[kind], 0, 3, 2.0, hook, t, "none", features, "class-map", 1, 2, 999, 0, api_name="/steer")
+    assert Path(baseline["path"]).stat().st_size and Path(steered["path"]).stat().st_size and "Clamped" in note
+    assert {c["label"] for c in after["confidences"]} <= set(CLASSES)
+    prediction = client.predict(handle_file(str(upload)), hook, t, release.info.best_cell.probe, api_name="/classify")
+    assert prediction["label"] in CLASSES
+    listed = client.predict(hook, t, "mean", api_name="/features")
+    assert listed["headers"][:2] == ["feature", "label"]
+
+
+def test_a_steered_generation_of_the_sd_release_in_a_real_browser(servers):
+    """Type a prompt, suggest features, Generate: both images arrive; the screenshot is kept."""
+    from tests.test_app import SCREENSHOTS, _chromium
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    browser_path = _chromium()
+    if browser_path is None:
+        pytest.skip("no chromium; `make test` installs it (apt-get install -y chromium)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox", "--disable-gpu",
+                                         "--disable-background-networking", "--disable-component-update"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(servers["sd"] + "?tab=steer")
+        prompt = page.get_by_label("Prompt", exact=True)
+        prompt.fill("a photo of a cloud")
+        page.get_by_role("button", name="Suggest features").click()
+        page.wait_for_timeout(1500)
+        shown = "() => [...document.images].filter(e => e.naturalWidth > 0 && e.offsetParent && e.src.includes('/file=')).length"
+        before = page.evaluate(shown)
+        page.get_by_role("button", name="Generate").click()
+        page.wait_for_function(f"({shown})() >= {before + 2}", timeout=90_000)  # baseline and steered arrive
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(SCREENSHOTS / "steer-sd.png"))
+        note = page.get_by_text("Clamped at").inner_text()
+        browser.close()
+    assert "Clamped at" in note
