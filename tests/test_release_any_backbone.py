@@ -106,6 +106,8 @@ def test_a_hub_backbone_is_referenced_by_id_not_copied(releases):
     release = releases["sd"]
     assert release.info.backbone == "someone/tiny-sd" and not (release.root / "model").exists()
     assert release.backbone(device="cpu").conditioning == "text"
+    card = (release.root / "README.md").read_text()
+    assert "base_model: someone/tiny-sd" in card and "No quality gate" in card and "reference_classifier/" not in card
 
 
 def test_a_local_backbone_is_copied_and_the_prompt_template_recorded(releases):

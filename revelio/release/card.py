@@ -41,5 +41,6 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
         artifact_source=out.as_posix() if repo_id == "bundled" else repo_id,
         probe_table=probe_table, sae_table=sae_table, pixel_baseline="n/a" if pixels is None else f"{pixels:.3f}",
         has_model=(out / "model" / "model_index.json").is_file(), commands=info["commands"],
+        conditioning=info["conditioning"], prompt_template=info["prompt_template"], quality_gate_skipped=info["quality_gate_skipped"],
     )
     card.save(out / "README.md")
