@@ -89,3 +89,33 @@ def check_size(path: Path, expected: int) -> None:
             f"shard {path} is {size} bytes but the manifest says {expected} (truncated or "
             f"replaced); {REWRITE_HINT}"
         )
+
+
+def merge_parts(folder: Path, parts: list[Path]) -> dict[str, Any]:
+    """Write ``folder/manifest.json``: one cell made of the same cell of several complete parts, in order.
+
+    Parts are caches written separately (by resumed runs or other processes) with consecutive
+    image numbers; the merged manifest lists their shards by relative path, so readers see one
+    cache and nothing is copied.
+    """
+    from revelio.storage.files import write_atomic
+
+    manifests = [read_manifest(part) for part in parts]
+    unfinished = [str(part) for part, manifest in zip(parts, manifests) if not manifest["complete"]]
+    if unfinished:
+        raise CacheError(f"cannot merge unfinished parts {unfinished}; finish the extraction first")
+    merged = {key: value for key, value in manifests[0].items() if key not in ("shards", "num_rows", "num_images")}
+    merged.update(first_image=0, shards=[], num_rows=0, num_images=0, parts=[os.path.relpath(p, folder) for p in parts])
+    for part, manifest in zip(parts, manifests):
+        if manifest["first_image"] != merged["num_images"]:
+            raise CacheError(f"{part} starts at image {manifest['first_image']}, not {merged['num_images']}: parts must be consecutive")
+        for key in ("d_in", "dtype", "tokens_per_image", "grid_side", "hook", "timestep", "pooling"):
+            if manifest[key] != merged[key]:
+                raise CacheError(f"{part} has {key}={manifest[key]!r} but the first part has {merged[key]!r}")
+        for shard in manifest["shards"]:
+            merged["shards"].append({**shard, "file": os.path.relpath(part / shard["file"], folder)})
+        merged["num_rows"] += manifest["num_rows"]
+        merged["num_images"] += manifest["num_images"]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / MANIFEST, json.dumps(merged, indent=1).encode())
+    return merged

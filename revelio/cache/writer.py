@@ -76,7 +76,9 @@ class CacheWriter:
         shard_rows: int = DEFAULT_SHARD_ROWS,
         metadata: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        image_offset: int = 0,
     ) -> None:
+        """``image_offset`` numbers this writer's images from there on: one part of a larger cache."""
         check_pooling(pooling)
         if dtype not in DTYPES.values():
             raise ValueError(f"dtype must be torch.float16 or torch.bfloat16, got {dtype}")
@@ -93,6 +95,7 @@ class CacheWriter:
         self.shard_rows = shard_rows
         self.metadata = metadata
         self.overwrite = overwrite
+        self.image_offset = image_offset
         self._cells: dict[tuple[str, int], _CellWriter] = {}
         self._closed = False
 
@@ -101,8 +104,13 @@ class CacheWriter:
         """The folder of each cell written so far."""
         return {key: cell.folder for key, cell in self._cells.items()}
 
-    def add(self, batch: Mapping[tuple[str, int], torch.Tensor]) -> None:
-        """Append one batch: the same images for every cell, [N, C] ("mean") or [N, T, C]."""
+    def add(self, batch: Mapping[tuple[str, int], torch.Tensor],
+            locations: Mapping[tuple[str, int], torch.Tensor] | None = None, grid_tokens: int | None = None) -> None:
+        """Append one batch: the same images for every cell, [N, C] ("mean") or [N, T, C].
+
+        For spatial caches that keep only some of each image's tokens, ``locations`` gives each
+        kept token's row-major index ([N, T] per cell) and ``grid_tokens`` the full grid's size.
+        """
         if self._closed:
             raise RuntimeError("this CacheWriter is closed; open a new one to write more")
         batch = {(str(hook), int(t)): value for (hook, t), value in batch.items()}
@@ -121,7 +129,7 @@ class CacheWriter:
         for key, value in batch.items():  # check every cell before any grows, to keep them in step
             self._cells[key].check(value)
         for key, value in batch.items():
-            self._cells[key].add(value)
+            self._cells[key].add(value, None if locations is None else locations[key], grid_tokens)
 
     def close(self) -> dict[tuple[str, int], Path]:
         """Write the last partial shards and mark every cache complete."""
@@ -169,7 +177,7 @@ class CacheWriter:
                     )
         for (hook, t), folder in folders.items():
             self._cells[(hook, t)] = _CellWriter(
-                folder, hook, t, self.pooling, self.dtype, self.shard_rows, self.metadata
+                folder, hook, t, self.pooling, self.dtype, self.shard_rows, self.metadata, self.image_offset
             )
 
 
@@ -185,6 +193,7 @@ class _CellWriter:
         dtype: torch.dtype,
         shard_rows: int,
         metadata: dict[str, Any],
+        image_offset: int = 0,
     ) -> None:
         _clear(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -203,11 +212,13 @@ class _CellWriter:
             "grid_side": None,
             "num_rows": 0,
             "num_images": 0,
+            "first_image": image_offset,
             "complete": False,
             "shards": [],
             "metadata": metadata,
         }
         self._pending: list[torch.Tensor] = []
+        self._pending_locations: list[torch.Tensor] = []
         self._pending_rows = 0
 
     def check(self, value: torch.Tensor) -> None:
@@ -226,11 +237,13 @@ class _CellWriter:
                 f"to {per_image} between batches; use one image size per cache"
             )
 
-    def add(self, value: torch.Tensor) -> None:
+    def add(self, value: torch.Tensor, locations: torch.Tensor | None = None, grid_tokens: int | None = None) -> None:
         count, d_in = value.shape[0], value.shape[-1]
         per_image = 1 if value.ndim == 2 else value.shape[1]
         if self.manifest["d_in"] is None:
-            self._start(d_in, per_image)
+            self._start(d_in, per_image, grid_tokens or per_image)
+        if locations is not None:
+            self._pending_locations.append(locations.reshape(-1).to(torch.int32))
         rows = value.detach().to("cpu", self.dtype).reshape(count * per_image, d_in)
         if not torch.isfinite(rows).all():
             raise ValueError(
@@ -241,35 +254,41 @@ class _CellWriter:
         self._pending_rows += count * per_image
         if self._pending_rows >= self.shard_rows:
             rows = torch.cat(self._pending)
+            kept = torch.cat(self._pending_locations) if self._pending_locations else None
             full = len(rows) - len(rows) % self.shard_rows
             for start in range(0, full, self.shard_rows):
-                self._write_shard(rows[start : start + self.shard_rows])
+                part = slice(start, start + self.shard_rows)
+                self._write_shard(rows[part], None if kept is None else kept[part])
             self._pending = [rows[full:].clone()] if full < len(rows) else []
+            self._pending_locations = [kept[full:].clone()] if kept is not None and full < len(rows) else []
             self._pending_rows = len(rows) - full
 
     def finish(self) -> None:
         if self._pending_rows:
-            self._write_shard(torch.cat(self._pending))
-            self._pending, self._pending_rows = [], 0
+            kept = torch.cat(self._pending_locations) if self._pending_locations else None
+            self._write_shard(torch.cat(self._pending), kept)
+            self._pending, self._pending_locations, self._pending_rows = [], [], 0
         self.manifest["complete"] = True
         self._write_manifest()
 
-    def _start(self, d_in: int, per_image: int) -> None:
-        side = math.isqrt(per_image)
+    def _start(self, d_in: int, per_image: int, grid_tokens: int) -> None:
+        side = math.isqrt(grid_tokens)
         self.manifest["d_in"] = d_in
         self.manifest["tokens_per_image"] = per_image
         spatial = self.manifest["pooling"] == "none"
-        self.manifest["grid_side"] = side if spatial and side * side == per_image else None
+        self.manifest["grid_side"] = side if spatial and side * side == grid_tokens else None
+        if grid_tokens != per_image:
+            self.manifest["grid_tokens"] = grid_tokens  # a seeded sample of each image's locations
         self._write_manifest()  # an unfinished cache is recognisable as such from the start
 
-    def _write_shard(self, rows: torch.Tensor) -> None:
+    def _write_shard(self, rows: torch.Tensor, locations: torch.Tensor | None = None) -> None:
         manifest = self.manifest
         name = f"shard-{len(manifest['shards']):05d}.safetensors"
         row = torch.arange(manifest["num_rows"], manifest["num_rows"] + len(rows))
         per_image = manifest["tokens_per_image"]
-        tensors = {"activations": rows.contiguous(), "image_index": row // per_image}
+        tensors = {"activations": rows.contiguous(), "image_index": manifest["first_image"] + row // per_image}
         if manifest["pooling"] == "none":
-            tensors["location"] = (row % per_image).to(torch.int32)
+            tensors["location"] = (row % per_image).to(torch.int32) if locations is None else locations.contiguous()
         data = save(tensors)
         write_atomic(self.folder / name, data)
         manifest["shards"].append({"file": name, "rows": len(rows), "bytes": len(data)})

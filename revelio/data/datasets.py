@@ -21,6 +21,8 @@ FASHION_MNIST_CLASSES = [
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HUB = "zalando-datasets/fashion_mnist"
 _IDX_FILES = {"train": "train", "test": "t10k"}
+# Images a limited stream is shuffled within before its first N are kept.
+STREAM_SHUFFLE_BUFFER = 10_000
 
 
 @dataclass
@@ -47,19 +49,24 @@ def load_image_dataset(
     label_column: str | None = None,
     limit: int | None = None,
     seed: int = 0,
+    streaming: bool = False,
 ) -> ImageDataset:
     """Load ``name`` ("fashion-mnist", a local image folder, or a Hub dataset id) and find its columns.
 
     ``limit`` keeps a seeded, class-balanced subset of that many images (never the first N: image
-    folders and many Hub datasets are sorted by class), in dataset order.
+    folders and many Hub datasets are sorted by class), in dataset order. ``streaming`` reads the
+    dataset as a ``datasets`` stream (no full download; images stay undecoded until used); a
+    limited stream is the first ``limit`` images after a seeded shuffle buffer (not class-balanced:
+    that would need every label first).
     """
     if name == FASHION_MNIST:
         dataset = load_fashion_mnist(split)
+        dataset = dataset.to_iterable_dataset() if streaming else dataset
     elif Path(name).is_dir():
-        dataset = datasets.load_dataset("imagefolder", data_dir=name, split=split)
+        dataset = datasets.load_dataset("imagefolder", data_dir=name, split=split, streaming=streaming)
     else:
         try:
-            dataset = datasets.load_dataset(name, split=split)
+            dataset = datasets.load_dataset(name, split=split, streaming=streaming)
         except (FileNotFoundError, ConnectionError, ValueError) as err:
             raise ValueError(
                 f"could not load dataset {name!r} split {split!r} ({err}). Pass a local image "
@@ -79,7 +86,11 @@ def load_image_dataset(
     label_feature = features.get(label_column) if label_column else None
     class_names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
     indices = None
-    if limit is not None and limit < len(dataset):
+    if streaming:
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))  # decoded by whoever uses it
+        if limit is not None:
+            dataset = dataset.shuffle(seed=seed, buffer_size=STREAM_SHUFFLE_BUFFER).take(limit)
+    elif limit is not None and limit < len(dataset):
         labels = dataset[label_column] if label_column else None
         indices = balanced_subset(labels, len(dataset), limit, seed)
         dataset = dataset.select(indices)

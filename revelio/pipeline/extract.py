@@ -1,9 +1,13 @@
 """Activations of a backbone over a labelled dataset into an on-disk cache, for SAEs and probes.
 
 One pass over the data serves every (hook, timestep) and both poolings: spatial tokens are
-captured once and their mean is the pooled vector. The cache root also gets ``dataset.json``
-(this config plus what was found: columns, class names, image count) and ``labels.safetensors``
-(each cache image's label and its row in the dataset split).
+captured once and their mean is the pooled vector. The images are cut into parts of
+``part_images``; each part is a complete small cache under ``parts/``, written once, so a killed
+run resumes at its first unfinished part, and under ``accelerate launch`` (or torchrun) each
+process writes every n-th part. When all parts exist, the cache root gets one manifest per cell
+listing the parts' shards in order (one logical cache, equal to a single-process run),
+``dataset.json`` (this config plus what was found: columns, class names, image count) and
+``labels.safetensors`` (each cache image's label and its row in the dataset split).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from revelio.config import option, to_json
 
 DATASET_FILE = "dataset.json"
 LABELS_FILE = "labels.safetensors"
+RUN_FILE = "extraction.json"  # the command's config: a rerun resumes only the same command
 
 
 @dataclass
@@ -40,10 +45,14 @@ class ExtractionConfig:
     seed: int = option(0, "noise seed (same noise for every image)")
     dtype: Literal["float16", "bfloat16"] = option("float16", "storage dtype")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
-    overwrite: bool = option(False, "replace a complete cache")
+    overwrite: bool = option(False, "start over, discarding what an earlier run of this command wrote")
     random_weights: bool = option(False, "baseline: re-initialise the denoiser first")
     prompt_template: str | None = option(
         None, 'text models: each image\'s prompt from its label, e.g. "a photo of a {}" (default: the empty prompt, as the paper)')
+    part_images: int = option(1024, "images per part: the unit of resuming and of splitting over processes")
+    streaming: bool = option(False, "read the dataset as a stream (Hub datasets: no full download)")
+    tokens_per_image: int | None = option(
+        None, "spatial caches keep this many seeded random locations per image (default: all); pooled vectors use all")
 
 
 def extraction_conditions(template: str | None, conditioning: str, labels: list[int] | None, class_names: list[str] | None) -> list[str] | None:
@@ -58,45 +67,59 @@ def extraction_conditions(template: str | None, conditioning: str, labels: list[
 
 
 def extract_to_cache(config: ExtractionConfig) -> dict:
-    """Run the extraction; returns a summary (cache root, images, cells)."""
-    import revelio
-    from revelio.cache import CacheWriter
-    from revelio.data.datasets import load_image_dataset
-    from revelio.storage.files import write_json, write_safetensors
+    """Run (or resume, or finish) the extraction; returns a summary (cache root, images, cells)."""
+    import shutil
 
-    backbone = revelio.load_backbone(config.backbone, device=config.device, revision=config.revision)
+    from accelerate import PartialState
+
+    import revelio
+    from revelio.data.datasets import load_image_dataset
+    from revelio.pipeline.extract_parts import (
+        PARTS_DIR,
+        finished_parts,
+        merge,
+        write_parts,
+    )
+
+    state = PartialState(cpu=not torch.cuda.is_available() or config.device == "cpu")
+    if config.overwrite and state.is_main_process:
+        for name in (PARTS_DIR, RUN_FILE, DATASET_FILE, LABELS_FILE):
+            shutil.rmtree(config.out / name, ignore_errors=True) if (config.out / name).is_dir() else (config.out / name).unlink(missing_ok=True)
+    state.wait_for_everyone()
+    _check_same_command(config, state.is_main_process)
+    state.wait_for_everyone()
+    device = config.device or (state.device if state.device.type == "cuda" else None)
+    backbone = revelio.load_backbone(config.backbone, device=device, revision=config.revision)
     if config.random_weights:
         backbone.randomize_weights(seed=config.seed)
-    data = load_image_dataset(config.dataset, config.split, config.image_column, config.label_column, config.limit, config.seed)
+    data = load_image_dataset(config.dataset, config.split, config.image_column, config.label_column, config.limit,
+                              config.seed, streaming=config.streaming)
     hooks = config.hooks or backbone.hook_points
-    metadata = {"backbone": config.backbone, "dataset": config.dataset, "split": config.split, "seed": config.seed,
-                "random_weights": config.random_weights}
-    dtype = getattr(torch, config.dtype)
-    config.out.mkdir(parents=True, exist_ok=True)
-    writers = {
-        pooling: CacheWriter(config.out, pooling=pooling, dtype=dtype, metadata=metadata, overwrite=config.overwrite)
-        for pooling in config.poolings
-    }
-    conditions = extraction_conditions(config.prompt_template, backbone.conditioning, data.labels, data.class_names)
-    batches = revelio.iter_extract(
-        backbone, data.dataset, hooks, config.timesteps, pooling="none", seed=config.seed,
-        batch_size=config.batch_size, condition=conditions, image_column=data.image_column, progress=True,
-    )
-    for batch in batches:
-        for pooling, writer in writers.items():
-            writer.add(batch if pooling == "none" else {key: tokens.mean(dim=1) for key, tokens in batch.items()})
-    for writer in writers.values():
-        writer.close()
-    rows = torch.arange(len(data.dataset)) if data.indices is None else torch.tensor(data.indices)
-    labels = {} if data.label_column is None else {"labels": torch.tensor(data.labels, dtype=torch.long)}
-    write_safetensors({**labels, "dataset_index": rows}, config.out / LABELS_FILE)  # cache image i is row dataset_index[i]
-    write_json(
-        {**metadata, "image_column": data.image_column, "label_column": data.label_column,
-         "class_names": data.class_names, "num_images": len(data.dataset), "hooks": hooks,
-         "timesteps": config.timesteps, "poolings": config.poolings, "resolution": backbone.resolution,
-         "image_channels": backbone.image_channels, "config": to_json(config)},
-        config.out / DATASET_FILE,
-    )
-    summary = {"cache": str(config.out), "images": len(data.dataset), "cells": len(hooks) * len(config.timesteps) * len(config.poolings)}
-    print(json.dumps(summary))
+    done = finished_parts(config.out)
+    mine = lambda part: part % state.num_processes == state.process_index and part not in done  # noqa: E731
+    written = write_parts(config, backbone, data, hooks, mine)
+    state.wait_for_everyone()
+    summary = {"cache": str(config.out), "parts_written_here": written}
+    if state.is_main_process:
+        summary |= merge(config, data, hooks, backbone)
+        print(json.dumps(summary), flush=True)
+    state.wait_for_everyone()
     return summary
+
+
+def _check_same_command(config: ExtractionConfig, record: bool) -> None:
+    """Resume only what this command started: a cache begun with other settings is refused."""
+    from revelio.storage.files import read_json, write_json
+
+    wanted = {k: v for k, v in to_json(config).items() if k != "overwrite"}
+    path = config.out / RUN_FILE
+    if path.is_file():
+        started = read_json(path)
+        changed = sorted(k for k in set(started) | set(wanted) if started.get(k) != wanted.get(k))
+        if changed:
+            raise SystemExit(
+                f"{config.out} holds an extraction started with other settings ({', '.join(f'{k}: {started.get(k)!r} -> {wanted.get(k)!r}' for k in changed)}); "
+                "rerun the same command to resume it, pass --overwrite to start over, or use another --out"
+            )
+    elif record:
+        write_json(wanted, path)

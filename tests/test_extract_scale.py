@@ -1,0 +1,119 @@
+"""Extraction at scale: a kill -9 resumes to the same cache, two processes write one cache, streaming
+reads, and spatial caches can keep a seeded sample of locations."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from revelio.cache import ActivationCache, find_cells
+from revelio.storage.files import read_safetensors
+from tests.test_train_cli import ROOT, run
+
+HOOKS, TIMESTEPS = ["down_blocks.1", "mid_block"], ["50", "400"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scale-images")
+    rng = np.random.default_rng(5)
+    for label, brightness in (("dark", 40), ("light", 200)):
+        (root / label).mkdir()
+        for i in range(30):
+            Image.fromarray(np.clip(rng.normal(brightness, 30, (16, 16)), 0, 255).astype(np.uint8)).save(root / label / f"{i}.png")
+    return root
+
+
+def command(model: Path, folder: Path, out: Path, *extra: str) -> list[str]:
+    return ["train/extract_activations.py", "--backbone", str(model), "--dataset", str(folder), "--hooks", *HOOKS,
+            "--timesteps", *TIMESTEPS, "--batch-size", "4", "--part-images", "8", "--out", str(out), *extra]
+
+
+def rows(root: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """Every column of every cell, and the labels: what must be equal between two caches."""
+    found = {cell.path: ActivationCache(root / cell.path).read_all() for cell in find_cells(root)}
+    found["labels"] = read_safetensors(root / "labels.safetensors")
+    return found
+
+
+def assert_same(first: dict, second: dict) -> None:
+    assert first.keys() == second.keys()
+    for cell in first:
+        for column in first[cell]:
+            assert torch.equal(first[cell][column], second[cell][column]), (cell, column)
+
+
+@pytest.fixture(scope="module")
+def reference(model_dirs, folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run(sys.executable, *command(model_dirs["pixel-class"], folder, out), OMP_NUM_THREADS="1")
+    return out
+
+
+def test_parts_merge_into_one_cache_of_every_image(reference):
+    assert len(list((reference / "parts").glob("part-*/done.json"))) == 8  # 60 images in parts of 8
+    cache = ActivationCache(reference / "mid_block" / "t50" / "mean")
+    assert cache.num_images == 60 and cache.read_all()["image_index"].tolist() == list(range(60))
+    assert read_safetensors(reference / "labels.safetensors")["labels"].bincount().tolist() == [30, 30]
+
+
+def test_a_killed_extraction_resumes_to_the_same_cache(model_dirs, folder, reference, tmp_path):
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, *command(model_dirs["pixel-class"], folder, out)], cwd=ROOT,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(list((out / "parts").glob("part-*/done.json"))) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = len(list((out / "parts").glob("part-*/done.json")))
+    assert 2 <= finished < 8, f"killed after {finished} of 8 parts"
+    resumed = run(sys.executable, *command(model_dirs["pixel-class"], folder, out), OMP_NUM_THREADS="1")
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["parts_written_here"] == 8 - finished
+    assert_same(rows(out), rows(reference))
+
+
+def test_a_changed_command_refuses_to_resume(model_dirs, folder, reference):
+    failed = subprocess.run([sys.executable, *command(model_dirs["pixel-class"], folder, reference, "--seed", "3")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert failed.returncode != 0 and "started with other settings" in failed.stderr and "seed: 0 -> 3" in failed.stderr
+
+
+def test_two_processes_write_one_cache_equal_to_one_process(model_dirs, folder, reference, tmp_path):
+    out = tmp_path / "two"
+    run(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", *command(model_dirs["pixel-class"], folder, out), OMP_NUM_THREADS="1")
+    assert_same(rows(out), rows(reference))
+
+
+def test_a_streamed_dataset_gives_the_same_cache(model_dirs, folder, reference, tmp_path):
+    out = tmp_path / "streamed"
+    run(sys.executable, *command(model_dirs["pixel-class"], folder, out, "--streaming"), OMP_NUM_THREADS="1")
+    assert_same(rows(out), rows(reference))
+
+
+def test_spatial_caches_keep_a_seeded_sample_of_locations(model_dirs, folder, reference, tmp_path):
+    out = tmp_path / "sampled"
+    run(sys.executable, *command(model_dirs["pixel-class"], folder, out, "--tokens-per-image", "3"), OMP_NUM_THREADS="1")
+    full, sampled = (ActivationCache(root / "mid_block" / "t50" / "none") for root in (reference, out))
+    assert sampled.tokens_per_image == 3 and sampled.num_rows == 3 * 60 and sampled.grid_side == full.grid_side
+    got, every = sampled.read_all(), full.read_all()
+    per_image = full.tokens_per_image
+    for row in (0, 7, 100):  # each kept token is the full cache's token at its stored location
+        image, location = int(got["image_index"][row]), int(got["location"][row])
+        assert torch.equal(got["activations"][row], every["activations"][image * per_image + location])
+    assert len(set(got["location"].view(60, 3).tolist()[0])) == 3
+    assert_same({"pooled": ActivationCache(out / "mid_block" / "t50" / "mean").read_all()},
+                {"pooled": ActivationCache(reference / "mid_block" / "t50" / "mean").read_all()})
+    disk = {root.name: sum(p.stat().st_size for p in (root / "parts").rglob("shard-*")) for root in (out, reference)}
+    assert disk[out.name] < disk[reference.name]
