@@ -88,7 +88,8 @@ def extract_to_cache(config: ExtractionConfig) -> dict:
     state.wait_for_everyone()
     _check_same_command(config, state.is_main_process)
     state.wait_for_everyone()
-    device = config.device or (state.device if state.device.type == "cuda" else None)
+    # each process on its own GPU under accelerate/torchrun ("cuda" alone would put all on cuda:0)
+    device = state.device if state.device.type == "cuda" and config.device in (None, "cuda") else config.device
     backbone = revelio.load_backbone(config.backbone, device=device, revision=config.revision)
     if config.random_weights:
         backbone.randomize_weights(seed=config.seed)
