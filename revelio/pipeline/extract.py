@@ -21,8 +21,6 @@ import torch
 
 from revelio.config import option, to_json
 
-DATASET_FILE = "dataset.json"
-LABELS_FILE = "labels.safetensors"
 RUN_FILE = "extraction.json"  # the command's config: a rerun resumes only the same command
 
 
@@ -55,17 +53,6 @@ class ExtractionConfig:
         None, "spatial caches keep this many seeded random locations per image (default: all); pooled vectors use all")
 
 
-def extraction_conditions(template: str | None, conditioning: str, labels: list[int] | None, class_names: list[str] | None) -> list[str] | None:
-    """One prompt per image from ``template`` and the labels, or None: unconditional (empty prompt / null class)."""
-    if template is None:
-        return None
-    if conditioning != "text":
-        raise ValueError(f"--prompt-template needs a text-conditioned backbone; this one is conditioned on {conditioning!r}")
-    if labels is None or class_names is None or "{}" not in template:
-        raise ValueError('--prompt-template needs a labelled dataset and a "{}" where the class name goes, e.g. "a photo of a {}"')
-    return [template.format(class_names[label]) for label in labels]
-
-
 def extract_to_cache(config: ExtractionConfig) -> dict:
     """Run (or resume, or finish) the extraction; returns a summary (cache root, images, cells)."""
     import shutil
@@ -75,6 +62,8 @@ def extract_to_cache(config: ExtractionConfig) -> dict:
     import revelio
     from revelio.data.datasets import load_image_dataset
     from revelio.pipeline.extract_parts import (
+        DATASET_FILE,
+        LABELS_FILE,
         PARTS_DIR,
         finished_parts,
         merge,

@@ -25,10 +25,23 @@ if TYPE_CHECKING:
     from revelio.models import Backbone
     from revelio.pipeline.extract import ExtractionConfig
 
+DATASET_FILE = "dataset.json"  # the merged cache: images, classes, parts, the command
+LABELS_FILE = "labels.safetensors"
 PARTS_DIR = "parts"
 DONE_FILE = "done.json"
 PART_LABELS = "labels.safetensors"
 PREFETCH_BATCHES = 2  # decoded batches waiting for the model: bounded memory
+
+
+def extraction_conditions(template: str | None, conditioning: str, labels: list[int] | None, class_names: list[str] | None) -> list[str] | None:
+    """One prompt per image from ``template`` and the labels, or None: unconditional (empty prompt / null class)."""
+    if template is None:
+        return None
+    if conditioning != "text":
+        raise ValueError(f"--prompt-template needs a text-conditioned backbone; this one is conditioned on {conditioning!r}")
+    if labels is None or class_names is None or "{}" not in template:
+        raise ValueError('--prompt-template needs a labelled dataset and a "{}" where the class name goes, e.g. "a photo of a {}"')
+    return [template.format(class_names[label]) for label in labels]
 
 
 def part_dir(root: Path, index: int) -> Path:
@@ -122,7 +135,6 @@ def _write_part(config: ExtractionConfig, backbone: Backbone, data: ImageDataset
     from revelio.activations.capture import iter_extract
     from revelio.cache import CacheWriter
     from revelio.data.images import load_image
-    from revelio.pipeline.extract import extraction_conditions
     from revelio.storage.files import write_json, write_safetensors
 
     folder, first = part_dir(config.out, index), index * config.part_images
@@ -177,7 +189,6 @@ def merge(config: ExtractionConfig, data: ImageDataset, hooks: list[str], backbo
     """Check every part is there, then write the root's merged manifests, labels and dataset.json."""
     from revelio.cache.format import merge_parts
     from revelio.config import to_json
-    from revelio.pipeline.extract import DATASET_FILE, LABELS_FILE
     from revelio.storage.files import read_safetensors, write_json, write_safetensors
 
     done = finished_parts(config.out)

@@ -94,11 +94,8 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
 
     import revelio
     from revelio.data.datasets import load_image_dataset
-    from revelio.pipeline.extract import (
-        DATASET_FILE,
-        ExtractionConfig,
-        extract_to_cache,
-    )
+    from revelio.pipeline.extract import ExtractionConfig, extract_to_cache
+    from revelio.pipeline.extract_parts import DATASET_FILE
     from revelio.pipeline.probes import ProbeGridConfig, train_probe_grid
     from revelio.pipeline.quality_gate import QualityGateConfig, run_quality_gate
     from revelio.pipeline.saes import SAEGridConfig, train_sae_grid
