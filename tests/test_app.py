@@ -304,3 +304,271 @@ def test_a_release_without_held_out_images_says_to_rebuild(tmp_path):
     (root / "exemplars" / "thumbnails.safetensors").symlink_to(bundled_release_dir() / "exemplars" / "thumbnails.safetensors")
     with pytest.raises(FileNotFoundError, match="held_out.safetensors; rebuild it"):
         create_demo(str(root))
+
+
+# --- one response, one request: chart, table and heatmaps agree (issue 16) ---------------------------
+
+def _bar_labels(bars: dict) -> list[str]:
+    return [row[0] for row in bars.get("value", bars)["data"]]
+
+
+def test_chart_table_and_heatmaps_describe_the_same_request(client, examples):
+    """Consecutive requests that differ in image and SAE: each response's bar chart, table and
+    heatmap captions name the same features in the same order (the chart once lagged a request)."""
+    seen = []
+    for name, hook, timestep, pooling in (("Trouser", "mid_block", 100, "none"), ("Bag", "mid_block", 100, "none"),
+                                          ("Sneaker", "up_blocks.0", 300, "none"), ("Dress", "up_blocks.0", 300, "mean"),
+                                          ("Trouser", "up_blocks.1", 25, "none")):
+        _, bars, table, heatmaps, feature = client.predict(handle_file(examples[name]), hook, timestep, pooling, api_name="/explore")
+        from_table = [f"#{row[0]} {row[1]}" for row in table["data"]]
+        assert _bar_labels(bars) == from_table, (name, hook, timestep, pooling)
+        assert "y_lim" not in bars  # set once on the chart: a response that changes it redraws stale data
+        if pooling == "none":
+            assert [h["caption"].rsplit(" · ", 1)[0] for h in heatmaps] == from_table
+        assert feature["value"] == table["data"][0][0]
+        seen.append(tuple(from_table))
+    assert len(set(seen)) == len(seen)  # different requests, different answers
+
+
+# --- concurrent clients with byte-identical outputs all get complete files ------------------------------
+
+def _file_urls(value) -> list[str]:
+    if isinstance(value, dict):
+        if value.get("meta", {}).get("_type") == "gradio.FileData":
+            return [value["url"]]
+        return [url for item in value.values() for url in _file_urls(item)]
+    if isinstance(value, (list, tuple)):
+        return [url for item in value for url in _file_urls(item)]
+    return []
+
+
+def test_identical_outputs_reach_every_concurrent_client_complete(app_url, examples):
+    """8 clients x 5 identical requests (one example explored, a cached Steer baseline, a feature's
+    exemplars): every file each client downloads is complete, decodes, and equals everyone else's.
+    Gradio rewrites a returned PIL image's cache file in place, so this once lost 3 to 7 of 40."""
+    import hashlib
+
+    import httpx
+
+    requests = [
+        ((handle_file(examples["Bag"]), "mid_block", 100, "none"), "/explore"),
+        ((3, 0, 4, 2.5, "mid_block", 100, "none", [1, 2], "value", 1, 0, 999, 0), "/steer"),
+        (("mid_block", 100, "none", 36), "/feature"),
+    ]
+
+    def session(index: int) -> list[tuple[str, int, str]]:
+        own = Client(app_url, verbose=False, download_files=False)
+        got = []
+        with httpx.Client(timeout=120) as http:
+            for r in range(5):
+                args, api = requests[(index + r) % len(requests)]
+                for position, url in enumerate(_file_urls(own.predict(*args, api_name=api))):
+                    response = http.get(url)
+                    assert response.status_code == 200, url
+                    data = response.content
+                    assert len(data) == int(response.headers["content-length"]) > 0, url
+                    Image.open(io.BytesIO(data)).load()  # complete and decodable
+                    got.append((f"{api}#{position}", len(data), hashlib.sha256(data).hexdigest()))
+        return got
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [item for found in pool.map(session, range(8)) for item in found]
+    assert len(results) > 8 * 5 * 4
+    by_output: dict[str, set[str]] = {}
+    for key, _, digest in results:
+        by_output.setdefault(key, set()).add(digest)
+    assert all(len(digests) == 1 for digests in by_output.values()), by_output  # same request, same bytes
+
+
+def test_output_files_are_written_once_and_atomically(tmp_path, monkeypatch):
+    from revelio.app import outputs
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    image = Image.new("RGB", (28, 28), "red")
+    first = outputs.image_file(image, fmt=outputs.PNG)
+    inode, mtime = os.stat(first).st_ino, os.stat(first).st_mtime_ns
+    assert outputs.image_file(image, fmt=outputs.PNG) == first  # same bytes, same file, not rewritten
+    assert (os.stat(first).st_ino, os.stat(first).st_mtime_ns) == (inode, mtime)
+    assert Path(first).parent.parent == tmp_path and not list(Path(first).parent.glob(".*"))  # no staging leftovers
+    converted = outputs.to_files(("text", image, [(image, "caption")], 3))
+    assert converted[0] == "text" and converted[3] == 3 and converted[1].endswith(".png")
+    assert converted[2][0][0].endswith(".webp") and converted[2][0][1] == "caption"
+
+
+# --- every input gets an answer that says what was wrong -------------------------------------------------
+
+def _raw_call(app_url: str, api: str, body: str) -> tuple[str, str]:
+    """(event, data) of one request sent as raw JSON (what gradio_client cannot send: Infinity, NaN)."""
+    import httpx
+
+    with httpx.Client(timeout=60) as http:
+        response = http.post(f"{app_url}gradio_api/call/{api}", content=body, headers={"content-type": "application/json"})
+        if response.status_code != 200:
+            return "http", f"{response.status_code} {response.text}"
+        stream = http.get(f"{app_url}gradio_api/call/{api}/{response.json()['event_id']}").text
+    event = stream.split("event: ")[-1].split("\n")[0]
+    data = stream.split("data: ")[-1].strip()
+    return event, data
+
+
+@pytest.mark.parametrize("api, body, message", [
+    ("feature", '["mid_block", 100, "none", Infinity]', "feature id must be a whole number; got Infinity"),
+    ("feature", '["mid_block", 100, "none", 1e999]', "got Infinity"),
+    ("feature", '["mid_block", 100, "none", NaN]', "got NaN"),
+    ("feature", '["mid_block", 100, "none", 3.5]', "not whole"),
+    ("feature", '["mid_block", 100, "none", true]', "got True"),
+    ("feature", '["mid_block", 100, "none", 100000000000000000000000000000]', "does not exist"),
+    ("feature", '["mid_block", -Infinity, "none", 3]', "timestep must be a whole number; got -Infinity"),
+    ("feature", '["mid_block", 100, "sideways", 3]', "unknown SAE 'sideways'"),
+    ("suggest_features", '["mid_block", 100, "none", 1, Infinity]', "number of features must be a whole number in 1..64"),
+    ("suggest_features", '["mid_block", 100, "none", NaN, 4]', "the class must be one of"),
+    ("steer", '[0, Infinity, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, 999, 0, null, null]',
+     "seed must be a whole number in 0..2,147,483,647; got Infinity"),
+    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1e999], "value", 0, 0, 999, 0, null, null]', "got Infinity"),
+    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, NaN, 999, 0, null, null]', "clamp value must be a number"),
+    ("steer", '[0, 0, 5, NaN, "mid_block", 100, "none", [1], "value", 0, 0, 999, 0, null, null]', "guidance must be a number"),
+    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, Infinity, 0, null, null]', "window start"),
+    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, 999, 0, null, 7]', "validation error for EditorData"),
+    ("features", '["mid_block", 100, "none", 12]', "the search must be text"),
+])
+def test_numbers_json_sends_get_a_message(app_url, api, body, message):
+    event, data = _raw_call(app_url, api, f'{{"data": {body}}}')
+    assert event == "error", data
+    assert message in data, data
+
+
+def test_gradios_own_refusals_say_what_was_wrong_and_leak_nothing(app_url, examples):
+    root = str(Path(__file__).resolve().parent.parent)
+    image = str(examples["Bag"])
+    refusals = {
+        "a server path as the image": ('[{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, "mid_block", 100, "none"]',
+                                       "not uploaded by a user"),
+        "a server image as the image": (f'[{{"path": "{image}", "meta": {{"_type": "gradio.FileData"}}}}, "mid_block", 100, "none"]',
+                                        "not uploaded by a user"),
+        "text as the image": ('["/etc/passwd", "mid_block", 100, "none"]', "Input should be a valid dictionary"),
+        "a path without meta": ('[{"path": "../../../etc/passwd"}, "mid_block", 100, "none"]', "must be a file uploaded"),
+        "missing arguments": ('[{"path": "x"}]', "didn't receive enough input values"),
+    }
+    for what, (body, message) in refusals.items():
+        event, data = _raw_call(app_url, "explore", f'{{"data": {body}}}')
+        assert event == "error" and message in data, (what, data)
+        assert "root:" not in data and "PNG" not in data  # no file contents
+        assert root not in data.replace(image, "")  # no server path but the one sent
+    assert _raw_call(app_url, "explore", '{"data": "x"}')[0] == "http"  # malformed: refused with its reason (422)
+
+
+def test_messages_carry_no_server_paths(client, tmp_path):
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(_png_bytes(Image.new("RGB", (64, 64), "red"))[:60])
+    with pytest.raises(AppError) as raised:
+        client.predict(handle_file(str(truncated)), "mid_block", 100, "none", api_name="/explore")
+    message = str(raised.value)
+    assert "could not read" in message and "truncated.png" in message and "/tmp" not in message and "gradio/" not in message
+
+
+def test_unexpected_failures_are_logged_not_described(caplog):
+    import gradio as gr
+
+    from revelio.app.validation import INTERNAL, scrub, user_errors
+
+    def broken():
+        raise RuntimeError("secret at /srv/app/internal/config.py")
+
+    with pytest.raises(gr.Error) as raised, caplog.at_level("ERROR", logger="revelio.app"):
+        user_errors(broken)()
+    assert raised.value.message == INTERNAL and "secret" in caplog.text
+    assert scrub("no file '/tmp/gradio/abc/x.png' here; T-shirt/top stays") == "no file 'x.png' here; T-shirt/top stays"
+
+
+# --- Steer: modes where they apply, masks, progress, suggestions -----------------------------------------
+
+def test_a_painted_mask_limits_the_steering_to_its_region(client, tmp_path):
+    """A mask (here: the left half, white on black, as the painter's one layer) keeps the change mostly inside it."""
+    mask = np.zeros((28, 28), dtype=np.uint8)
+    mask[:, :14] = 255
+    path = tmp_path / "mask.png"
+    Image.fromarray(mask).save(path)
+    features = client.predict("up_blocks.0", 600, "none", 1, 16, api_name="/suggest_features")
+    changes = {}
+    for name, masked in (("masked", True), ("everywhere", False)):
+        painted = {"background": None, "layers": [handle_file(str(path))], "composite": None} if masked else None
+        baseline, steered, _, _, note = client.predict(5, 0, 25, 2.5, "up_blocks.0", 600, "none", features, "class-map", 1,
+                                                       2, 999, 500, None, painted, api_name="/steer")
+        assert ("inside the painted mask (50% of the image)" in note) == (name == "masked"), note
+        a = np.asarray(Image.open(baseline["path"]).convert("L"), dtype=np.float32)
+        b = np.asarray(Image.open(steered["path"]).convert("L"), dtype=np.float32)
+        half = a.shape[1] // 2
+        changes[name] = (np.abs(a - b)[:, :half].mean(), np.abs(a - b)[:, half:].mean())
+    inside, outside = changes["masked"]
+    assert inside > 3 * outside, changes  # the change stays mostly where it was painted
+    assert changes["everywhere"][1] > 2 * outside  # unmasked, the right half changes too
+
+
+def test_steer_reports_each_denoising_step(bundled_state):
+    from revelio.app.tabs.steer import SteerTab
+
+    tab, reports = SteerTab(bundled_state), []
+    request = tab.request(2, 12345, 6, 2.5, "mid_block", 100, "none", [1, 2], "value", 1, 0, 999, 0)
+    tab.generator.run(request, lambda done, total, what: reports.append((done, total, what)))
+    assert reports[0] == (0, 12, "baseline (same seed, nothing clamped)") and reports[-1] == (12, 12, "probe")
+    assert [done for done, _, _ in reports] == sorted(done for done, _, _ in reports)  # monotone
+    assert sum(what == "steered" for _, _, what in reports) >= 6  # one report per steered step (and its start)
+    reports.clear()
+    tab.generator.run(request, lambda done, total, what: reports.append((done, total, what)))  # baseline cached
+    assert reports[0] == (0, 6, "steered") and reports[-1] == (6, 6, "probe")
+
+
+def test_clamp_modes_follow_the_sae(bundled_state):
+    from revelio.app.tabs.steer import SteerTab, clamp_modes
+
+    tab = SteerTab(bundled_state)
+    assert [m for _, m in clamp_modes("none")] == ["class-map", "value"] and [m for _, m in clamp_modes("mean")] == ["value"]
+    radio, painter, help_text = tab.cell_changed("mean", "class-map")
+    assert radio.value == "value" and [m for _, m in radio.choices] == ["value"] and painter.visible is False
+    assert help_text.visible is False
+    radio, painter, _ = tab.cell_changed("none", "value")
+    assert radio.value == "value" and len(radio.choices) == 2 and painter.visible is True
+
+
+def test_suggesting_fewer_features_than_asked_says_so(bundled_state, monkeypatch):
+    import gradio as gr
+
+    from revelio.app.tabs.steer import SteerTab
+
+    said = []
+    monkeypatch.setattr(gr, "Info", lambda message, *a, **k: said.append(message))
+    found = SteerTab(bundled_state).suggest("mid_block", 100, "mean", 1, 64)
+    assert len(found) < 64 and said and f"Only {len(found)} of this pooled SAE's features have Trouser" in said[0]
+
+
+@pytest.fixture(scope="module")
+def bundled_state():
+    from revelio.app.state import AppState
+    from revelio.release import load_release
+
+    return AppState(load_release("bundled"))
+
+
+# --- Atlas: search and downloads ----------------------------------------------------------------------------
+
+def test_the_feature_list_searches_labels_and_ids(client):
+    listed = client.predict("mid_block", 100, "none", "trouser", api_name="/features")["data"]
+    assert listed and all("Trouser" in row[1] for row in listed)
+    assert [row[0] for row in client.predict("mid_block", 100, "none", "36", api_name="/features")["data"]] == [36]
+    assert [row[0] for row in client.predict("mid_block", 100, "none", "#36", api_name="/features")["data"]] == [36]
+    assert client.predict("mid_block", 100, "none", "no such label", api_name="/features")["data"] in ([], [["", "", "", "", ""]])
+    with pytest.raises(AppError, match="does not exist"):
+        client.predict("mid_block", 100, "none", "99999", api_name="/features")
+    everything = client.predict("mid_block", 100, "none", api_name="/features")["data"]  # the search is optional
+    assert len(everything) > len(listed)
+
+
+def test_tables_download_as_csv():
+    import pandas as pd
+
+    from revelio.app.rendering import table_csv
+
+    payload = {"headers": ["feature", "label", "activation"], "data": [[3, "Bag (40%)", 1.5], [7, "Coat, long (20%)", 0.25]]}
+    frame = pd.read_csv(table_csv(payload, "t.csv"))
+    assert frame.columns.tolist() == payload["headers"] and frame.values.tolist() == payload["data"]
+    assert table_csv({"headers": ["a"], "data": [[""]]}) is None and table_csv("junk") is None

@@ -31,7 +31,7 @@ def generation_condition(backbone: Backbone, value: Any, negative: Any) -> tuple
         value = "" if value is None else value  # the empty prompt: unconditional, as the release's features
         for name, text in (("prompt", value), ("negative prompt", negative or "")):
             if not isinstance(text, str):
-                raise ValueError(f"the {name} must be text (a string) for this text-to-image model; got {text!r:.80}")
+                raise ValueError(f"the {name} must be text (a string) for this text-to-image model; got {text!r:.80}")  # noqa: TRY004
             if len(text) > MAX_PROMPT_CHARS:
                 raise ValueError(f"the {name} has {len(text)} characters; send at most {MAX_PROMPT_CHARS}")
         return value, negative

@@ -66,14 +66,17 @@ class FeatureDetail:
     def __init__(self, state: AppState) -> None:
         self.state = state
 
-    def build(self, trigger: Callable[..., Any], inputs: list[gr.components.Component], **kwargs: Any) -> None:
+    def build(self, trigger: Callable[..., Any], inputs: list[gr.components.Component], **kwargs: Any) -> Any:
         """Lay the view out and fill it on ``trigger`` from ``inputs`` (block, timestep, pooling, feature)."""
-        with gr.Row():
-            summary = gr.Markdown()
-            histogram = gr.BarPlot(x="activation", y="images", label="Activation on held-out test images", height=220)
-            over_time = gr.LinePlot(x="timestep", y="mean activation", label="Mean activation across timesteps", height=220)
-        exemplars = gr.Gallery(label="Top training exemplars", columns=8, height=260)
-        wire(trigger, self.feature, inputs, [summary, exemplars, histogram, over_time], **kwargs)
+        with gr.Row(equal_height=False):
+            summary = gr.Markdown(elem_classes=["revelio-summary"])
+            histogram = gr.BarPlot(x="activation", y="images", label="Activation on held-out test images (where it fires)",
+                                   height=240, x_label_angle=-45)
+            over_time = gr.LinePlot(x="timestep", y="mean activation", label="Mean activation across timesteps", height=240)
+        exemplars = gr.Gallery(label="Top training exemplars (strongest first)", columns=8,
+                               object_fit="contain", elem_classes=["revelio-exemplars", "revelio-gallery"])
+        return wire(trigger, self.feature, inputs, [summary, exemplars, histogram, over_time],
+                    show_progress_on=[summary], **kwargs)
 
     def feature(self, hook: str, timestep: Any, pooling: str, feature: Any) -> tuple:
         """Summary markdown, exemplar gallery, histogram and timestep curve of one feature."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import torch
@@ -12,6 +14,9 @@ DISPLAY_SIDE = 256
 # The most a sample is shown at: a 1024-pixel SDXL image is sent at half size (a quarter of the
 # bytes), still sharper than the box it lands in.
 LARGEST_SIDE = 512
+PROBE_KINDS = ("Probe kinds: *linear* reads the block's activations averaged over the image; *diff-c* is the "
+               "paper's small convolutional classifier on the activation map; *sae-linear* reads the pooled "
+               "SAE's feature codes.")
 
 
 def square_view(image: Image.Image, side: int = DISPLAY_SIDE) -> Image.Image:
@@ -55,3 +60,20 @@ def histogram_frame(counts: np.ndarray, edges: np.ndarray) -> pd.DataFrame:
 
 def timesteps_frame(points: list[tuple[int, float]]) -> pd.DataFrame:
     return pd.DataFrame({"timestep": [t for t, _ in points], "mean activation": [v for _, v in points]})
+
+
+def frame_csv(frame: pd.DataFrame, name: str) -> str:
+    """A table as an immutable CSV file named ``name`` (for a download button)."""
+    from revelio.app.outputs import text_file
+
+    return text_file(frame.to_csv(index=False), name)
+
+
+def table_csv(payload: Any, name: str = "top-features.csv") -> str | None:
+    """The CSV of a table as the browser shows it (a Dataframe's raw value: headers and rows)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("headers"), list) or not isinstance(payload.get("data"), list):
+        return None
+    rows = [row for row in payload["data"] if isinstance(row, list)]
+    if not rows or rows == [[""] * len(rows[0])]:  # the empty table Gradio shows before any result
+        return None
+    return frame_csv(pd.DataFrame(rows, columns=payload["headers"][: len(rows[0])]), name)

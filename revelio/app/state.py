@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -19,7 +19,8 @@ from PIL import Image
 from revelio.activations.capture import extract
 from revelio.analysis.queries import feature_strengths
 from revelio.app.gpu import FORWARD_SECONDS, gpu
-from revelio.grid import Cell
+from revelio.app.validation import whole
+from revelio.grid import POOLING_NAMES, Cell
 from revelio.probes.classify import classify
 from revelio.sae.stats import FeatureStats
 from revelio.steering.selection import ClassCodeMaps
@@ -46,22 +47,22 @@ class AppState:
         hook, timestep = self.release.best_cell
         return Cell(hook, timestep, "none" if "none" in self.release.poolings else "mean")
 
-    def cell(self, hook: str | None, timestep: int | str | None, pooling: str | None) -> Cell:
-        """A validated cell; ValueError naming the choices for anything the release lacks."""
+    def cell(self, hook: Any, timestep: Any, pooling: Any) -> Cell:
+        """A validated cell (None or "" picks the default's part); ValueError naming the choices
+        for anything the release lacks."""
         default = self.default_cell
+        release = self.release
+        if hook not in (None, "") and hook not in release.hooks:
+            raise ValueError(f"unknown block {hook!r:.60}; choose one of {release.hooks}")
         hook = hook or default.hook
-        pooling = pooling or default.pooling
-        try:
-            timestep = default.timestep if timestep in (None, "") else int(timestep)
-        except (TypeError, ValueError):
-            raise ValueError(f"timestep must be one of {self.release.timesteps}; got {timestep!r}") from None
-        if hook not in self.release.hooks:
-            raise ValueError(f"unknown block {hook!r}; choose one of {self.release.hooks}")
-        if timestep not in self.release.timesteps:
-            raise ValueError(f"no SAE at timestep {timestep}; choose one of {self.release.timesteps}")
-        if pooling not in self.release.poolings:
-            raise ValueError(f"unknown pooling {pooling!r}; choose one of {self.release.poolings}")
-        return Cell(hook, timestep, pooling)  # type: ignore[arg-type]
+        timestep = default.timestep if timestep in (None, "") else whole(timestep, "timestep")
+        if timestep not in release.timesteps:
+            raise ValueError(f"no SAE at timestep {timestep}; choose one of {release.timesteps}")
+        pooling = default.pooling if pooling in (None, "") else pooling
+        if pooling not in release.poolings:
+            names = ", ".join(f"{p!r} ({POOLING_NAMES[p].split(' ')[0]})" for p in release.poolings)
+            raise ValueError(f"unknown SAE {pooling!r:.60}; choose one of {names}")
+        return Cell(hook, timestep, pooling)
 
     def sae(self, cell: Cell) -> KSparseAutoencoder:
         return self.release.sae(cell.hook, cell.timestep, cell.pooling)
@@ -82,12 +83,10 @@ class AppState:
         images can still fire on an upload, so it must be selectable)."""
         return [(self.feature_label(cell, f), f) for f in range(self.sae(cell).d_sae)]
 
-    def check_feature(self, cell: Cell, feature: int | str | None) -> int:
+    def check_feature(self, cell: Cell, feature: Any) -> int:
+        """A feature id of ``cell``'s SAE (a whole number, or one written as text)."""
         d_sae = self.sae(cell).d_sae
-        try:
-            feature = int(feature)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ValueError(f"pick a feature id (a whole number in 0..{d_sae - 1}); got {feature!r}") from None
+        feature = whole(feature, "a feature id")
         if not 0 <= feature < d_sae:
             raise ValueError(f"feature {feature} does not exist: the SAE {cell} has features 0..{d_sae - 1}")
         return feature

@@ -1,7 +1,9 @@
 """The page: a header about the release, then the Explore, Steer, Classify and Atlas tabs.
 
 Each tab lays itself out and wires its own events (``revelio.app.tabs``); ``?tab=steer`` in the
-address opens a tab directly (links, screenshots).
+address opens a tab directly (links, screenshots). :class:`AppBlocks` launches with the app's
+stylesheet, error messages for API clients (``show_error``: Gradio's own refusals, such as a
+missing argument, then say what was wrong) and the upload limit, whoever launches it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,33 @@ from revelio.app.tabs.atlas import AtlasTab
 from revelio.app.tabs.classify import ClassifyTab
 from revelio.app.tabs.explore import ExploreTab
 from revelio.app.tabs.steer import SteerTab
+from revelio.app.uploads import MAX_UPLOAD_BYTES
 from revelio.release import Release
 
 TABS = ("explore", "steer", "classify", "atlas")
+
+
+# Small images (28 px) fill their box with crisp pixels; gallery captions wrap instead of being cut.
+CSS = """
+.revelio-input img { width: 100% !important; height: 100% !important; object-fit: contain !important; }
+.revelio-pixels img, .revelio-heatmaps img, .revelio-exemplars img { image-rendering: pixelated; }
+.revelio-heatmaps .caption-label, .revelio-exemplars .caption-label { white-space: normal !important; overflow: visible !important; }
+.revelio-gallery .grid-wrap { height: auto !important; max-height: none !important; overflow-y: visible !important; }
+.revelio-gallery { height: auto !important; }
+.revelio-status { min-height: 4.5em; }
+.revelio-help p { font-size: var(--text-sm); color: var(--body-text-color-subdued); }
+"""
+
+
+class AppBlocks(gr.Blocks):
+    """The app's Blocks: launched with its stylesheet, error messages shown to API clients, and the
+    upload size limit, unless the caller says otherwise."""
+
+    def launch(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("css", CSS)
+        kwargs.setdefault("show_error", True)
+        kwargs.setdefault("max_file_size", MAX_UPLOAD_BYTES)
+        return super().launch(*args, **kwargs)
 
 
 def header(release: Release) -> str:
@@ -38,7 +64,7 @@ def open_tab(request: gr.Request) -> Any:
 
 def build_demo(state: AppState) -> gr.Blocks:
     examples = example_files(state)
-    with gr.Blocks(title="revelio") as demo:
+    with AppBlocks(title="revelio") as demo:
         gr.Markdown(header(state.release))
         with gr.Tabs() as tabs:
             with gr.Tab("Explore", id="explore"):

@@ -12,6 +12,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from revelio.app.outputs import cache_folder
 from revelio.data.images import ImageError, load_image
 
 # Raster formats Pillow decodes itself; EPS/PDF would hand the file to Ghostscript.
@@ -22,17 +23,28 @@ MAX_UPLOAD_BYTES = 10 * 2**20
 
 
 def upload_path(payload: Any) -> Path:
-    """The server-side path of an upload: a Gradio FileData dict, or a path string."""
+    """The server-side path of an upload: a Gradio FileData dict (or a path string) naming a file
+    that was uploaded to this server (Gradio's upload folder). Anything else, a path elsewhere on
+    the server included, is refused without being opened, so no request reads the server's files."""
     if payload is None or payload == "":
         raise ImageError("no image: upload a PNG, JPEG or WebP file, or pick one of the examples")
     path = payload.get("path") if isinstance(payload, dict) else payload
-    if not isinstance(path, (str, Path)) or not Path(path).is_file():
-        raise ImageError("the upload did not arrive as a file; upload the image again")
-    return Path(path)
+    if not isinstance(path, (str, Path)) or not str(path) or len(str(path)) > 4096:
+        raise ImageError("the image must be an uploaded file: send it with gradio_client.handle_file(path), or upload it again")
+    try:
+        resolved = Path(path).resolve()
+        uploaded = resolved.is_relative_to(cache_folder().resolve()) and resolved.is_file()
+    except (OSError, ValueError):
+        uploaded = False
+    if not uploaded:
+        raise ImageError("the image must be a file uploaded to this app (with gradio_client.handle_file, or the "
+                         "upload button); it did not arrive as one, so upload it again")
+    return resolved
 
 
-def read_upload(payload: Any) -> Image.Image:
-    """The uploaded image as 8-bit RGB or greyscale; :class:`ImageError` for anything unusable."""
+def checked_upload(payload: Any) -> Path:
+    """The path of an uploaded image whose size, format and pixel count are within the limits
+    (only its header is read)."""
     path = upload_path(payload)
     size = path.stat().st_size
     if size > MAX_UPLOAD_BYTES:
@@ -47,4 +59,20 @@ def read_upload(payload: Any) -> Image.Image:
             f"the image is {width}x{height} pixels, more than {MAX_UPLOAD_PIXELS:,}; downscale it "
             "(the model works at a few dozen pixels anyway) and upload it again"
         )
-    return load_image(path)
+    return path
+
+
+def read_upload(payload: Any) -> Image.Image:
+    """The uploaded image as 8-bit RGB or greyscale; :class:`ImageError` for anything unusable."""
+    return load_image(checked_upload(payload))
+
+
+def read_upload_raw(payload: Any) -> Image.Image:
+    """The uploaded image decoded as it is (its mode kept: a painted mask keeps its transparency)."""
+    path = checked_upload(payload)
+    try:
+        with Image.open(path, formats=FORMATS) as image:
+            image.load()
+            return image.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise ImageError("could not read the file as an image; upload a PNG, JPEG, WebP, GIF, BMP or TIFF file") from None

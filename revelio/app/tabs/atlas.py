@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from revelio.app.cell_picker import cell_inputs
+from revelio.app.cell_picker import cell_inputs, follow_cell
 from revelio.app.feature_view import FeatureDetail
+from revelio.app.rendering import PROBE_KINDS, frame_csv, table_csv
 from revelio.app.state import AppState
-from revelio.app.validation import wire
+from revelio.app.validation import text, wire
 from revelio.grid import POOLING_NAMES
+
+MAX_QUERY = 200
+FEATURE_COLUMNS = ["feature", "label", "purity", "image frequency", "max activation"]
 
 
 def grid_frame(rows: list[dict], value: str, hooks: list[str], timesteps: list[int], **match: Any) -> pd.DataFrame:
@@ -21,43 +26,88 @@ def grid_frame(rows: list[dict], value: str, hooks: list[str], timesteps: list[i
                         columns=["block", *(f"t={t}" for t in timesteps)])
 
 
+def plot_caption(name: str) -> str:
+    """A grid picture's file name in plain words: no pooling ids ("none"), no underscores."""
+    pooling = {"none": "spatial SAEs", "mean": "pooled SAEs"}
+    if found := re.fullmatch(r"probe_accuracy_(diffusion|random-weights)_(.+)", name):
+        source = "the model's activations" if found[1] == "diffusion" else "a random-weights copy of the model (baseline)"
+        return f"Probe test accuracy: {found[2]} probe on {source}"
+    if found := re.fullmatch(r"sae_(.+)_(none|mean)", name):
+        return f"SAE {found[1].replace('_', ' ')}: {pooling[found[2]]}"
+    return name.replace("_", " ").capitalize()
+
+
 class AtlasTab:
     """The Atlas tab: grid tables and pictures, and a feature browser."""
 
     def __init__(self, state: AppState) -> None:
         self.state = state
 
-    def features(self, hook: str, timestep: Any, pooling: str) -> pd.DataFrame:
-        """The SAE's live features, purest first."""
-        stats = self.state.stats(self.state.cell(hook, timestep, pooling))
-        live = (stats.firing_frequency > 0).nonzero().flatten().tolist()
+    def features(self, hook: str, timestep: Any, pooling: str, query: Any = None) -> pd.DataFrame:
+        """The SAE's live features, purest first; ``query`` keeps those whose label contains it
+        (any case) or, for a number (or "#12"), that feature (listed even when it never fired)."""
+        cell = self.state.cell(hook, timestep, pooling)
+        stats = self.state.stats(cell)
+        query = text(query, "the search", MAX_QUERY).strip()
+        wanted = query.removeprefix("#").strip()
+        if wanted.isdigit():
+            feature = self.state.check_feature(cell, wanted)
+            picked = [feature]
+        else:
+            picked = (stats.firing_frequency > 0).nonzero().flatten().tolist()
+            if query:
+                picked = [f for f in picked if query.lower() in stats.labels[f].lower()]
         rows = [(f, stats.labels[f], round(float(stats.purity[f]), 3), round(float(stats.image_frequency[f]), 4),
-                 round(float(stats.max_activation[f]), 3)) for f in live]
-        table = pd.DataFrame(rows, columns=["feature", "label", "purity", "image frequency", "max activation"])
+                 round(float(stats.max_activation[f]), 3)) for f in picked]
+        table = pd.DataFrame(rows, columns=FEATURE_COLUMNS)
         return table.sort_values("purity", ascending=False, kind="stable")
 
+    def pick_row(self, evt: gr.SelectData) -> Any:
+        """A click on a table row picks that row's feature (its id is the first column)."""
+        row = evt.row_value if isinstance(evt.row_value, list) else None
+        return gr.Dropdown(value=int(row[0])) if row and isinstance(row[0], (int, float)) else gr.skip()
+
     def build(self) -> None:
-        release = self.state.release
+        release, state = self.state.release, self.state
         hooks, timesteps = release.hooks, release.timesteps
         probe_rows = release.metrics("probe_grid")["rows"]
         sae_rows = release.metrics("sae_grid")["rows"]
-        gr.Markdown("### Probe test accuracy per cell (diffusion features)")
+        with gr.Row():
+            gr.Markdown("### Probe test accuracy per cell (classifiers on the model's activations)\n" + PROBE_KINDS)
+            gr.DownloadButton("Download the probe grid (CSV)", frame_csv(pd.DataFrame(probe_rows), "probe-grid.csv"),
+                              size="sm", variant="secondary", scale=0, min_width=260)
         with gr.Row():
             for kind in release.info.probe_kinds:
                 gr.Dataframe(grid_frame(probe_rows, "test_accuracy", hooks, timesteps, probe=kind, features="diffusion"),
-                             label=kind, interactive=False)
-        gr.Markdown("### SAE normalized MSE on held-out test images")
+                             label=f"{kind} probe", interactive=False, min_width=400)
+        with gr.Row():
+            gr.Markdown("### SAE error per cell: normalized MSE on held-out test images (0 is perfect)")
+            gr.DownloadButton("Download the SAE grid (CSV)", frame_csv(pd.DataFrame(sae_rows), "sae-grid.csv"),
+                              size="sm", variant="secondary", scale=0, min_width=260)
         with gr.Row():
             for pooling in release.poolings:
                 gr.Dataframe(grid_frame(sae_rows, "normalized_mse", hooks, timesteps, pooling=pooling),
-                             label=POOLING_NAMES[pooling], interactive=False)
-        gr.Gallery([(str(path), name.replace("_", " ")) for name, path in release.plots().items()],
-                   label="Grid pictures", columns=3, height=420, object_fit="contain")
-        gr.Markdown("### Feature browser")
-        with gr.Row():
-            cell = cell_inputs(self.state)
-            browse = gr.Button("List features")
-        table = gr.Dataframe(label="Features by purity (share of activation on one class)", interactive=False, max_height=320)
-        feature = gr.Number(label="Feature id", precision=0)
-        wire(browse.click, self.features, cell, table, api_name="features")
-        FeatureDetail(self.state).build(feature.submit, [*cell, feature], api_visibility="private")
+                             label=f"{POOLING_NAMES[pooling]} SAEs", interactive=False, min_width=400)
+        gr.Gallery([(str(path), plot_caption(name)) for name, path in release.plots().items()],
+                   label="Grid pictures", columns=3, object_fit="contain", elem_classes=["revelio-gallery"])
+        gr.Markdown("### Feature browser\nEvery feature of one SAE that fired on the training images, purest first "
+                    "(purity: the share of its activation on its main class). Click a row for its details.")
+        with gr.Row(equal_height=True):
+            cell = cell_inputs(state)
+            query = gr.Textbox("", label="Search by label or id", placeholder="e.g. Trouser, or 36", max_length=MAX_QUERY)
+            browse = gr.Button("List features", variant="primary", scale=0, min_width=140)
+        default = state.default_cell
+        first = self.features(default.hook, default.timestep, default.pooling)
+        table = gr.Dataframe(first, label="Features by purity (share of activation on one class)", interactive=False,
+                             max_height=360, wrap=True)
+        download = gr.DownloadButton("Download this list (CSV)", frame_csv(first, "features.csv"), size="sm",
+                                     variant="secondary")
+        feature = gr.Dropdown(state.feature_choices(state.default_cell), value=None, filterable=True,
+                              label="Feature (click a row above, or type to search by label or id)")
+        listed = wire(lambda *args, **kwargs: gr.on([browse.click, query.submit, *(c.change for c in cell)], *args, **kwargs),
+                      self.features, [*cell, query], table, api_name="features", show_progress_on=[browse])
+        wire(listed.success, lambda payload: table_csv(payload, "features.csv"), table, download,
+             api_visibility="private", show_progress="hidden")
+        table.select(self.pick_row, None, feature, api_visibility="private")
+        follow_cell(state, feature, cell)
+        FeatureDetail(state).build(feature.change, [*cell, feature], api_visibility="private")

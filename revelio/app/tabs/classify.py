@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 
 from revelio.app.cell_picker import cell_inputs
+from revelio.app.rendering import PROBE_KINDS
 from revelio.app.state import AppState
 from revelio.app.uploads import read_upload
 from revelio.app.validation import wire
@@ -31,13 +32,21 @@ class ClassifyTab:
         return top_classes(self.state.probabilities([image], cell.hook, cell.timestep, kind)[0])
 
     def build(self, examples: list[str]) -> None:
+        
         info = self.state.release.info
+        small = self.state.backbone.resolution < 128
         with gr.Row():
             with gr.Column():
-                image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=256)
-                gr.Examples(examples, inputs=image)
+                image = gr.Image(label="Image", type="filepath", sources=["upload", "clipboard"], height=256,
+                                 elem_classes=["revelio-input", "revelio-pixels"] if small else ["revelio-input"])
+                button = gr.Button("Classify", variant="primary")
+                gallery = gr.Examples(examples, inputs=image, label="Examples (click one to classify it)", examples_per_page=12)
                 cell = cell_inputs(self.state, with_pooling=False)
                 kind = gr.Dropdown(info.probe_kinds, value=info.best_cell.probe, label="Probe")
-                button = gr.Button("Classify", variant="primary")
+                gr.Markdown(f"Default: the best cell, {info.best_cell.hook} at t={info.best_cell.timestep} with the "
+                            f"{info.best_cell.probe} probe. " + PROBE_KINDS, elem_classes=["revelio-help"])
             prediction = gr.Label(label=f"Top-{TOP_CLASSES} classes", num_top_classes=TOP_CLASSES)
-        wire(button.click, self.classify, [image, *cell, kind], prediction, api_name="classify")
+        inputs = [image, *cell, kind]
+        wire(button.click, self.classify, inputs, prediction, api_name="classify")
+        wire(gallery.load_input_event.then, self.classify, inputs, prediction, api_visibility="private")
+        wire(image.upload, self.classify, inputs, prediction, api_visibility="private")

@@ -13,7 +13,7 @@ from PIL import Image
 from revelio.analysis.queries import feature_strengths, feature_values, strongest
 from revelio.app.cell_picker import cell_inputs, follow_cell
 from revelio.app.feature_view import FeatureDetail
-from revelio.app.rendering import heatmap_overlay
+from revelio.app.rendering import heatmap_overlay, table_csv
 from revelio.app.state import AppState
 from revelio.app.uploads import read_upload
 from revelio.app.validation import wire
@@ -58,14 +58,30 @@ def explore_image(state: AppState, image: Image.Image, cell: Cell, count: int = 
     return Exploration(hits, heatmaps, fvu)
 
 
+HEATMAPS = "Where each top feature fires"
+NO_HEATMAPS = ("No heatmaps with the pooled SAE: it has one code per image, so it cannot say where a feature "
+               "fires. Choose the spatial SAE to see where.")
+
+
+def heatmap_label(pooling: Any) -> Any:
+    """The heatmap panel's title and the note under it, for the chosen SAE (UI only)."""
+    pooled = pooling == "mean"
+    return gr.Gallery(label=HEATMAPS + (" (spatial SAEs only)" if pooled else ""), visible=not pooled), gr.Markdown(visible=pooled)
+
+
 class ExploreTab:
-    """The Explore tab: its event and its layout."""
+    """The Explore tab: its events and its layout."""
 
     def __init__(self, state: AppState) -> None:
         self.state = state
 
     def explore(self, upload: Any, hook: str, timestep: Any, pooling: str) -> tuple:
-        """FVU, bar chart, table and heatmaps of the image's top features; the first one picked."""
+        """FVU, bar chart, table and heatmaps of the image's top features; the first one picked.
+
+        Every output is built from the one exploration of this request, and the bar chart's value
+        is all that changes between responses (see ``build``), so chart, table and heatmaps always
+        describe the same image and SAE.
+        """
         cell = self.state.cell(hook, timestep, pooling)
         image = read_upload(upload)
         found = explore_image(self.state, image, cell)
@@ -79,27 +95,48 @@ class ExploreTab:
         overlays = [(heatmap_overlay(image, found.heatmaps[h.feature], float(peaks[h.feature])),
                      f"{labels[h.feature]} · {h.activation:.2f}")
                     for h in found.hits if h.feature in found.heatmaps]
-        top = max((h.activation for h in found.hits), default=1.0)
         first = found.hits[0].feature if found.hits else None
-        return (round(found.fvu, 4), gr.BarPlot(bars, y_lim=[0, top * 1.05]),  # bars from zero: heights compare honestly
-                table, overlays, gr.Dropdown(choices=self.state.feature_choices(cell), value=first))
+        return (round(found.fvu, 4), gr.BarPlot(bars), table, overlays,
+                gr.Dropdown(choices=self.state.feature_choices(cell), value=first))
+
+    def pick_row(self, evt: gr.SelectData) -> Any:
+        """A click on a table row picks that row's feature (its id is the first column)."""
+        row = evt.row_value if isinstance(evt.row_value, list) else None
+        return gr.Dropdown(value=int(row[0])) if row and isinstance(row[0], (int, float)) else gr.skip()
 
     def build(self, demo: gr.Blocks, examples: list[str]) -> None:
+        small = self.state.backbone.resolution < 128
         with gr.Row():
-            with gr.Column(scale=1):
-                image = gr.Image(examples[0], label="Image", type="filepath", sources=["upload", "clipboard"], height=256)
-                gr.Examples(examples, inputs=image, label="Examples: test images and photos")
-                cell = cell_inputs(self.state)
+            with gr.Column(scale=1, min_width=280):
+                image = gr.Image(examples[0], label="Image", type="filepath", sources=["upload", "clipboard"], height=256,
+                                 elem_classes=["revelio-input", "revelio-pixels"] if small else ["revelio-input"])
                 button = gr.Button("Explore", variant="primary")
+                gallery = gr.Examples(examples, inputs=image, label="Examples (click one to explore it): test images and photos",
+                                      examples_per_page=12)
+                cell = cell_inputs(self.state)
             with gr.Column(scale=2):
                 fvu = gr.Number(label="FVU on this image (share of activation variance the SAE misses; 0 is perfect)")
-                bars = gr.BarPlot(x="feature", y="activation", label="Top features", sort="-y", height=260, x_label_angle=-25)
-                table = gr.Dataframe(label="Top features", interactive=False)
-                heatmaps = gr.Gallery(label="Where each top feature fires (spatial SAE)", columns=4, height=300)
+                # y_lim is set once here and never in a response: a response that changes it makes the
+                # chart rebuild from the previous value (Gradio's plot redraws before its data updates)
+                bars = gr.BarPlot(x="feature", y="activation", label="Top features (strongest activation on this image)",
+                                  sort="-y", height=280, x_label_angle=-30, y_lim=[0, None])
+                table = gr.Dataframe(label="Top features: click a row for its details below", interactive=False,
+                                     wrap=True, column_widths=["14%", "46%", "20%", "20%"])
+                download = gr.DownloadButton("Download the table (CSV)", size="sm", variant="secondary")
+                heatmaps = gr.Gallery(label=HEATMAPS, columns=4, object_fit="contain",
+                                      elem_classes=["revelio-heatmaps", "revelio-gallery"], visible=self.state.default_cell.pooling == "none")
+                no_heatmaps = gr.Markdown(NO_HEATMAPS, visible=self.state.default_cell.pooling != "none")
         feature = gr.Dropdown(self.state.feature_choices(self.state.default_cell),
                               label="Feature (type to search by label or id)", filterable=True)
         outputs = [fvu, bars, table, heatmaps, feature]
-        wire(button.click, self.explore, [image, *cell], outputs, api_name="explore")
-        wire(demo.load, self.explore, [image, *cell], outputs, api_visibility="private")  # a first look, no click needed
+        inputs = [image, *cell]
+        status = {"show_progress_on": [fvu]}  # an error marks the FVU box only: the last result stays readable
+        for event in (wire(button.click, self.explore, inputs, outputs, api_name="explore", **status),
+                      wire(gallery.load_input_event.then, self.explore, inputs, outputs, api_visibility="private", **status),
+                      wire(image.upload, self.explore, inputs, outputs, api_visibility="private", **status),
+                      wire(demo.load, self.explore, inputs, outputs, api_visibility="private", **status)):  # a first look
+            wire(event.success, table_csv, table, download, api_visibility="private", show_progress="hidden")
+        table.select(self.pick_row, None, feature, api_visibility="private")
         FeatureDetail(self.state).build(feature.change, [*cell, feature], api_name="feature")
         follow_cell(self.state, feature, cell)
+        cell[2].change(heatmap_label, cell[2], [heatmaps, no_heatmaps], api_visibility="private", queue=False)

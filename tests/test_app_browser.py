@@ -1,0 +1,237 @@
+"""The app in a real browser (Playwright driving the system chromium), used as people use it.
+
+Explore: clicking examples explores them, and the bar chart always shows the table's features;
+clicking a table row shows that feature. Steer: a mask painted on the baseline keeps the change
+inside it, progress shows per denoising step, switching to the pooled SAE switches the clamp
+mode, and an error leaves the last result in place. Atlas: search, row clicks, CSV download.
+The screenshots land in artifacts/screenshots/*-in-use.png (docs/screenshots come from them).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.test_app import SCREENSHOTS, _chromium, _free_port, start_app
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+BARS = r"""() => {
+  const block = [...document.querySelectorAll('.block')].find(e => e.querySelector('svg.marks')
+      && e.querySelector('[data-testid=block-info]')?.innerText.startsWith('Top features'));
+  const axis = block && block.querySelector('g.role-axis[aria-label^="X-axis"]');
+  return axis ? [...axis.querySelectorAll('g.role-axis-label text')].map(t => t.textContent) : []; }"""
+TABLE = r"""(label) => {
+  const block = [...document.querySelectorAll('.block')].find(e => e.offsetParent && e.innerText.includes(label)
+      && e.querySelector('.virtual-body'));
+  return block ? [...block.querySelectorAll('.virtual-body [role=row]')].map(r =>
+      [...r.querySelectorAll('[role=gridcell]')].map(c => c.innerText.trim())) : []; }"""
+IMAGE_SRC = r"""(label) => {
+  const block = [...document.querySelectorAll('.block')].find(e => e.offsetParent
+      && e.querySelector('[data-testid=block-label]')?.innerText.trim() === label);
+  const img = block && block.querySelector('img');
+  return img && img.naturalWidth > 0 ? img.src : null; }"""
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    port = _free_port()
+    demo = start_app("bundled", port)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    path = _chromium()
+    if path is None:
+        if os.environ.get("REVELIO_REQUIRE_BROWSER"):
+            pytest.fail("chromium is required here (REVELIO_REQUIRE_BROWSER is set); apt-get install -y chromium")
+        pytest.skip("no chromium; `make test` installs it (apt-get install -y chromium)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as driver:
+        launched = driver.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu",
+                                          "--disable-background-networking", "--disable-component-update"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    yield page
+    page.close()
+
+
+def choose(page, label: str, value) -> None:
+    """Pick ``value`` in the visible dropdown labelled ``label``."""
+    box = page.locator(f"input[aria-label='{label}']:visible")
+    box.click()
+    box.fill(str(value))
+    page.wait_for_timeout(300)
+    box.press("Enter")
+    page.wait_for_timeout(500)
+
+
+def screenshot(page, name: str, top: str | None = None) -> None:
+    """A 1280 x 1400 picture of the page (from the element with text ``top`` if given), images loaded."""
+    page.set_viewport_size({"width": 1280, "height": 1400})
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")  # lazy images load
+    page.wait_for_timeout(800)
+    page.evaluate("window.scrollTo(0, 0)")
+    if top:
+        page.get_by_text(top, exact=True).first.evaluate("e => e.scrollIntoView()")
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-in-use.png"))
+
+
+def fetch_image(page, url: str) -> np.ndarray:
+    response = page.request.get(url)
+    assert response.ok, url
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("L"), dtype=np.float32)
+
+
+def test_clicked_examples_are_explored_and_the_chart_shows_the_tables_features(app_url, page):
+    page.goto(app_url)
+    page.wait_for_function(f"() => ({BARS})().length > 0", timeout=60_000)  # the first look, on load
+    examples = page.locator("button.gallery-item:visible")
+    assert examples.count() >= 10
+    previous = page.evaluate(TABLE, "click a row")
+    for index in (1, 7, 8, 5, 3):  # trouser, sneaker, bag, sandal, dress: each a new answer
+        examples.nth(index).click()  # no Explore click: the example runs on its own
+        page.wait_for_function(f"(old) => JSON.stringify(({TABLE})('click a row')) !== old", arg=str(previous).replace("'", '"'),
+                               timeout=30_000)
+        page.wait_for_timeout(700)  # let the chart draw
+        table = page.evaluate(TABLE, "click a row")
+        assert page.evaluate(BARS) == [f"#{row[0]} {row[1]}" for row in table], index
+        previous = table
+    examples.nth(1).click()  # the trousers again, then a row: its feature's details
+    page.wait_for_timeout(2500)
+    rows = page.locator(".virtual-body [role=row]:visible")
+    third = page.evaluate(TABLE, "click a row")[2][0]
+    rows.nth(2).locator("[role=gridcell]").nth(1).click()
+    page.wait_for_function(f"() => [...document.querySelectorAll('h3')].some(h => h.innerText.startsWith('#{third} '))",
+                           timeout=30_000)
+    screenshot(page, "explore")
+
+
+def test_a_painted_mask_keeps_the_steering_inside_it(app_url, page):
+    page.goto(app_url + "?tab=steer")
+    page.wait_for_timeout(3000)
+    choose(page, "Block", "up_blocks.0")
+    choose(page, "Timestep", "600")
+    page.get_by_role("button", name="Suggest features").click()
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(f"() => ({IMAGE_SRC})('Steered') !== null", timeout=60_000)
+    page.wait_for_timeout(1000)  # the baseline becomes the painter's background
+    painter = page.locator(".revelio-mask canvas").first
+    painter.scroll_into_view_if_needed()
+    box = painter.bounding_box()
+    zoom = float(page.locator(".revelio-mask").get_by_text("%").first.inner_text().strip("% ")) / 100
+    side = 256 * zoom  # the canvas (256 px, the baseline's display size) as shown, centred
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    y = cy - side / 2 + 4
+    while y < cy + side / 2:  # the left half, painted in rows from the centre line out
+        page.mouse.move(cx - 8, y)
+        page.mouse.down()
+        page.mouse.move(cx - side / 2 + 2, y, steps=2)
+        page.mouse.up()
+        y += 0.08 * side  # rows closer than the brush is wide (its radius: side / 12)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("() => document.body.innerText.includes('inside the painted mask')", timeout=60_000)
+    page.wait_for_timeout(1000)
+    painted = float(page.get_by_text("inside the painted mask").inner_text().split("mask (")[1].split("%")[0])
+    assert 40 <= painted <= 65, painted  # the left half, and a little past the middle
+    baseline = fetch_image(page, page.evaluate(IMAGE_SRC, "Baseline (same seed, nothing clamped)"))
+    steered = fetch_image(page, page.evaluate(IMAGE_SRC, "Steered"))
+    change = np.abs(baseline - steered)
+    width = change.shape[1]
+    inside, outside = change[:, : int(0.4 * width)].mean(), change[:, int(0.65 * width):].mean()
+    assert inside > 3 * outside and inside > 5, (inside, outside)
+    screenshot(page, "steer")
+
+
+def test_steer_shows_progress_switches_modes_and_keeps_results_on_errors(app_url, page):
+    page.goto(app_url + "?tab=steer")
+    page.wait_for_timeout(3000)
+    page.get_by_text("Sampling: seed, steps, guidance").click()
+    steps = page.locator("input[aria-label='number input for Denoising steps']")
+    steps.fill("100")
+    steps.press("Enter")
+    seed = page.locator("input[aria-label^='Seed']:visible")
+    seed.fill("4321")
+    seed.press("Tab")
+    page.get_by_role("button", name="Generate").click()
+    status = page.locator(".block.revelio-status")
+    seen = set()
+    for _ in range(100):  # 200 denoising steps (baseline, steered): progress per step in the status line
+        text = status.inner_text()
+        if "/200 steps" in text:
+            seen.add(text.split("/200")[0].split()[-1])
+        if page.evaluate(IMAGE_SRC, "Steered"):
+            break
+        page.wait_for_timeout(100)
+    assert len(seen) >= 3, seen
+    page.wait_for_function(f"() => ({IMAGE_SRC})('Steered') !== null", timeout=60_000)
+    before = (page.evaluate(IMAGE_SRC, "Baseline (same seed, nothing clamped)"), page.evaluate(IMAGE_SRC, "Steered"))
+
+    page.locator("label:visible", has_text="pooled (one code per image)").click()  # a pooled SAE has no class maps
+    page.wait_for_timeout(1000)
+    modes = page.locator("input[type=radio][name]:visible").evaluate_all(
+        "els => els.filter(e => e.closest('.block').innerText.includes('Clamp each feature to')).map(e => [e.value, e.checked])")
+    assert [mode for mode, _ in modes] == ["value"] and modes[0][1], modes
+    assert not page.locator(".revelio-mask").is_visible()
+
+    high = page.locator("input[aria-label^='number input for Steer from t']")
+    high.fill("100")  # below "down to t" (500): an error
+    high.press("Enter")
+    page.get_by_role("button", name="Suggest features").click()
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("() => document.body.innerText.includes('the window runs from t high down to t low')",
+                           timeout=30_000)
+    assert (page.evaluate(IMAGE_SRC, "Baseline (same seed, nothing clamped)"), page.evaluate(IMAGE_SRC, "Steered")) == before
+    for label in ("Baseline (same seed, nothing clamped)", "Steered"):  # no error overlay over the last result
+        block = page.locator(".block", has=page.locator(f"[data-testid=block-label]:text-is('{label}')"))
+        assert not block.locator(".error").is_visible()
+
+
+def test_the_atlas_searches_clicks_and_downloads(app_url, page):
+    page.goto(app_url + "?tab=atlas")
+    page.wait_for_timeout(3000)
+    listed = page.evaluate(TABLE, "Features by purity")
+    assert len(listed) >= 15  # listed before any click (the table draws the rows in view)
+    search = page.get_by_placeholder("e.g. Trouser, or 36")
+    search.fill("Trouser")
+    search.press("Enter")
+    page.wait_for_function(f"() => ({TABLE})('Features by purity').every(r => r[1].includes('Trouser'))", timeout=30_000)
+    rows = page.evaluate(TABLE, "Features by purity")
+    page.wait_for_timeout(1000)  # the list's CSV follows the list
+    with page.expect_download() as download:
+        page.get_by_text("Download this list (CSV)").click()
+    lines = download.value.path().read_text().splitlines()
+    assert lines[0] == "feature,label,purity,image frequency,max activation"
+    assert all("Trouser" in line for line in lines[1:]) and [line.split(",")[0] for line in lines[1:len(rows) + 1]] == [
+        row[0] for row in rows]
+    table = page.locator(".block", has_text="Features by purity")
+    table.locator(".virtual-body [role=row]").nth(1).locator("[role=gridcell]").nth(1).click()
+    page.wait_for_function(f"() => [...document.querySelectorAll('h3')].some(h => h.offsetParent && "
+                           f"h.innerText.startsWith('#{rows[1][0]} '))", timeout=30_000)
+    with page.expect_download() as grid:
+        page.get_by_text("Download the probe grid (CSV)").click()
+    assert grid.value.path().read_text().startswith("features,probe,hook,timestep,test_accuracy")
+    screenshot(page, "atlas", top="Feature browser")
+
+
+def test_a_clicked_example_is_classified(app_url, page):
+    page.goto(app_url + "?tab=classify")
+    page.wait_for_timeout(3000)
+    page.locator("button.gallery-item:visible").nth(1).click()  # the trousers
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=label-output-value]')]"
+                           ".some(e => e.offsetParent && e.innerText.includes('Trouser'))", timeout=30_000)
+    screenshot(page, "classify")
