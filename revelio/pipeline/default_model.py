@@ -1,12 +1,14 @@
 """The small class-conditional pixel diffusion model that revelio bundles (Fashion-MNIST), trained from scratch.
 
 A diffusers UNet2DModel with class embeddings plus one null class (labels are dropped to it
-``label_dropout`` of the time, for classifier-free guidance), epsilon prediction, AdamW with
-warm-up and cosine decay, and EMA weights, which are what gets saved. Deterministic given the seed
-(data order, noise and label dropout all come from seeded generators). The output is a diffusers
-pipeline folder sampled with DPM-Solver++ (clearly better samples than DDIM at this training
-budget) plus revelio.json (class names, null class, default guidance, this config), loadable with
-:func:`revelio.load_backbone`.
+``label_dropout`` of the time, for classifier-free guidance), epsilon or v prediction, optional
+self-attention at the lowest resolution, AdamW with warm-up and cosine decay, and EMA weights,
+which are what gets saved. Deterministic given the seed (data order, noise and label dropout all
+come from seeded generators), and resumable: every ``save_every`` steps the whole training state
+(weights, EMA, optimiser, schedule, generator, data order) is checkpointed, and rerunning the same
+command after a crash or kill -9 continues from it to the same weights as an uninterrupted run.
+The output is a diffusers pipeline folder sampled with DPM-Solver++ plus revelio.json (class
+names, null class, default guidance, this config), loadable with :func:`revelio.load_backbone`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from revelio.config import option, to_json
 
@@ -26,6 +28,9 @@ if TYPE_CHECKING:
     from diffusers.training_utils import EMAModel
 
 PIPELINE_DIR = "pipeline"
+CHECKPOINT_FILE = "checkpoint.pt"  # the training state at the last save (torch.save; loaded weights_only)
+RUN_FILE = "training.json"  # the command's config: a rerun resumes only the same command
+LOG_FILE = "training_log.jsonl"
 
 
 @dataclass
@@ -39,6 +44,8 @@ class DefaultModelConfig:
     resolution: int = option(28)
     channels: list[int] = option([32, 64, 64], "block widths")
     layers_per_block: int = option(1)
+    attention: bool = option(False, "self-attention in the lowest-resolution blocks")
+    prediction_type: Literal["epsilon", "v_prediction"] = option("epsilon", "what the UNet predicts")
     steps: int = option(20000)
     batch_size: int = option(64)
     lr: float = option(2e-3)
@@ -46,12 +53,15 @@ class DefaultModelConfig:
     ema_decay: float = option(0.999)
     label_dropout: float = option(0.1, "share of labels replaced by the null class")
     guidance_scale: float = option(2.5, "default guidance stored with the model")
-    save_every: int = option(2000, "steps between saves of the EMA pipeline")
+    save_every: int = option(2000, "steps between saves of the EMA pipeline and the training checkpoint")
+    threads: int | None = option(None, "torch CPU threads (default: torch's choice)")
+    overwrite: bool = option(False, "start over instead of resuming the run in --out")
     seed: int = option(0)
 
 
 def train_default_model(config: DefaultModelConfig) -> Path:
-    """Train the model, saving the EMA pipeline every ``save_every`` steps and at the end; returns its folder."""
+    """Train (or resume) the model, saving the EMA pipeline and a checkpoint every ``save_every``
+    steps and at the end; returns the pipeline folder."""
     import torch
     import torch.nn.functional as F
     from diffusers import DDPMScheduler, UNet2DModel
@@ -60,7 +70,10 @@ def train_default_model(config: DefaultModelConfig) -> Path:
 
     from revelio.data.datasets import load_image_dataset
     from revelio.data.images import load_image, to_pixels
+    from revelio.pipeline.runs import check_same_command
 
+    if config.threads:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     data = load_image_dataset(config.dataset, "train", config.image_column, config.label_column)
     if data.class_names is None:
@@ -71,13 +84,16 @@ def train_default_model(config: DefaultModelConfig) -> Path:
     labels = torch.tensor(data.labels)
     null_class = len(data.class_names)
     depth = len(config.channels)
+    lowest = lambda i: config.attention and i == depth - 1  # noqa: E731 - the attention level, counted from the top
     unet = UNet2DModel(
         sample_size=config.resolution, in_channels=channels, out_channels=channels,
         block_out_channels=tuple(config.channels), layers_per_block=config.layers_per_block,
-        down_block_types=("DownBlock2D",) * depth, up_block_types=("UpBlock2D",) * depth,
-        add_attention=False, norm_num_groups=min(16, config.channels[0]), num_class_embeds=null_class + 1,
+        down_block_types=tuple("AttnDownBlock2D" if lowest(i) else "DownBlock2D" for i in range(depth)),
+        up_block_types=tuple("AttnUpBlock2D" if lowest(depth - 1 - i) else "UpBlock2D" for i in range(depth)),
+        add_attention=config.attention, norm_num_groups=min(16, config.channels[0]), num_class_embeds=null_class + 1,
     )
-    noise_schedule = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
+    noise_schedule = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                                   prediction_type=config.prediction_type)
     ema = EMAModel(unet.parameters(), decay=config.ema_decay, use_ema_warmup=True)
     opt = torch.optim.AdamW(unet.parameters(), lr=config.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -85,10 +101,30 @@ def train_default_model(config: DefaultModelConfig) -> Path:
     )
     generator = torch.Generator().manual_seed(config.seed)
     config.out.mkdir(parents=True, exist_ok=True)
-    order, cursor, started = torch.randperm(len(labels), generator=generator), 0, time.time()
-    # The log is appended as training goes (a crash keeps what was logged), so it is not written atomically.
-    with open(config.out / "training_log.jsonl", "w") as log:
-        bar = tqdm(range(1, config.steps + 1), desc="train model", unit="step")
+    if config.overwrite:
+        for name in (CHECKPOINT_FILE, RUN_FILE, LOG_FILE):
+            (config.out / name).unlink(missing_ok=True)
+    check_same_command(config, config.out / RUN_FILE, "a training run", ignore=("overwrite", "threads"))
+    order, cursor = torch.randperm(len(labels), generator=generator), 0
+    first = 1
+    if (config.out / CHECKPOINT_FILE).is_file():
+        state = torch.load(config.out / CHECKPOINT_FILE, weights_only=True)  # a file this function wrote
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        order, cursor, first = state["order"], int(state["cursor"]), int(state["step"]) + 1
+    started = time.time()
+    # The log is appended as training goes (a crash keeps what was logged), so it is not written
+    # atomically; on resume, lines past the checkpoint (steps that will be redone) are dropped.
+    with open(config.out / LOG_FILE, "a+") as log:
+        log.seek(0)
+        kept = [line for line in log if line.strip() and json.loads(line)["step"] < first]
+        log.seek(0)
+        log.truncate()
+        log.writelines(kept)
+        bar = tqdm(range(first, config.steps + 1), desc="train model", unit="step", initial=first - 1, total=config.steps)
         for step in bar:
             if cursor + config.batch_size > len(order):
                 order, cursor = torch.randperm(len(labels), generator=generator), 0
@@ -98,7 +134,8 @@ def train_default_model(config: DefaultModelConfig) -> Path:
             y[torch.rand(len(y), generator=generator) < config.label_dropout] = null_class
             noise = torch.randn(x0.shape, generator=generator)
             t = torch.randint(0, 1000, (len(y),), generator=generator)
-            loss = F.mse_loss(unet(noise_schedule.add_noise(x0, noise, t), t, class_labels=y).sample, noise)
+            target = noise if config.prediction_type == "epsilon" else noise_schedule.get_velocity(x0, noise, t)
+            loss = F.mse_loss(unet(noise_schedule.add_noise(x0, noise, t), t, class_labels=y).sample, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -111,7 +148,21 @@ def train_default_model(config: DefaultModelConfig) -> Path:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             if step % config.save_every == 0 or step == config.steps:
                 save(unet, ema, noise_schedule, data.class_names, null_class, config, step)
+                _checkpoint(config.out / CHECKPOINT_FILE, {
+                    "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+                    "schedule": schedule.state_dict(), "generator": generator.get_state(),
+                    "order": order, "cursor": cursor, "step": step,
+                })
     return config.out / PIPELINE_DIR
+
+
+def _checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write the training state atomically: a kill during the write keeps the previous checkpoint."""
+    import torch
+
+    staging = path.with_suffix(".tmp")
+    torch.save(state, staging)
+    staging.replace(path)
 
 
 def save(

@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from revelio.config import option, to_json
+from revelio.config import option
 
 RUN_FILE = "extraction.json"  # the command's config: a rerun resumes only the same command
 
@@ -61,6 +61,7 @@ def extract_to_cache(config: ExtractionConfig) -> dict:
 
     import revelio
     from revelio.data.datasets import load_image_dataset
+    from revelio.pipeline.runs import check_same_command
     from revelio.pipeline.extract_parts import (
         DATASET_FILE,
         LABELS_FILE,
@@ -75,7 +76,7 @@ def extract_to_cache(config: ExtractionConfig) -> dict:
         for name in (PARTS_DIR, RUN_FILE, DATASET_FILE, LABELS_FILE):
             shutil.rmtree(config.out / name, ignore_errors=True) if (config.out / name).is_dir() else (config.out / name).unlink(missing_ok=True)
     state.wait_for_everyone()
-    _check_same_command(config, state.is_main_process)
+    check_same_command(config, config.out / RUN_FILE, "an extraction", ignore=("overwrite",), record=state.is_main_process)
     state.wait_for_everyone()
     # each process on its own GPU under accelerate/torchrun ("cuda" alone would put all on cuda:0)
     device = state.device if state.device.type == "cuda" and config.device in (None, "cuda") else config.device
@@ -95,21 +96,3 @@ def extract_to_cache(config: ExtractionConfig) -> dict:
         print(json.dumps(summary), flush=True)
     state.wait_for_everyone()
     return summary
-
-
-def _check_same_command(config: ExtractionConfig, record: bool) -> None:
-    """Resume only what this command started: a cache begun with other settings is refused."""
-    from revelio.storage.files import read_json, write_json
-
-    wanted = {k: v for k, v in to_json(config).items() if k != "overwrite"}
-    path = config.out / RUN_FILE
-    if path.is_file():
-        started = read_json(path)
-        changed = sorted(k for k in set(started) | set(wanted) if started.get(k) != wanted.get(k))
-        if changed:
-            raise SystemExit(
-                f"{config.out} holds an extraction started with other settings ({', '.join(f'{k}: {started.get(k)!r} -> {wanted.get(k)!r}' for k in changed)}); "
-                "rerun the same command to resume it, pass --overwrite to start over, or use another --out"
-            )
-    elif record:
-        write_json(wanted, path)

@@ -1,0 +1,86 @@
+"""The bundled model's trainer: a kill -9 resumes to the same weights; a changed command is refused;
+the recipe options (v prediction, attention) give a pipeline revelio loads and samples."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import revelio
+from revelio.storage.files import read_safetensors
+from tests.test_train_cli import ROOT, run
+
+STEPS = 120
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("model-images")
+    rng = np.random.default_rng(2)
+    for label, brightness in (("dark", 40), ("light", 200)):
+        (root / label).mkdir()
+        for i in range(20):
+            Image.fromarray(np.clip(rng.normal(brightness, 30, (16, 16)), 0, 255).astype(np.uint8)).save(root / label / f"{i}.png")
+    return root
+
+
+def command(folder: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "train/train_default_model.py", "--dataset", str(folder), "--out", str(out), "--resolution", "16",
+            "--channels", "8", "16", "--attention", "--prediction-type", "v_prediction", "--steps", str(STEPS),
+            "--batch-size", "8", "--warmup-steps", "5", "--save-every", "10", "--threads", "1", *extra]
+
+
+def weights(out: Path) -> dict[str, torch.Tensor]:
+    return read_safetensors(out / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def reference(folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted-model")
+    run(*command(folder, out))
+    return out
+
+
+def test_a_killed_training_resumes_to_the_same_weights(folder, reference, tmp_path):
+    out = tmp_path / "killed"
+    process = subprocess.Popen(command(folder, out), cwd=ROOT, env=os.environ.copy(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoint.pt").is_file() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    trained = json.loads((out / "pipeline" / "revelio.json").read_text())["trained_steps"]
+    assert trained < STEPS, f"the run finished ({trained} steps) before it could be killed"
+    run(*command(folder, out))
+    assert json.loads((out / "pipeline" / "revelio.json").read_text())["trained_steps"] == STEPS
+    resumed, expected = weights(out), weights(reference)
+    assert resumed.keys() == expected.keys()
+    assert all(torch.equal(resumed[name], expected[name]) for name in expected)
+    steps = [json.loads(line)["step"] for line in (out / "training_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(50, STEPS + 1, 50)), "the log holds each step once"
+
+
+def test_a_changed_command_refuses_to_resume(folder, reference):
+    failed = subprocess.run(command(folder, reference, "--lr", "0.01"), cwd=ROOT, capture_output=True, text=True)
+    assert failed.returncode != 0
+    assert "started with other settings" in failed.stderr and "lr: 0.002 -> 0.01" in failed.stderr
+
+
+def test_the_recipe_gives_a_v_prediction_model_with_attention_that_samples(reference):
+    backbone = revelio.load_backbone(reference / "pipeline", device="cpu")
+    assert backbone.pipeline.scheduler.config.prediction_type == "v_prediction"
+    assert any("Attn" in type(block).__name__ for block in backbone.unet.down_blocks)
+    assert backbone.class_names == ["dark", "light"]
+    images = backbone.generate("light", seed=0, num_images=2, num_inference_steps=4, output_type="pt")
+    assert images.shape == (2, 1, 16, 16) and torch.isfinite(images).all()
