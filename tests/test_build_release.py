@@ -62,6 +62,10 @@ def test_release_has_every_artifact_of_the_layout(release_dir):
     assert not list(release_dir.rglob("checkpoints")), "training checkpoints stay in the work folder"
     for name in ("probe_grid", "sae_grid", "quality_gate"):
         assert json.loads((release_dir / "metrics" / f"{name}.json").read_text())
+    purity = json.loads((release_dir / "metrics" / "monosemanticity.json").read_text())
+    assert {(r["hook"], r["timestep"], r["pooling"]) for r in purity["cells"]} == {
+        (h, int(t), p) for h in HOOKS for t in TIMESTEPS for p in ("mean", "none")}
+    assert all(0 < r[k] <= 1 for r in purity["cells"] for k in ("sae", "random_directions", "neurons"))
     for plot in ("samples", "sae_normalized_mse_mean", "sae_dead_fraction_none", "probe_accuracy_diffusion_linear"):
         assert (release_dir / "plots" / f"{plot}.png").stat().st_size > 1000
 
@@ -74,6 +78,7 @@ def test_card_renders_metadata_tables_and_loading_code(release_dir):
     assert 'revelio.load_release("someone/tiny-release")' in text
     assert all(f"| {hook} |" in text for hook in HOOKS), "grid tables list every block"
     assert "{{" not in text and "python train/build_release.py" in text
+    assert "Monosemanticity" in text and "random directions" in text, "the card shows the purity baselines"
 
 
 def test_load_release_gives_working_artifacts(release_dir, split_folder):

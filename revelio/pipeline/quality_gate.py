@@ -31,7 +31,8 @@ class QualityGateConfig:
     image_column: str | None = option(None)
     label_column: str | None = option(None)
     classifier: Path | None = option(None, "reference classifier folder (default: <out>/reference_classifier); trained when missing")
-    epochs: int = option(3, "reference classifier epochs")
+    epochs: int = option(12, "reference classifier epochs")
+    classifier_width: int = option(64, "reference classifier conv width (12 epochs at 64 reach 0.91+ on Fashion-MNIST's real test images)")
     per_class: int = option(100, "samples generated per class")
     steps: int = option(25, "denoising steps per sample (25 suits DPM-Solver++)")
     guidance_scale: float | None = option(None, "default: the model's own")
@@ -64,7 +65,7 @@ def reference_classifier(config: QualityGateConfig, resolution: int, channels: i
         classifier = ReferenceClassifier.from_pretrained(folder)
         return classifier, classifier.accuracy(test_x, test_y)
     train_x, train_y, _ = real_images(config, "train", resolution, channels)
-    classifier = ReferenceClassifier.fit(train_x, train_y, names, epochs=config.epochs, seed=config.seed,
+    classifier = ReferenceClassifier.fit(train_x, train_y, names, epochs=config.epochs, seed=config.seed, width=config.classifier_width,
                                          dataset=config.dataset, trained_on="real training images", config=to_json(config))
     classifier.metadata["test_accuracy"] = classifier.accuracy(test_x, test_y)
     classifier.save_pretrained(folder)

@@ -66,7 +66,7 @@ class ReleaseConfig:
     probe_max_train: int = option(6000)
     probe_epochs: int = option(5, "Diff-C epochs")
     per_class: int = option(100, "quality-gate samples per class")
-    classifier_epochs: int = option(3)
+    classifier_epochs: int = option(12)
     repo_id: str = option("bundled", "the Hub repo id shown in the card's loading example")
     seed: int = option(0)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
@@ -100,6 +100,7 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
     from revelio.pipeline.quality_gate import QualityGateConfig, run_quality_gate
     from revelio.pipeline.saes import SAEGridConfig, train_sae_grid
     from revelio.release.card import render_card
+    from revelio.release.monosemanticity import MonosemanticityConfig, measure_monosemanticity
     from revelio.release.exemplars import (
         thumbnail_side,
         write_exemplars,
@@ -175,7 +176,8 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
         commands=[command, *steps.commands], config=to_json(config),
     )
     write_json(info.to_json(), out / RELEASE_FILE)
-    render_card(info.to_json(), probe_grid, sae_rows, quality, config.repo_id, out)
+    purity = measure_monosemanticity(MonosemanticityConfig(release=str(out), seed=config.seed, device=config.device))
+    render_card(info.to_json(), probe_grid, sae_rows, quality, config.repo_id, out, purity)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"release written to {out}: {size / 2**20:.1f} MiB; best cell {best['hook']} t={best['timestep']} "
           f"({best['probe']}, test accuracy {best['test_accuracy']:.4f})")

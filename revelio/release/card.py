@@ -13,7 +13,20 @@ def markdown_table(values: dict[tuple[str, int], str], hooks: list[str], timeste
     return "\n".join(lines)
 
 
-def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dict | None, repo_id: str, out: Path) -> None:
+def purity_tables(purity: dict | None, hooks: list[str], timesteps: list[int]) -> dict[str, str]:
+    """One table per pooling of "SAE / random / neurons" purity (metrics/monosemanticity.json)."""
+    from revelio.grid import POOLING_NAMES
+
+    tables = {}
+    for pooling in dict.fromkeys(r["pooling"] for r in (purity or {}).get("cells", [])):
+        cells = {(r["hook"], r["timestep"]): f"{r['sae']:.2f} / {r['random_directions']:.2f} / {r['neurons']:.2f}"
+                 for r in purity["cells"] if r["pooling"] == pooling}
+        tables[POOLING_NAMES[pooling]] = markdown_table(cells, hooks, timesteps)
+    return tables
+
+
+def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dict | None, repo_id: str, out: Path,
+                purity: dict | None = None) -> None:
     """README.md from hub_cards/release.md: YAML metadata plus the grid tables."""
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -42,5 +55,7 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
         probe_table=probe_table, sae_table=sae_table, pixel_baseline="n/a" if pixels is None else f"{pixels:.3f}",
         has_model=(out / "model" / "model_index.json").is_file(), commands=info["commands"],
         conditioning=info["conditioning"], prompt_template=info["prompt_template"], quality_gate_skipped=info["quality_gate_skipped"],
+        purity_tables=purity_tables(purity, hooks, timesteps), purity_images=(purity or {}).get("images"),
+        purity_top_k=(purity or {}).get("top_k"),
     )
     card.save(out / "README.md")

@@ -126,9 +126,12 @@ class Release:
         """``metrics/<name>.json``, e.g. "probe_grid", "sae_grid", "quality_gate"."""
         path = self.root / METRICS_DIR / f"{name}.json"
         if not path.is_file():
-            found = sorted(p.stem for p in (self.root / METRICS_DIR).glob("*.json"))
-            raise FileNotFoundError(f"this release has no metrics {name!r}; it has {found}")
+            raise FileNotFoundError(f"this release has no metrics {name!r}; it has {self.metric_names()}")
         return read_json(path)
+
+    def metric_names(self) -> list[str]:
+        """The names :meth:`metrics` accepts for this release."""
+        return sorted(p.stem for p in (self.root / METRICS_DIR).glob("*.json"))
 
     def plots(self) -> dict[str, Path]:
         """Every picture in ``plots/``, by file stem."""

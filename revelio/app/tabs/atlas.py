@@ -67,6 +67,20 @@ class AtlasTab:
         row = evt.row_value if isinstance(evt.row_value, list) else None
         return gr.Dropdown(value=int(row[0])) if row and isinstance(row[0], (int, float)) else gr.skip()
 
+    def purity(self, purity: dict, hooks: list[str], timesteps: list[int]) -> None:
+        """Per pooling, held-out label purity of the SAE's features beside random directions and neurons."""
+        with gr.Row():
+            gr.Markdown(f"### Monosemanticity: label purity on {purity['images']} held-out images\nA direction's top "
+                        f"{purity['top_k']} images weighted by its activation: the share on their main class. SAE "
+                        "features against random directions of the same space and the block's own channels (neurons).")
+            gr.DownloadButton("Download the purity grid (CSV)", frame_csv(pd.DataFrame(purity["cells"]), "purity-grid.csv"),
+                              size="sm", variant="secondary", scale=0, min_width=260)
+        for pooling in dict.fromkeys(r["pooling"] for r in purity["cells"]):
+            with gr.Row():
+                for column, name in (("sae", "SAE features"), ("random_directions", "random directions"), ("neurons", "neurons")):
+                    gr.Dataframe(grid_frame(purity["cells"], column, hooks, timesteps, pooling=pooling),
+                                 label=f"{name}: {POOLING_NAMES[pooling]} SAEs", interactive=False, min_width=300)
+
     def build(self) -> None:
         release, state = self.state.release, self.state
         hooks, timesteps = release.hooks, release.timesteps
@@ -88,6 +102,8 @@ class AtlasTab:
             for pooling in release.poolings:
                 gr.Dataframe(grid_frame(sae_rows, "normalized_mse", hooks, timesteps, pooling=pooling),
                              label=f"{POOLING_NAMES[pooling]} SAEs", interactive=False, min_width=400)
+        if "monosemanticity" in release.metric_names():
+            self.purity(release.metrics("monosemanticity"), hooks, timesteps)
         gr.Gallery([(str(path), plot_caption(name)) for name, path in release.plots().items()],
                    label="Grid pictures", columns=3, object_fit="contain", elem_classes=["revelio-gallery"])
         gr.Markdown("### Feature browser\nEvery feature of one SAE that fired on the training images, purest first "

@@ -1,0 +1,21 @@
+"""Held-out label purity of a release's SAE features against random directions and neurons.
+
+Writes <release>/metrics/monosemanticity.json, shown in the app's Atlas and the release card.
+
+  python train/measure_monosemanticity.py --release releases/fashion-mnist
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from revelio.config import parse
+from revelio.release.monosemanticity import MonosemanticityConfig, measure_monosemanticity
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return measure_monosemanticity(parse(MonosemanticityConfig, argv, __doc__))
+
+
+if __name__ == "__main__":
+    main()
