@@ -85,9 +85,14 @@ def test_steering_measurement_runs_on_the_release(tmp_path):
     from tests.test_train_cli import run
 
     run(sys.executable, "train/measure_steering.py", "--release", "bundled", "--cells", "mid_block:100",
-        "--features-per-class", "2", "--per-source", "1", "--steps", "2", "--out", str(tmp_path))
+        "--features-per-class", "2", "--per-source", "1", "--steps", "2", "--strengths", "1", "4", "--budget", "1",
+        "--out", str(tmp_path))
     result = json.loads((tmp_path / "steering.json").read_text())
     assert set(result["per_class"]) == set(FASHION_MNIST_CLASSES) and 0 <= result["mean_success"] <= 1
+    assert [row["strength"] for row in result["sweep"]] == [1, 4] and result["within_budget"]
+    best = max(result["sweep"], key=lambda row: row["mean_success"])
+    assert result["mean_success"] == best["mean_success"], "the most successful strength within the budget is chosen"
+    assert set(result["sweep"][0]["success_per_class"]) == set(FASHION_MNIST_CLASSES)
     chosen = [len(f) for c in result["per_class"].values() for f in c["features"]]
     assert chosen and max(chosen) == 2, "at most the two most selective features per class and SAE"
     assert result["side_effect"]["unrelated_mean_abs_pixel_change"] > 0

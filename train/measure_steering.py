@@ -9,13 +9,13 @@ real images only), or its best probe when it has none, says how many images are 
 rate, against the unsteered baseline's rate. Two ways to clamp:
 
 - ``--clamp-to class-map`` (spatial SAEs, the default): the features with the most extra
-  activation on c's images (summed over locations) are clamped to --strength x their mean
+  activation on c's images (summed over locations) are clamped to --strengths x their mean
   activation map on c's images, measured on the release's held-out test images;
 - ``--clamp-to max``: the features carrying most activation on c among those mostly active on it
-  (label purity) are clamped to --strength x their largest training activation, everywhere.
+  (label purity) are clamped to --strengths x their largest training activation, everywhere.
 
 Side effect: the same number of features unrelated to any class (the lowest label purity),
-clamped the same way (to --strength x their mean map over all images, or x their max), shows how
+clamped the same way (to --strengths x their mean map over all images, or x their max), shows how
 far images move in pixel space (mean absolute change in [0, 1] units) and how often their
 predicted class changes, next to the same numbers for class steering.
 

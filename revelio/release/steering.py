@@ -42,7 +42,8 @@ class SteeringMeasureConfig:
     clamp_to: Literal["class-map", "max"] = option("class-map")
     features_per_class: int = option(16, "per SAE")
     min_frequency: float = option(0.005, "features rarer than this are not chosen (label-purity selection and unrelated features)")
-    strength: float = option(2.0, "multiplies the class map (or the max activation)")
+    strengths: list[float] = option([2.0], "each multiplies the class map (or the max activation); several: a sweep")
+    budget: float = option(0.25, "most share of images the unrelated-feature clamps may relabel at the chosen strength")
     window: list[int] = option([999, 0], "T_HIGH T_LOW: steer only at timesteps in this range")
     per_source: int = option(5, "images per source (an unconditional model's one source gets this x the classes)")
     source_prompt: str = option("a photo of a {}", 'text models: the prompt of each source class; "" for the empty prompt')
@@ -75,7 +76,7 @@ class _Steering:
     backbone: Backbone
     saes: list[tuple[KSparseAutoencoder, ClassCodeMaps | None]]
 
-    def edits(self, target: int | None) -> list[FeatureEdit]:
+    def edits(self, target: int | None, strength: float) -> list[FeatureEdit]:
         """One FeatureEdit per SAE: class ``target``'s selective features, or (None) unrelated ones."""
         from revelio.steering import FeatureEdit
         from revelio.steering.selection import (
@@ -91,7 +92,7 @@ class _Steering:
                 chosen = unrelated_features(stats, n, config.min_frequency)
             else:
                 chosen = steering_features(stats, target, n, maps, min_frequency=config.min_frequency)
-            clamp = clamp_targets(chosen, config.strength, stats, maps, target)
+            clamp = clamp_targets(chosen, strength, stats, maps, target)
             if clamp:  # an SAE may have no feature that qualifies
                 edits.append(FeatureEdit(sae, clamp=clamp, timesteps=(config.window[0], config.window[1])))
         return edits
@@ -179,7 +180,10 @@ def _mean(values: list[float]) -> float:
 
 
 def measure_steering(config: SteeringMeasureConfig) -> dict[str, Any]:
-    """Steer towards every class and with unrelated features; returns (and with ``out`` writes) steering.json."""
+    """Steer towards every class and with unrelated features at each strength; the result is the
+    measurement at the chosen strength (the most successful one whose unrelated-feature clamps
+    relabel at most ``budget`` of the images) plus the whole sweep. Returns (and with ``out``
+    writes) steering.json."""
     import revelio
 
     cells = checked_cells(config)
@@ -187,13 +191,41 @@ def measure_steering(config: SteeringMeasureConfig) -> dict[str, Any]:
     backbone = release.backbone()
     judged_by, predict = judge(release, backbone)
     steering = _load(config, cells, release, backbone)
-    names = release.class_names
-    origins = sources(config, backbone, names)
+    origins = sources(config, backbone, release.class_names)
     baseline = {o.index: steering.images(o, None) for o in origins}
     baseline_pred = {i: predict(x) for i, x in baseline.items()}
+    sweep = [_measure_at(strength, steering, origins, release.class_names, baseline, baseline_pred, predict)
+             for strength in config.strengths]
+    within = [m for m in sweep if m["side_effect"]["unrelated_class_change_rate"] <= config.budget]
+    chosen = max(within or sweep, key=lambda m: (m["mean_success"], -m["strength"]))
+    result = {
+        "release": config.release, "cells": [f"{h}:{t}" for h, t in cells], "pooling": config.pooling,
+        "clamp_to": config.clamp_to, "features_per_class": config.features_per_class,
+        "window": list(config.window), "sources": [{"name": o.name, "condition": o.condition, "images": o.count} for o in origins],
+        "judge": judged_by, "num_inference_steps": config.steps,
+        "seed": config.seed, "guidance_scale": config.guidance_scale or backbone.default_guidance_scale,
+        **chosen, "budget": config.budget, "within_budget": bool(within),
+        "sweep": [{"strength": m["strength"], "mean_success": m["mean_success"], "mean_baseline": m["mean_baseline"],
+                   **{k: v for k, v in m["side_effect"].items() if k not in ("unrelated_features", "unrelated_labels")},
+                   "success_per_class": {name: c["success"] for name, c in m["per_class"].items()}} for m in sweep],
+        "config": to_json(config),
+    }
+    print(f"chosen strength {result['strength']:g} ({'within' if within else 'NOT within'} the budget of "
+          f"{config.budget:.2f} relabelled by unrelated features): steering success {result['mean_success']:.3f} "
+          f"(unsteered baseline {result['mean_baseline']:.3f}, judged by {judged_by})")
+    if config.out is not None:
+        from revelio.storage.files import write_json
+
+        write_json(result, config.out / "steering.json")
+    return result
+
+
+def _measure_at(strength: float, steering: _Steering, origins: list[Source], names: list[str], baseline: dict,
+                baseline_pred: dict, predict: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+    """Success towards every class and the side effects of unrelated features, at one strength."""
     per_class, class_moves, class_flips = {}, [], []
     for target, name in enumerate(names):
-        edits = steering.edits(target)
+        edits = steering.edits(target, strength)
         hits = base_hits = total = 0
         for origin in origins:
             if origin.label == target:
@@ -207,21 +239,16 @@ def measure_steering(config: SteeringMeasureConfig) -> dict[str, Any]:
             class_flips.append(float((predicted != baseline_pred[origin.index]).float().mean()))
         features, labels = _chosen(edits)
         per_class[name] = {"features": features, "labels": labels, "success": hits / total, "baseline": base_hits / total}
-        print(json.dumps({"target": name, **per_class[name]}), flush=True)
-
-    unrelated = steering.edits(None)
+        print(json.dumps({"strength": strength, "target": name, **per_class[name]}), flush=True)
+    unrelated = steering.edits(None, strength)
     moves, flips = [], []
     for origin in origins:
         steered = steering.images(origin, unrelated)
         moves.append((steered - baseline[origin.index]).abs().mean().item())
         flips.append(float((predict(steered) != baseline_pred[origin.index]).float().mean()))
     side_features, side_labels = _chosen(unrelated)
-    result = {
-        "release": config.release, "cells": [f"{h}:{t}" for h, t in cells], "pooling": config.pooling,
-        "clamp_to": config.clamp_to, "features_per_class": config.features_per_class, "strength": config.strength,
-        "window": list(config.window), "sources": [{"name": o.name, "condition": o.condition, "images": o.count} for o in origins],
-        "judge": judged_by, "num_inference_steps": config.steps,
-        "seed": config.seed, "guidance_scale": config.guidance_scale or backbone.default_guidance_scale,
+    measured = {
+        "strength": strength,
         "mean_success": _mean([c["success"] for c in per_class.values()]),
         "mean_baseline": _mean([c["baseline"] for c in per_class.values()]),
         "per_class": per_class,
@@ -230,14 +257,8 @@ def measure_steering(config: SteeringMeasureConfig) -> dict[str, Any]:
             "unrelated_mean_abs_pixel_change": _mean(moves), "unrelated_class_change_rate": _mean(flips),
             "class_steering_mean_abs_pixel_change": _mean(class_moves), "class_steering_class_change_rate": _mean(class_flips),
         },
-        "config": to_json(config),
     }
-    print(f"steering success {result['mean_success']:.3f} (unsteered baseline {result['mean_baseline']:.3f}, judged by "
-          f"{judged_by}); unrelated features move pixels by {result['side_effect']['unrelated_mean_abs_pixel_change']:.4f} "
-          f"and change the class of {result['side_effect']['unrelated_class_change_rate']:.3f} of images "
-          f"(class steering: {result['side_effect']['class_steering_mean_abs_pixel_change']:.4f})")
-    if config.out is not None:
-        from revelio.storage.files import write_json
-
-        write_json(result, config.out / "steering.json")
-    return result
+    print(f"strength {strength:g}: success {measured['mean_success']:.3f} (baseline {measured['mean_baseline']:.3f}); "
+          f"unrelated features move pixels by {_mean(moves):.4f} and relabel {_mean(flips):.3f} of images "
+          f"(class steering moves them by {_mean(class_moves):.4f})", flush=True)
+    return measured

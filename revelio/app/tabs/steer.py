@@ -174,6 +174,18 @@ class Generator:
         return baseline, steered, clamp
 
 
+def measured_strength(state: AppState, cell: Cell, fallback: float = 2.0) -> float:
+    """The class-map strength the release's steering measurement chose within its side-effect
+    budget (metrics/steering.json), when it measured the app's own default: this cell, clamped to
+    class maps, from pure noise down to the middle timestep; else ``fallback``."""
+    if "steering" not in state.release.metric_names():
+        return fallback
+    measured, steps = state.release.metrics("steering"), state.backbone.num_train_timesteps
+    same = (measured.get("cells") == [f"{cell.hook}:{cell.timestep}"] and measured.get("pooling") == cell.pooling
+            and measured.get("clamp_to") == "class-map" and measured.get("window") == [steps - 1, steps // 2])
+    return float(measured["strength"]) if same and measured.get("within_budget") else fallback
+
+
 class SteerTab:
     """The Steer tab: its events (a shared baseline cache behind them) and its layout."""
 
@@ -339,7 +351,7 @@ class SteerTab:
                                        label="Features to clamp (type to search by label or id)")
                 clamp_to = gr.Radio(clamp_modes(steer_cell.pooling), value="class-map" if spatial else "value",
                                     label="Clamp each feature to")
-                strength = gr.Slider(*STRENGTH, 2, step=0.25, label="Value")
+                strength = gr.Slider(*STRENGTH, measured_strength(state, steer_cell), step=0.25, label="Value")
                 with gr.Row():
                     t_high = gr.Slider(0, last, last, step=1, label=f"Steer from t ({last} = pure noise)")
                     # the high-noise half: where class shape is decided, at half the cost of every step
