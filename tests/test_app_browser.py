@@ -166,18 +166,20 @@ def test_steer_shows_progress_switches_modes_and_keeps_results_on_errors(app_url
     seed = page.locator("input[aria-label^='Seed']:visible")
     seed.fill("4321")
     seed.press("Tab")
+    # every text the status line shows while 200 denoising steps (baseline, steered) run, recorded
+    # by the page itself: polling from here misses most of them when generation is fast
+    page.evaluate("""() => {
+        window.revelioSteps = new Set();
+        const status = document.querySelector('.block.revelio-status');
+        new MutationObserver(() => {
+            const found = status.innerText.match(/(\\d+)\\/200 steps/);
+            if (found) window.revelioSteps.add(found[1]);
+        }).observe(status, {subtree: true, childList: true, characterData: true});
+    }""")
     page.get_by_role("button", name="Generate").click()
-    status = page.locator(".block.revelio-status")
-    seen = set()
-    for _ in range(100):  # 200 denoising steps (baseline, steered): progress per step in the status line
-        text = status.inner_text()
-        if "/200 steps" in text:
-            seen.add(text.split("/200")[0].split()[-1])
-        if page.evaluate(IMAGE_SRC, "Steered"):
-            break
-        page.wait_for_timeout(100)
-    assert len(seen) >= 3, seen
     page.wait_for_function(f"() => ({IMAGE_SRC})('Steered') !== null", timeout=60_000)
+    seen = page.evaluate("() => [...window.revelioSteps]")
+    assert len(seen) >= 3, seen
     before = (page.evaluate(IMAGE_SRC, "Baseline (same seed, nothing clamped)"), page.evaluate(IMAGE_SRC, "Steered"))
 
     page.locator("label:visible", has_text="pooled (one code per image)").click()  # a pooled SAE has no class maps
