@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_app import SCREENSHOTS, _chromium, _free_port, start_app
+from tests.test_app import SCREENSHOTS, _chromium, app_url  # noqa: F401 - app_url: the same module-scoped fixture
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -35,14 +35,6 @@ IMAGE_SRC = r"""(label) => {
       && e.querySelector('[data-testid=block-label]')?.innerText.trim() === label);
   const img = block && block.querySelector('img');
   return img && img.naturalWidth > 0 ? img.src : null; }"""
-
-
-@pytest.fixture(scope="module")
-def app_url():
-    port = _free_port()
-    demo = start_app("bundled", port)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,27 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import revelio
 from revelio.storage.files import read_safetensors
+from tests.test_extract_scale import folder  # noqa: F401 - the same labelled image folder fixture
 from tests.test_train_cli import ROOT, run
 
 STEPS = 120
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("model-images")
-    rng = np.random.default_rng(2)
-    for label, brightness in (("dark", 40), ("light", 200)):
-        (root / label).mkdir()
-        for i in range(20):
-            Image.fromarray(np.clip(rng.normal(brightness, 30, (16, 16)), 0, 255).astype(np.uint8)).save(root / label / f"{i}.png")
-    return root
 
 
 def command(folder: Path, out: Path, *extra: str) -> list[str]:
