@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from revelio.cache import ActivationCache, find_cells
+from revelio.pipeline.probes import ProbeGridConfig, train_probe_grid
 from revelio.storage.files import read_safetensors
 from tests.test_train_cli import ROOT, run
 
@@ -117,3 +118,6 @@ def test_spatial_caches_keep_a_seeded_sample_of_locations(model_dirs, folder, re
                 {"pooled": ActivationCache(reference / "mid_block" / "t50" / "mean").read_all()})
     disk = {root.name: sum(p.stat().st_size for p in (root / "parts").rglob("shard-*")) for root in (out, reference)}
     assert disk[out.name] < disk[reference.name]
+    # Diff-C needs whole maps: the probe grid says so instead of reading the sample as a tiny grid
+    with pytest.raises(ValueError, match="Diff-C probes need whole maps"):
+        train_probe_grid(ProbeGridConfig(cache=out, out=tmp_path / "probes", kinds=["diff-c"]))

@@ -1,7 +1,8 @@
 """The probe grid: probes for every (hook, timestep) of a cache, with baselines, table and pictures.
 
 Kinds: "linear" (logistic regression on mean-pooled features), "diff-c" (the paper's conv head on
-spatial maps), "sae-linear" (logistic regression on SAE codes, given ``saes``). Baselines in the
+spatial maps), "sae-linear" (logistic regression on SAE codes, given ``saes``; the codes stay
+sparse, k values and indices per image, never a dense [N, d_sae] matrix). Baselines in the
 same table: logistic regression on raw pixels, and the same probes on a random-weights copy of
 the backbone (``random_cache``). Without ``test_cache`` a seeded fraction of the images is held
 out. Writes probes/<hook>/t<t>/<kind>/, metrics/probe_grid.json and .csv, and
@@ -82,6 +83,12 @@ def _read_cell(root: Path, cell: Cell) -> torch.Tensor:
     from revelio.cache import ActivationCache
 
     cache = ActivationCache(root / cell.path)
+    if cell.pooling == "none" and cache.grid_side is not None and cache.tokens_per_image != cache.grid_side**2:
+        raise ValueError(
+            f"{root / cell.path} keeps {cache.tokens_per_image} sampled locations per image of a {cache.grid_side}x"
+            f"{cache.grid_side} grid (--tokens-per-image); Diff-C probes need whole maps: extract the probe cache "
+            "without --tokens-per-image, or leave diff-c out of --kinds"
+        )
     rows = cache.read_all(["activations"])["activations"]
     return rows.reshape(cache.num_images, cache.tokens_per_image, cache.d_in) if cell.pooling == "none" else rows
 
@@ -98,7 +105,7 @@ def pixel_features(info: dict, rows: torch.Tensor) -> torch.Tensor:
 
 def train_probe_grid(config: ProbeGridConfig) -> dict[str, Any]:
     """Fit every probe of the grid and its baselines; returns the summary written to probe_grid.json."""
-    from revelio.probes import DiffCProbe, LinearProbe, split_train_validation
+    from revelio.probes import DiffCProbe, LinearProbe, SparseFeatures, split_train_validation
     from revelio.release.layout import probe_subfolder
     from revelio.sae import KSparseAutoencoder
 
@@ -136,7 +143,7 @@ def train_probe_grid(config: ProbeGridConfig) -> dict[str, Any]:
                         subfolder = Cell(hook, t, "mean").path
                         sae = KSparseAutoencoder.from_pretrained(config.saes, subfolder=subfolder)
                         with torch.no_grad():
-                            train, test = (sae.encode(x, dense=True) for x in (train, test))
+                            train, test = (SparseFeatures.from_code(sae.encode(x), sae.d_sae) for x in (train, test))
                         metadata["sae"] = subfolder
                     probe, accuracy = fit(kind, train, test, source, metadata)
                     if features_name == "diffusion":

@@ -6,5 +6,6 @@ Importing the package registers both kinds, so ``Probe.from_pretrained`` can loa
 from revelio.probes.base import Probe, Split, split_train_validation
 from revelio.probes.diffc import DiffCProbe
 from revelio.probes.linear import LinearProbe
+from revelio.probes.sparse import SparseFeatures
 
-__all__ = ["DiffCProbe", "LinearProbe", "Probe", "Split", "split_train_validation"]
+__all__ = ["DiffCProbe", "LinearProbe", "Probe", "SparseFeatures", "Split", "split_train_validation"]

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from revelio.probes.sparse import SparseFeatures
 from revelio.storage.artifact import HubArtifact
 from revelio.storage.files import ArtifactFormatError
 
@@ -21,13 +22,15 @@ PROBE_METADATA = ("backbone", "hook", "timestep", "pooling", "dataset", "split",
 
 @dataclass
 class Split:
-    """Features and integer labels of one split."""
+    """Features (dense, or :class:`SparseFeatures` for SAE codes) and integer labels of one split."""
 
-    features: torch.Tensor
+    features: torch.Tensor | SparseFeatures
     labels: torch.Tensor
 
 
-def split_train_validation(features: torch.Tensor, labels: torch.Tensor, validation_fraction: float = 0.2, seed: int = 0) -> tuple[Split, Split]:
+def split_train_validation(
+    features: torch.Tensor | SparseFeatures, labels: torch.Tensor, validation_fraction: float = 0.2, seed: int = 0
+) -> tuple[Split, Split]:
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     cut = max(1, int(len(labels) * validation_fraction))
     return Split(features[order[cut:]], labels[order[cut:]]), Split(features[order[:cut]], labels[order[:cut]])

@@ -8,14 +8,17 @@ import torch
 
 from revelio.activations.capture import extract
 from revelio.models.base import Backbone
-from revelio.probes import Probe
+from revelio.probes import LinearProbe, Probe, SparseFeatures
 from revelio.sae import KSparseAutoencoder
 
 
 def probe_features(
     backbone: Backbone, probe: Probe, images: Any, sae: KSparseAutoencoder | None = None, seed: int = 0, batch_size: int = 16
-) -> torch.Tensor:
-    """The features ``probe`` was trained on: its hook, timestep and pooling (and SAE codes)."""
+) -> torch.Tensor | SparseFeatures:
+    """The features ``probe`` was trained on: its hook, timestep and pooling (and SAE codes).
+
+    SAE codes come as :class:`SparseFeatures` for linear probes (k entries per image), dense otherwise.
+    """
     hook, timestep, pooling = (probe.metadata.get(key) for key in ("hook", "timestep", "pooling"))
     if hook is None or timestep is None or pooling is None:
         raise ValueError("this probe's config does not say which hook, timestep and pooling it was trained on")
@@ -26,6 +29,8 @@ def probe_features(
     if sae is None:
         return features
     with torch.no_grad():
+        if isinstance(probe, LinearProbe) and features.ndim == 2:
+            return SparseFeatures.from_code(sae.encode(features), sae.d_sae)
         return sae.encode(features, dense=True)
 
 
