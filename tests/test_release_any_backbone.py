@@ -17,6 +17,7 @@ from PIL import Image
 
 import revelio
 from revelio.release.build import ReleaseConfig, build_release
+from revelio.storage.files import read_json
 from tests import tiny_models
 
 CLASSES = ["apple", "brick", "cloud"]
@@ -76,7 +77,7 @@ def releases(mixed_folder, tmp_path_factory) -> dict[str, revelio.Release]:
         built["dit"] = _build("dit", str(tiny_models.build_dit(tmp / "dit-src", ["shirt", "sneaker", "bag"])), mixed_folder,
                               tmp / "dit", tmp / "work-dit")
         built["pixel-uncond"] = _build("pixel-uncond", str(tiny_models.build_pixel_unet(tmp / "uncond-src")), mixed_folder,
-                                       tmp / "uncond", tmp / "work-uncond")
+                                       tmp / "uncond", tmp / "work-uncond", pooled_train_images=72, mean_expansion=1, prune_below=0.05)
         yield built
     finally:
         patch.undo()
@@ -114,6 +115,20 @@ def test_a_local_backbone_is_copied_and_the_prompt_template_recorded(releases):
     release = releases["sdxl"]
     assert (release.root / "model" / "model_index.json").is_file()
     assert release.info.prompt_template == "a photo of a {}" and "--prompt-template" in release.info.commands[3]
+
+
+def test_pooled_saes_can_learn_from_more_images_with_their_own_size_and_no_unused_latents(releases):
+    release = releases["pixel-uncond"]
+    sae_info = release.info.sae
+    assert (sae_info["mean_train_images"], sae_info["mean_expansion"], sae_info["prune_below"]) == (72, 1, 0.05)
+    work = release.root.parent / "work-uncond" / "caches"
+    assert read_json(work / "pooled-train" / "dataset.json")["num_images"] == 72 and not list((work / "pooled-train").glob("*/t*/none"))
+    for hook in release.info.hooks:
+        pooled, spatial = (release.sae(hook, 100, pooling) for pooling in ("mean", "none"))
+        assert pooled.d_sae <= pooled.d_in and spatial.d_sae == 2 * spatial.d_in
+        training = pooled.metadata["metrics"]
+        assert pooled.d_sae + training["pruned_latents"] == pooled.d_in
+    assert "the pooled ones on 72 training images" in (release.root / "README.md").read_text()
 
 
 def test_the_dits_own_classes_are_kept_apart_from_the_datasets(releases):

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 from revelio.analysis.statistics import feature_stats
 from revelio.cache import ActivationCache, write_cache
 from revelio.sae import KSparseAutoencoder
+from revelio.sae.metrics import SAEEvaluator
 from revelio.sae.training import FusedStep, SAETrainConfig, TensorSource, train_sae
 from revelio.storage.files import ArtifactFormatError, read_safetensors
 
@@ -299,3 +300,23 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
         train_sae(TensorSource(data), small_config(total_tokens=40 * 256, batch_size=256, checkpoint_every=10, k=4), tmp_path, progress=False)
     resumed = train_sae(TensorSource(data), config, tmp_path, progress=False)
     assert resumed.metadata["training_tokens"] == 40 * 256
+
+
+def test_pruning_drops_only_latents_the_data_never_uses(tmp_path):
+    # low-rank data (4 directions in 16 dimensions) leaves most of a 64-latent dictionary unused
+    data, _ = synthetic(n=8000, d=16, m=4, active=2)
+    config = small_config(expansion=4, k=2, total_tokens=100_000, eval_tokens=8000)
+    full = train_sae(TensorSource(data), config, tmp_path / "full", progress=False)
+    pruned = train_sae(TensorSource(data), small_config(expansion=4, k=2, total_tokens=100_000, eval_tokens=8000,
+                                                        prune_below=1e-9), tmp_path / "pruned", progress=False)
+    fires = SAEEvaluator(full)
+    fires.add(data)
+    live = int((fires.fires > 0).sum())
+    assert pruned.d_sae == live < full.d_sae
+    assert pruned.metadata["metrics"]["pruned_latents"] == full.d_sae - live
+    assert pruned.metadata["metrics"]["dead_fraction"] == 0.0
+    torch.testing.assert_close(pruned(data), full(data))  # dropped latents were never in a top-k
+    reloaded = KSparseAutoencoder.from_pretrained(tmp_path / "pruned")
+    assert reloaded.d_sae == live
+    with pytest.raises(ValueError, match="fewer than k"):
+        full.keep_latents(torch.zeros(full.d_sae, dtype=torch.bool))

@@ -55,10 +55,14 @@ class ReleaseConfig:
     prompt_template: str | None = option(
         None, 'text models: extract with each image\'s prompt from its label, e.g. "a photo of a {}" (default: the empty prompt)')
     train_images: int = option(12000, "a seeded, class-balanced subset of the training split")
+    pooled_train_images: int | None = option(
+        None, "more training images for the pooled SAEs alone (pooled vectors are small; e.g. the whole split); default: --train-images")
     test_images: int = option(2000, "a seeded, class-balanced subset of the test split")
     held_out_per_class: int = option(20, "test images per class kept for the app (examples, histograms)")
     random_images: int = option(4000, "training images for the random-weights baseline")
     expansion: int = option(8)
+    mean_expansion: int | None = option(None, "the pooled SAEs' expansion (default: --expansion)")
+    prune_below: float = option(0.0, "drop SAE latents firing on fewer than this share of training rows (0: keep all)")
     k: int = option(8)
     mean_tokens: int = option(1_000_000, "training tokens per mean-pooled SAE")
     spatial_tokens: int = option(2_000_000, "training tokens per spatial SAE")
@@ -133,16 +137,22 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
     else:
         print(f"\nquality gate skipped: {skipped}", flush=True)
     caches = {}
-    for name, split, limit, random in (("train", "train", config.train_images, False), ("test", config.test_split, config.test_images, False),
-                                       ("random-train", "train", config.random_images, True), ("random-test", config.test_split, config.test_images, True)):
+    extractions = [("train", "train", config.train_images, False, POOLINGS), ("test", config.test_split, config.test_images, False, POOLINGS),
+                   ("random-train", "train", config.random_images, True, POOLINGS), ("random-test", config.test_split, config.test_images, True, POOLINGS)]
+    if config.pooled_train_images is not None and config.pooled_train_images != config.train_images:
+        extractions.append(("pooled-train", "train", config.pooled_train_images, False, ("mean",)))
+    for name, split, limit, random, poolings in extractions:
         extraction = ExtractionConfig(backbone=model, revision=config.revision, out=config.work / "caches" / name, timesteps=config.timesteps,
-                                      dataset=config.dataset, split=split, limit=limit, hooks=hooks, seed=config.seed, device=config.device,
-                                      overwrite=True, random_weights=random, prompt_template=config.prompt_template, **columns)
+                                      dataset=config.dataset, split=split, limit=limit, hooks=hooks, poolings=list(poolings), seed=config.seed,
+                                      device=config.device, overwrite=True, random_weights=random, prompt_template=config.prompt_template, **columns)
         steps.run("extract_activations.py", [extraction], lambda e=extraction: extract_to_cache(e), done=(extraction.out / DATASET_FILE).is_file())
         caches[name] = extraction.out
-    for pooling, tokens in (("mean", config.mean_tokens), ("none", config.spatial_tokens)):
-        grid = SAEGridConfig(cache=caches["train"], out=config.work / "saes", poolings=[pooling])
-        training = SAETrainConfig(expansion=config.expansion, k=config.k, total_tokens=tokens, batch_size=config.sae_batch_size, seed=config.seed)
+    mean_expansion = config.mean_expansion or config.expansion
+    for pooling, tokens, expansion in (("mean", config.mean_tokens, mean_expansion), ("none", config.spatial_tokens, config.expansion)):
+        source = caches.get("pooled-train", caches["train"]) if pooling == "mean" else caches["train"]
+        grid = SAEGridConfig(cache=source, out=config.work / "saes", poolings=[pooling])
+        training = SAETrainConfig(expansion=expansion, k=config.k, total_tokens=tokens, batch_size=config.sae_batch_size,
+                                  prune_below=config.prune_below, seed=config.seed)
         steps.run("train_sae.py", [grid, training], lambda g=grid, t=training: train_sae_grid(g, t))
     reuse_probes = _probes_done(out, hooks, config.timesteps)  # delete metrics/probe_grid.json to retrain
     if not reuse_probes:
@@ -170,7 +180,8 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
         hooks=hooks, timesteps=config.timesteps, poolings=list(POOLINGS), class_names=class_names, quality_gate_skipped=skipped,
         probe_kinds=sorted({r["probe"] for r in probe_grid["rows"] if r["features"] == "diffusion"}),
         best_cell=BestCell(**{k: best[k] for k in ("hook", "timestep", "probe", "test_accuracy")}),
-        sae={"expansion": config.expansion, "k": config.k, "mean_tokens": config.mean_tokens, "spatial_tokens": config.spatial_tokens},
+        sae={"expansion": config.expansion, "mean_expansion": mean_expansion, "k": config.k, "prune_below": config.prune_below, "mean_tokens": config.mean_tokens, "spatial_tokens": config.spatial_tokens,
+             "mean_train_images": config.pooled_train_images or config.train_images},
         exemplar_images=exemplars, held_out_images=held_out, seed=config.seed,
         versions={"revelio": revelio.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__},
         commands=[command, *steps.commands], config=to_json(config),

@@ -149,6 +149,24 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
             parallel = torch.bmm(grad.unsqueeze(1), self.W_dec.unsqueeze(2)).reshape(-1, 1)
             grad.addcmul_(self.W_dec, parallel, value=-1)
 
+    @torch.no_grad()
+    def keep_latents(self, keep: torch.Tensor) -> KSparseAutoencoder:
+        """A copy with only the latents where ``keep`` ([d_sae] bool) is true, in their order.
+
+        Dropping latents that never fire leaves every reconstruction as it was (they were never in
+        a top-k); the trainer uses it to ship no latent the data does not use.
+        """
+        keep = torch.as_tensor(keep, dtype=torch.bool, device=self.W_dec.device)
+        if keep.shape != (self.d_sae,):
+            raise ValueError(f"keep must be a [{self.d_sae}] mask; got shape {tuple(keep.shape)}")
+        if int(keep.sum()) < self.k:
+            raise ValueError(f"keeping {int(keep.sum())} latents leaves fewer than k = {self.k}")
+        kept = KSparseAutoencoder(self.d_in, int(keep.sum()), self.k, self.input_scale, **self.metadata)
+        for name in ("W_enc", "W_dec", "b_enc"):
+            getattr(kept, name).copy_(getattr(self, name)[keep])
+        kept.b_pre.copy_(self.b_pre)
+        return kept.to(self.W_dec.device)
+
     # --- the Hub format --------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
         return {"d_in": self.d_in, "d_sae": self.d_sae, "k": self.k, "input_scale": self.input_scale, **self.metadata}

@@ -3,7 +3,11 @@
 Recipe (Gao et al. 2024): normalized-MSE loss, AuxK loss on latents dead for ``dead_tokens``
 tokens, unit-norm decoder rows with the parallel gradient removed, encoder initialised as the
 decoder's transpose, pre-bias initialised to the data mean, inputs scaled to mean norm
-sqrt(d_in), Adam with linear warm-up and lr scaled down with sqrt(d_sae / 2**14).
+sqrt(d_in), Adam with linear warm-up and lr scaled down with sqrt(d_sae / 2**14). With
+``prune_below``, latents that fire on almost no training rows are dropped at the end: on
+low-rank activations (a small model's pooled vectors: 99% of the variance in ~9 of 64 dimensions)
+AuxK cannot keep an overcomplete dictionary alive, and latents that never fire only clutter a
+release (see bench/sae_sizes.py).
 
 Checkpoints (safetensors + JSON, written atomically) hold everything the next step depends on,
 and the data stream restarts at the exact batch, so a run killed with SIGKILL and resumed
@@ -85,6 +89,8 @@ class SAETrainConfig:
     auxk_coef: float = option(1 / 32, "weight of the AuxK loss on dead latents")
     k_aux: int | None = option(None, "dead latents per input in AuxK (default: max(d_in / 2, k))")
     dead_tokens: int = option(500_000, "tokens without firing = dead (AuxK)")
+    prune_below: float = option(
+        0.0, "after training, drop latents firing on fewer than this share of --eval-tokens training rows (0: keep all)")
     seed: int = option(0)
     checkpoint_every: int = option(500, "steps between checkpoints")
     log_every: int = option(25, "steps between metric log rows")
@@ -220,9 +226,20 @@ def train_sae(
                 checkpoints.save(step, sae, opt, since_fired, {"input_scale": sae.input_scale, "config": asdict(config)})
 
     sae.to("cpu")
+    sample = source.sample(config.eval_tokens, seed=config.seed + 1)
     evaluator = SAEEvaluator(sae)
-    evaluator.add(source.sample(config.eval_tokens, seed=config.seed + 1))
-    metrics = {**evaluator.result(), "density_histogram": density_histogram(evaluator.firing_frequency)}
+    evaluator.add(sample)
+    pruned = 0
+    if config.prune_below > 0:
+        keep = evaluator.firing_frequency >= config.prune_below
+        if int(keep.sum()) < sae.k:  # keep at least k latents, the most frequent ones
+            keep = torch.zeros_like(keep).index_fill_(0, evaluator.firing_frequency.topk(sae.k).indices, True)
+        pruned = sae.d_sae - int(keep.sum())
+        if pruned:
+            sae = sae.keep_latents(keep)
+            evaluator = SAEEvaluator(sae)
+            evaluator.add(sample)
+    metrics = {**evaluator.result(), "density_histogram": density_histogram(evaluator.firing_frequency), "pruned_latents": pruned}
     training = {k: v for k, v in to_json(config).items() if k != "metadata"}
     sae.metadata.update(training_tokens=total_steps * config.batch_size, metrics=metrics, training=training)
     sae.save_pretrained(out_dir)
