@@ -68,7 +68,7 @@ class ReleaseConfig:
     spatial_tokens: int = option(2_000_000, "training tokens per spatial SAE")
     sae_batch_size: int = option(1024)
     probe_max_train: int = option(6000)
-    probe_epochs: int = option(5, "Diff-C epochs")
+    probe_epochs: int = option(20, "Diff-C epochs")
     per_class: int = option(100, "quality-gate samples per class")
     classifier_epochs: int = option(12)
     repo_id: str = option("bundled", "the Hub repo id shown in the card's loading example")
