@@ -128,3 +128,10 @@ def test_rerun_reuses_finished_steps(release_dir, split_folder, tmp_path):
     result = run(sys.executable, "train/build_release.py", *argv, OMP_NUM_THREADS="1")
     assert result.stdout.count("finished earlier: reusing its output") == 5, "4 caches and the probes"
     assert torch.equal(revelio.KSparseAutoencoder.from_pretrained(sae_dir).W_dec, before), "finished SAEs are kept"
+    # other probe settings (or newer SAEs or caches) retrain the probes instead of keeping stale ones
+    epochs = argv.index("--probe-epochs")
+    changed = [*argv[: epochs + 1], "1", *argv[epochs + 2 :]]
+    result = run(sys.executable, "train/build_release.py", *changed, OMP_NUM_THREADS="1")
+    assert result.stdout.count("finished earlier: reusing its output") == 4, "4 caches, not the probes"
+    grid = json.loads((release_dir / "metrics" / "probe_grid.json").read_text())
+    assert grid["config"]["epochs"] == 1

@@ -37,6 +37,7 @@ from revelio.release.layout import (
 
 if TYPE_CHECKING:
     from revelio.models.base import Backbone
+    from revelio.pipeline.probes import ProbeGridConfig
 
 
 @dataclass
@@ -62,7 +63,7 @@ class ReleaseConfig:
     random_images: int = option(4000, "training images for the random-weights baseline")
     expansion: int = option(8)
     mean_expansion: int | None = option(None, "the pooled SAEs' expansion (default: --expansion)")
-    prune_below: float = option(0.0, "drop SAE latents firing on fewer than this share of training rows (0: keep all)")
+    prune_below: float = option(0.0, "pooled SAEs: drop latents firing on fewer than this share of training images (0: keep all)")
     k: int = option(8)
     mean_tokens: int = option(1_000_000, "training tokens per mean-pooled SAE")
     spatial_tokens: int = option(2_000_000, "training tokens per spatial SAE")
@@ -152,14 +153,14 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
         source = caches.get("pooled-train", caches["train"]) if pooling == "mean" else caches["train"]
         grid = SAEGridConfig(cache=source, out=config.work / "saes", poolings=[pooling])
         training = SAETrainConfig(expansion=expansion, k=config.k, total_tokens=tokens, batch_size=config.sae_batch_size,
-                                  prune_below=config.prune_below, seed=config.seed)
+                                  prune_below=config.prune_below if pooling == "mean" else 0.0, seed=config.seed)
         steps.run("train_sae.py", [grid, training], lambda g=grid, t=training: train_sae_grid(g, t))
-    reuse_probes = _probes_done(out, hooks, config.timesteps)  # delete metrics/probe_grid.json to retrain
-    if not reuse_probes:
-        shutil.rmtree(out / "probes", ignore_errors=True)
     probes = ProbeGridConfig(cache=caches["train"], out=out, test_cache=caches["test"], random_cache=caches["random-train"],
                              random_test_cache=caches["random-test"], saes=config.work / "saes", max_train=config.probe_max_train,
                              epochs=config.probe_epochs, seed=config.seed)
+    reuse_probes = _probes_done(probes, list(caches.values()))  # delete metrics/probe_grid.json to retrain
+    if not reuse_probes:
+        shutil.rmtree(out / "probes", ignore_errors=True)
     steps.run("train_probes.py", [probes], lambda: train_probe_grid(probes), done=reuse_probes)
 
     shutil.rmtree(out / "saes", ignore_errors=True)
@@ -205,15 +206,17 @@ def quality_gate_skipped(backbone: Backbone, class_names: list[str]) -> str | No
     return None
 
 
-def _probes_done(out: Path, hooks: list[str], timesteps: list[int]) -> bool:
-    """A finished probe grid for exactly these cells is already in the release."""
-    grid = out / METRICS_DIR / "probe_grid.json"
+def _probes_done(probes: ProbeGridConfig, caches: list[Path]) -> bool:
+    """The release already holds a probe grid of these settings, newer than every cache and SAE it read."""
+    grid = probes.out / METRICS_DIR / "probe_grid.json"
     if not grid.is_file():
         return False
     from revelio.storage.files import read_json
 
-    summary = read_json(grid)
-    return summary["hooks"] == hooks and summary["timesteps"] == timesteps
+    if read_json(grid).get("config") != to_json(probes):
+        return False
+    inputs = [c / "dataset.json" for c in caches] + list(Path(probes.saes).rglob("model.safetensors"))
+    return all(grid.stat().st_mtime >= p.stat().st_mtime for p in inputs if p.is_file())
 
 
 def evaluate_saes(config: ReleaseConfig, hooks: list[str], test_cache: Path) -> list[dict]:
