@@ -52,6 +52,7 @@ from revelio.probes import (  # noqa: E402
     split_train_validation,
 )
 from revelio.sae import KSparseAutoencoder  # noqa: E402
+from revelio.storage.files import read_state, write_state  # noqa: E402
 
 HOOKS = ["down_blocks.1", "mid_block", "up_blocks.0", "up_blocks.1"]
 TIMESTEP, TIMESTEPS_IN_GRID = 100, 4
@@ -158,9 +159,9 @@ class BaselineDiffCProbe(DiffCProbe):
 # --- data ---------------------------------------------------------------------------------------
 def load_features(refresh: bool) -> dict[str, dict[str, torch.Tensor]]:
     """{"train", "test", "random-train", "random-test"}: labels, pixels and per-hook fp16 tokens."""
-    path = FEATURES / f"fashion-mnist-t{TIMESTEP}.pt"
+    path = FEATURES / f"fashion-mnist-t{TIMESTEP}.safetensors"
     if path.is_file() and not refresh:
-        return torch.load(path, weights_only=True)  # a file this bench wrote
+        return read_state(path)
     from revelio.data.datasets import load_image_dataset
     from revelio.data.images import to_pixels
 
@@ -185,8 +186,7 @@ def load_features(refresh: bool) -> dict[str, dict[str, torch.Tensor]]:
                 images = [row[data.image_column] for row in data.dataset]
                 entry["pixels"] = to_pixels(images, backbone.resolution, backbone.image_channels).flatten(1)
             out[("random-" if random else "") + split] = entry
-    FEATURES.mkdir(parents=True, exist_ok=True)
-    torch.save(out, path)
+    write_state(out, path)
     return out
 
 

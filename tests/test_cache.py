@@ -313,3 +313,21 @@ def test_a_complete_cache_is_only_replaced_with_overwrite(tmp_path):
     assert names == ["manifest.json", "shard-00000.safetensors"]  # no stale shards left
     replaced = ActivationCache(folder).read_all()["activations"]
     torch.testing.assert_close(replaced, new, atol=1e-2, rtol=1e-3)
+
+
+def test_a_training_state_round_trips_through_safetensors_without_pickle(tmp_path):
+    from revelio.storage.files import read_state, write_state
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    state = {"optimizer": opt.state_dict(), "generator": torch.Generator().manual_seed(1).get_state(), "step": 7, "note": None}
+    write_state(state, tmp_path / "state.safetensors")
+    back = read_state(tmp_path / "state.safetensors")
+    assert back["step"] == 7 and back["note"] is None and torch.equal(back["generator"], state["generator"])
+    assert list(back["optimizer"]["state"]) == [0, 1], "int keys stay ints (the optimizer needs them)"
+    assert back["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    fresh = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.1)
+    fresh.load_state_dict(back["optimizer"])
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])

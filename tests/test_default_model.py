@@ -44,7 +44,7 @@ def test_a_killed_training_resumes_to_the_same_weights(folder, reference, tmp_pa
     process = subprocess.Popen(command(folder, out), cwd=ROOT, env=os.environ.copy(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (out / "checkpoint.pt").is_file() and time.time() < deadline and process.poll() is None:
+    while not (out / "checkpoint.safetensors").is_file() and time.time() < deadline and process.poll() is None:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()

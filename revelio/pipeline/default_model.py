@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from diffusers.training_utils import EMAModel
 
 PIPELINE_DIR = "pipeline"
-CHECKPOINT_FILE = "checkpoint.pt"  # the training state at the last save (torch.save; loaded weights_only)
+CHECKPOINT_FILE = "checkpoint.safetensors"  # the training state at the last save (storage.files.write_state)
 RUN_FILE = "training.json"  # the command's config: a rerun resumes only the same command
 LOG_FILE = "training_log.jsonl"
 
@@ -71,6 +71,7 @@ def train_default_model(config: DefaultModelConfig) -> Path:
     from revelio.data.datasets import load_image_dataset
     from revelio.data.images import load_image, to_pixels
     from revelio.pipeline.runs import check_same_command
+    from revelio.storage.files import read_state, write_state
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -108,7 +109,7 @@ def train_default_model(config: DefaultModelConfig) -> Path:
     order, cursor = torch.randperm(len(labels), generator=generator), 0
     first = 1
     if (config.out / CHECKPOINT_FILE).is_file():
-        state = torch.load(config.out / CHECKPOINT_FILE, weights_only=True)  # a file this function wrote
+        state = read_state(config.out / CHECKPOINT_FILE)
         unet.load_state_dict(state["unet"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
@@ -148,21 +149,12 @@ def train_default_model(config: DefaultModelConfig) -> Path:
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             if step % config.save_every == 0 or step == config.steps:
                 save(unet, ema, noise_schedule, data.class_names, null_class, config, step)
-                _checkpoint(config.out / CHECKPOINT_FILE, {
+                write_state({
                     "unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                     "schedule": schedule.state_dict(), "generator": generator.get_state(),
                     "order": order, "cursor": cursor, "step": step,
-                })
+                }, config.out / CHECKPOINT_FILE)  # atomic: a kill during the write keeps the previous one
     return config.out / PIPELINE_DIR
-
-
-def _checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write the training state atomically: a kill during the write keeps the previous checkpoint."""
-    import torch
-
-    staging = path.with_suffix(".tmp")
-    torch.save(state, staging)
-    staging.replace(path)
 
 
 def save(

@@ -93,3 +93,55 @@ def sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+STATE_KEY = "revelio.state"  # the safetensors metadata entry holding a state's structure
+
+
+def write_state(state: Any, path: str | os.PathLike) -> None:
+    """A nested training state (dicts, lists, tuples, numbers, strings, tensors) as one safetensors
+    file: tensors as tensors, the structure as JSON in its header. Atomic, and never a pickle."""
+    tensors: dict[str, torch.Tensor] = {}
+    structure = _encode(state, tensors)
+    # cloned: safetensors refuses tensors that share storage (views of one buffer)
+    write_safetensors({k: v.clone() for k, v in tensors.items()}, path, {STATE_KEY: json.dumps(structure)})
+
+
+def read_state(path: str | os.PathLike) -> Any:
+    """The state :func:`write_state` wrote (dict keys, tuples and numbers come back as they were)."""
+    tensors = read_safetensors(path)
+    structure = read_safetensors_metadata(path).get(STATE_KEY)
+    if structure is None:
+        raise ArtifactFormatError(f"{path} holds tensors but no {STATE_KEY!r} entry; it was not written by write_state")
+    return _decode(json.loads(structure), tensors)
+
+
+def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """JSON for ``value``: every dict and tuple becomes a one-key marker object, every tensor a reference."""
+    if isinstance(value, torch.Tensor):
+        tensors[str(len(tensors))] = value
+        return {"tensor": str(len(tensors) - 1)}
+    if isinstance(value, dict):
+        if not all(isinstance(k, (str, int)) for k in value):
+            raise TypeError(f"state dict keys must be str or int; got {sorted(map(repr, value))[:3]}")
+        return {"dict": [[k, _encode(v, tensors)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {"tuple": [_encode(v, tensors) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, tensors) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} in a training state")
+
+
+def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    (kind, content), = value.items()
+    if kind == "tensor":
+        return tensors[content]
+    if kind == "tuple":
+        return tuple(_decode(v, tensors) for v in content)
+    return {k: _decode(v, tensors) for k, v in content}
