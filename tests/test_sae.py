@@ -206,7 +206,7 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
     shutil.rmtree(tmp_path / "straight")
 
 
-def _double_sae_with_biases(**shape) -> KSparseAutoencoder:
+def double_sae_with_biases(**shape) -> KSparseAutoencoder:
     """A float64 SAE with non-zero biases, so gradient checks cover every parameter."""
     torch.manual_seed(0)
     sae = KSparseAutoencoder(**shape).double()
@@ -216,7 +216,7 @@ def _double_sae_with_biases(**shape) -> KSparseAutoencoder:
     return sae
 
 
-class _NoStep:
+class NoStep:
     """An optimiser that leaves parameters alone, so the step's gradients can be inspected."""
 
     param_groups: list = []
@@ -225,13 +225,8 @@ class _NoStep:
         pass
 
 
-@pytest.mark.parametrize("with_auxk", [False, True])
-def test_fused_step_gradients_equal_autograd_of_the_dense_loss(with_auxk):
-    sae = _double_sae_with_biases(d_in=12, d_sae=48, k=4, input_scale=1.5)
-    x = torch.randn(32, 12, dtype=torch.float64)
-    dead = (torch.arange(48) % 3 == 0) if with_auxk else None
-    k_aux, coef = 6, 0.25
-
+def autograd_of_the_dense_loss(sae: KSparseAutoencoder, x: torch.Tensor, dead: torch.Tensor | None, k_aux: int, coef: float):
+    """The loss written densely ([N, d_sae] codes), differentiated by autograd; decoder grads made row-orthogonal."""
     target = x * sae.input_scale
     pre = (target - sae.b_pre) @ sae.W_enc.t() + sae.b_enc
     values, indices = pre.topk(sae.k)
@@ -239,22 +234,33 @@ def test_fused_step_gradients_equal_autograd_of_the_dense_loss(with_auxk):
     err = dense @ sae.W_dec + sae.b_pre - target
     total = (target - target.mean(0)).pow(2).sum()
     loss = err.pow(2).sum() / total
-    if with_auxk:
+    if dead is not None:
         aux_values, aux_indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux)
         aux_dense = torch.zeros_like(pre).scatter(1, aux_indices, aux_values.relu())
         loss = loss + coef * (aux_dense @ sae.W_dec + err.detach()).pow(2).sum() / total
-    expected = dict(zip(["W_dec", "W_enc", "b_enc", "b_pre"], torch.autograd.grad(loss, [sae.W_dec, sae.W_enc, sae.b_enc, sae.b_pre])))
-    parallel = (expected["W_dec"] * sae.W_dec).sum(1, keepdim=True)
-    expected["W_dec"] = expected["W_dec"] - parallel * sae.W_dec
+    names = ["W_dec", "W_enc", "b_enc", "b_pre"]
+    grads = dict(zip(names, torch.autograd.grad(loss, [getattr(sae, n) for n in names])))
+    grads["W_dec"] = grads["W_dec"] - (grads["W_dec"] * sae.W_dec).sum(1, keepdim=True) * sae.W_dec
+    return (err.pow(2).sum() / total).detach(), {name: g.detach() for name, g in grads.items()}
 
-    out = FusedStep(sae, _NoStep(), batch_size=32)(x, dead, k_aux, coef)
-    torch.testing.assert_close(out["normalized_mse"], (err.pow(2).sum() / total).detach())
+
+@pytest.mark.parametrize("with_auxk", [False, True])
+def test_fused_step_gradients_equal_autograd_of_the_dense_loss(with_auxk):
+    sae = double_sae_with_biases(d_in=12, d_sae=48, k=4, input_scale=1.5)
+    x = torch.randn(32, 12, dtype=torch.float64)
+    dead = (torch.arange(48) % 3 == 0) if with_auxk else None
+    k_aux, coef = 6, 0.25
+
+    nmse, expected = autograd_of_the_dense_loss(sae, x, dead, k_aux, coef)
+
+    out = FusedStep(sae, NoStep(), batch_size=32)(x, dead, k_aux, coef)
+    torch.testing.assert_close(out["normalized_mse"], nmse)
     for name, grad in expected.items():
-        torch.testing.assert_close(getattr(sae, name).grad, grad.detach(), msg=name)
+        torch.testing.assert_close(getattr(sae, name).grad, grad, msg=name)
 
 
 def test_encode_is_differentiable_with_the_dense_gradients():
-    sae = _double_sae_with_biases(d_in=16, d_sae=64, k=4, input_scale=2.0)
+    sae = double_sae_with_biases(d_in=16, d_sae=64, k=4, input_scale=2.0)
     x = torch.randn(10, 16, dtype=torch.float64)
     params = list(sae.parameters())
     sparse_grads = torch.autograd.grad(sae(x).pow(2).sum(), params)

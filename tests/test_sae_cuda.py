@@ -17,58 +17,21 @@ from revelio.sae.training import (
     make_optimizer,
     train_sae,
 )
+from tests.test_sae import NoStep, autograd_of_the_dense_loss, double_sae_with_biases
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
 CUDA = torch.device("cuda")
 
 
-def _double_sae_with_biases(device: torch.device, **shape) -> KSparseAutoencoder:
-    """A float64 SAE with non-zero biases (so every parameter's gradient is checked), on ``device``."""
-    torch.manual_seed(0)
-    sae = KSparseAutoencoder(**shape).double()
-    with torch.no_grad():
-        sae.b_pre.normal_()
-        sae.b_enc.normal_(std=0.1)
-    return sae.to(device)
-
-
-class _NoStep:
-    """An optimiser that leaves parameters alone, so the step's gradients can be inspected."""
-
-    param_groups: list = []
-
-    def step(self) -> None:
-        pass
-
-
-def _autograd_of_the_dense_loss(sae: KSparseAutoencoder, x: torch.Tensor, dead: torch.Tensor | None, k_aux: int, coef: float):
-    """The loss written densely ([N, d_sae] codes), differentiated by autograd; decoder grads made row-orthogonal."""
-    target = x * sae.input_scale
-    pre = (target - sae.b_pre) @ sae.W_enc.t() + sae.b_enc
-    values, indices = pre.topk(sae.k)
-    dense = torch.zeros_like(pre).scatter(1, indices, values.relu())
-    err = dense @ sae.W_dec + sae.b_pre - target
-    total = (target - target.mean(0)).pow(2).sum()
-    loss = err.pow(2).sum() / total
-    if dead is not None:
-        aux_values, aux_indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux)
-        aux_dense = torch.zeros_like(pre).scatter(1, aux_indices, aux_values.relu())
-        loss = loss + coef * (aux_dense @ sae.W_dec + err.detach()).pow(2).sum() / total
-    names = ["W_dec", "W_enc", "b_enc", "b_pre"]
-    grads = dict(zip(names, torch.autograd.grad(loss, [getattr(sae, n) for n in names])))
-    grads["W_dec"] = grads["W_dec"] - (grads["W_dec"] * sae.W_dec).sum(1, keepdim=True) * sae.W_dec
-    return (err.pow(2).sum() / total).detach(), {name: g.detach() for name, g in grads.items()}
-
-
 @pytest.mark.parametrize("with_auxk", [False, True])
 def test_fused_step_on_cuda_equals_autograd_of_the_dense_loss(with_auxk):
-    sae = _double_sae_with_biases(CUDA, d_in=12, d_sae=48, k=4, input_scale=1.5)
+    sae = double_sae_with_biases(d_in=12, d_sae=48, k=4, input_scale=1.5).to(CUDA)
     x = torch.randn(32, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(CUDA)
     dead = (torch.arange(48, device=CUDA) % 3 == 0) if with_auxk else None
     k_aux, coef = 6, 0.25
-    nmse, expected = _autograd_of_the_dense_loss(sae, x, dead, k_aux, coef)
+    nmse, expected = autograd_of_the_dense_loss(sae, x, dead, k_aux, coef)
 
-    out = FusedStep(sae, _NoStep(), batch_size=32)(x, dead, k_aux, coef)
+    out = FusedStep(sae, NoStep(), batch_size=32)(x, dead, k_aux, coef)
     assert out["indices"].device.type == "cuda"
     torch.testing.assert_close(out["normalized_mse"], nmse)
     for name, grad in expected.items():
