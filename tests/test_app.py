@@ -134,7 +134,7 @@ def test_feature_list_is_sorted_by_purity(client):
 def test_ablating_a_class_features_lowers_that_class_probability(client):
     # cells where the bundled model's class features matter most (measured: see the README's app section)
     for hook, timestep, class_id, name in (("up_blocks.1", 600, 4, "Coat"), ("up_blocks.1", 100, 9, "Ankle boot"),
-                                           ("up_blocks.0", 100, 8, "Bag")):
+                                           ("up_blocks.1", 100, 8, "Bag")):
         features = client.predict(hook, timestep, "none", class_id, 8, api_name="/suggest_features")
         assert 0 < len(features) <= 8
         baseline, steered, before, after, note = client.predict(
@@ -235,7 +235,7 @@ def test_eight_concurrent_clients(app_url, examples):
         labels = []
         for request in range(5):
             if request % 2:
-                table = own.predict(handle_file(examples[name]), "mid_block", 100, "none", api_name="/explore")[2]
+                table = own.predict(handle_file(examples[name]), "up_blocks.0", 300, "none", api_name="/explore")[2]
                 labels.append(name if sum(name in row[1] for row in table["data"]) >= 4 else "?")
             else:
                 labels.append(own.predict(handle_file(examples[name]), "mid_block", 100, "diff-c", api_name="/classify")["label"])

@@ -24,7 +24,9 @@ BARS = r"""() => {
   const block = [...document.querySelectorAll('.block')].find(e => e.querySelector('svg.marks')
       && e.querySelector('[data-testid=block-info]')?.innerText.startsWith('Top features'));
   const axis = block && block.querySelector('g.role-axis[aria-label^="X-axis"]');
-  return axis ? [...axis.querySelectorAll('g.role-axis-label text')].map(t => t.textContent) : []; }"""
+  // left to right on screen: Vega keeps a label's node when it moves, so DOM order is not bar order
+  return axis ? [...axis.querySelectorAll('g.role-axis-label text')].map(t => [t.getBoundingClientRect().x, t.textContent])
+      .sort((a, b) => a[0] - b[0]).map(p => p[1]) : []; }"""
 TABLE = r"""(label) => {
   const block = [...document.querySelectorAll('.block')].find(e => e.offsetParent && e.innerText.includes(label)
       && e.querySelector('.virtual-body'));
@@ -95,10 +97,15 @@ def test_clicked_examples_are_explored_and_the_chart_shows_the_tables_features(a
     previous = page.evaluate(TABLE, "click a row")
     for index in (1, 7, 8, 5, 3):  # trouser, sneaker, bag, sandal, dress: each a new answer
         examples.nth(index).click()  # no Explore click: the example runs on its own
-        page.wait_for_function(f"(old) => JSON.stringify(({TABLE})('click a row')) !== old", arg=str(previous).replace("'", '"'),
-                               timeout=30_000)
-        page.wait_for_timeout(700)  # let the chart draw
+        # a new table, and the chart (redrawn after it, slowly on a busy machine) naming the same features in order
+        settled = (f"(old) => {{ const table = ({TABLE})('click a row'); return JSON.stringify(table) !== JSON.stringify(old)"
+                   f" && JSON.stringify(({BARS})()) === JSON.stringify(table.map(r => `#${{r[0]}} ${{r[1]}}`)); }}")
+        try:
+            page.wait_for_function(settled, arg=previous, timeout=30_000)
+        except playwright_api.TimeoutError:
+            pass
         table = page.evaluate(TABLE, "click a row")
+        assert table != previous, index
         assert page.evaluate(BARS) == [f"#{row[0]} {row[1]}" for row in table], index
         previous = table
     examples.nth(1).click()  # the trousers again, then a row: its feature's details

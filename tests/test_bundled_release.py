@@ -41,6 +41,19 @@ def test_the_release_is_complete_and_small(release):
     assert {"samples", "sae_normalized_mse_mean", "probe_accuracy_diffusion_linear"} <= set(release.plots())
 
 
+def test_the_release_keeps_its_promises_on_held_out_images(release):
+    """What the README claims of the bundled release, read from its own metrics."""
+    dead = {(r["hook"], r["timestep"], r["pooling"]): r["dead_fraction"] for r in release.metrics("sae_grid")["rows"]}
+    assert len(dead) == 2 * len(release.hooks) * len(release.timesteps)
+    assert max(dead.values()) <= 0.05, f"dead features on the test images: {max(dead.items(), key=lambda kv: kv[1])}"
+    grid = release.metrics("probe_grid")
+    pixels = max(r["test_accuracy"] for r in grid["rows"] if r["features"] == "pixels")
+    assert grid["best"]["test_accuracy"] >= pixels + 0.02, "the best probe beats logistic regression on raw pixels by 2 points"
+    purity = release.metrics("monosemanticity")["cells"]
+    best = max(purity, key=lambda c: c["sae"])
+    assert best["sae"] > max(best["random_directions"], best["neurons"])
+
+
 def test_every_sae_agrees_with_its_config_and_the_model(release, backbone):
     for hook in release.hooks:
         for t in release.timesteps:

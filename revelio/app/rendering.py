@@ -62,10 +62,13 @@ def timesteps_frame(points: list[tuple[int, float]]) -> pd.DataFrame:
     return pd.DataFrame({"timestep": [t for t, _ in points], "mean activation": [v for _, v in points]})
 
 
-def frame_csv(frame: pd.DataFrame, name: str) -> str:
-    """A table as an immutable CSV file named ``name`` (for a download button)."""
+def frame_csv(frame: pd.DataFrame, name: str, first: tuple[str, ...] = ()) -> str:
+    """A table as an immutable CSV file named ``name`` (for a download button), the columns that
+    name a row (``first``) leading: metrics JSON stores its keys sorted, which would bury them."""
     from revelio.app.outputs import text_file
 
+    leading = [c for c in first if c in frame.columns]
+    frame = frame[leading + [c for c in frame.columns if c not in leading]]
     return text_file(frame.to_csv(index=False), name)
 
 

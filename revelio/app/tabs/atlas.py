@@ -15,6 +15,8 @@ from revelio.app.state import AppState
 from revelio.app.validation import text, wire
 from revelio.grid import POOLING_NAMES
 
+CELL = ("hook", "timestep", "pooling")  # the columns that name a cell of the grid, first in every grid CSV
+
 MAX_QUERY = 200
 FEATURE_COLUMNS = ["feature", "label", "purity", "image frequency", "max activation"]
 
@@ -73,7 +75,7 @@ class AtlasTab:
             gr.Markdown(f"### Monosemanticity: label purity on {purity['images']} held-out images\nA direction's top "
                         f"{purity['top_k']} images weighted by its activation: the share on their main class. SAE "
                         "features against random directions of the same space and the block's own channels (neurons).")
-            gr.DownloadButton("Download the purity grid (CSV)", frame_csv(pd.DataFrame(purity["cells"]), "purity-grid.csv"),
+            gr.DownloadButton("Download the purity grid (CSV)", frame_csv(pd.DataFrame(purity["cells"]), "purity-grid.csv", CELL),
                               size="sm", variant="secondary", scale=0, min_width=260)
         for pooling in dict.fromkeys(r["pooling"] for r in purity["cells"]):
             with gr.Row():
@@ -88,7 +90,7 @@ class AtlasTab:
         sae_rows = release.metrics("sae_grid")["rows"]
         with gr.Row():
             gr.Markdown("### Probe test accuracy per cell (classifiers on the model's activations)\n" + PROBE_KINDS)
-            gr.DownloadButton("Download the probe grid (CSV)", frame_csv(pd.DataFrame(probe_rows), "probe-grid.csv"),
+            gr.DownloadButton("Download the probe grid (CSV)", frame_csv(pd.DataFrame(probe_rows), "probe-grid.csv", ("features", "probe") + CELL),
                               size="sm", variant="secondary", scale=0, min_width=260)
         with gr.Row():
             for kind in release.info.probe_kinds:
@@ -96,7 +98,7 @@ class AtlasTab:
                              label=f"{kind} probe", interactive=False, min_width=400)
         with gr.Row():
             gr.Markdown("### SAE error per cell: normalized MSE on held-out test images (0 is perfect)")
-            gr.DownloadButton("Download the SAE grid (CSV)", frame_csv(pd.DataFrame(sae_rows), "sae-grid.csv"),
+            gr.DownloadButton("Download the SAE grid (CSV)", frame_csv(pd.DataFrame(sae_rows), "sae-grid.csv", CELL),
                               size="sm", variant="secondary", scale=0, min_width=260)
         with gr.Row():
             for pooling in release.poolings:
