@@ -5,12 +5,12 @@ handler, response; output files are not downloaded, as a browser fetches them in
 afterwards):
 - explore:  an uploaded test image -> top features, heatmaps, FVU (spatial SAE at the best cell);
 - classify: an uploaded test image -> the best probe's top-5 classes;
-- steer:    a 50-step steered generation with the app's defaults (16 features of the last
-            decoder block's spatial SAE clamped to a class's maps, window t=999..500), plus its
-            unsteered twin when the seed is new.
+- steer:    a 50-step steered generation with the app's defaults (the SAE, feature count,
+            strength and window the release's steering measurement chose), plus its unsteered
+            twin when the seed is new.
 Then steered / unsteered generation time, timed directly in the same run, interleaved, with the
-same seed and steps (what the steering hooks cost): with the app's default window, and with
-every step steered. Targets: explore p50 < 0.5 s, classify p50 < 0.3 s, steered / unsteered
+same seed and steps (what the steering hooks cost): with the app's default window, with the
+high-noise half only and with every step steered. Targets: explore p50 < 0.5 s, classify p50 < 0.3 s, steered / unsteered
 <= 1.15 (app defaults).
 
 Run: ``.venv/bin/python bench/app_latency.py [--repeats 30]``.
@@ -57,6 +57,8 @@ def main() -> None:
 
     from revelio.activations.capture import extract
     from revelio.app import create_demo
+    from revelio.app.state import AppState
+    from revelio.app.tabs.steer import steering_defaults
     from revelio.app.uploads import MAX_UPLOAD_BYTES
     from revelio.release import load_release
     from revelio.steering import FeatureEdit, steer
@@ -74,8 +76,9 @@ def main() -> None:
     image_path = Path(tempfile.mkdtemp()) / "test-image.png"
     images[labels.index(1)].save(image_path)
     hook, timestep = release.best_cell
-    steer_hook = release.hooks[-1]  # the app's default steering block
-    features = client.predict(steer_hook, timestep, "none", 9, 16, api_name="/suggest_features")
+    defaults = steering_defaults(AppState(release))
+    steer_hook, steer_t, window = defaults.cell.hook, defaults.cell.timestep, defaults.window
+    features = client.predict(steer_hook, steer_t, "none", 9, defaults.count, api_name="/suggest_features")
     seeds = iter(range(10_000))
 
     results = {
@@ -83,18 +86,19 @@ def main() -> None:
         "classify": timed(lambda: client.predict(handle_file(str(image_path)), hook, timestep, release.info.best_cell.probe,
                                                  api_name="/classify"), args.repeats),
         f"steer ({args.steps} steps, steered + new unsteered)": timed(
-            lambda: client.predict(0, next(seeds), args.steps, 2.5, steer_hook, timestep, "none", features, "class-map", 9, 2.0,
-                                   999, 500, api_name="/steer"),
+            lambda: client.predict(0, next(seeds), args.steps, 2.5, steer_hook, steer_t, "none", features, "class-map", 9,
+                                   defaults.strength, *window, api_name="/steer"),
             args.steer_repeats),
     }
     demo.close()
 
     backbone = release.backbone()
-    sae = release.sae(steer_hook, timestep, "none")
-    tokens = extract(backbone, images, [steer_hook], [timestep], pooling="none", seed=release.info.seed)[(steer_hook, timestep)]
+    sae = release.sae(steer_hook, steer_t, "none")
+    tokens = extract(backbone, images, [steer_hook], [steer_t], pooling="none", seed=release.info.seed)[(steer_hook, steer_t)]
     maps = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
-    clamp = {f: 2.0 * maps.map(9, f) for f in features}
-    windows = {"app default window t=999..500": (999, 500), "every step": (999, 0)}
+    clamp = {f: defaults.strength * maps.map(9, f) for f in features}
+    app_window = f"app default window t={window[0]}..{window[1]}"
+    windows = {app_window: window, "high-noise half t=999..500": (999, 500), "every step": (999, 0)}
     edits = {name: FeatureEdit(sae, clamp=clamp, timesteps=window) for name, window in windows.items()}
     times: dict[str, list[float]] = {"unsteered": [], **{name: [] for name in edits}}
     for seed in range(args.steer_repeats + 1):
@@ -115,11 +119,11 @@ def main() -> None:
         print(f"{name:<48} {p50:8.3f} {p95:8.3f}")
     base = statistics.median(times["unsteered"])
     print(f"\ngeneration, {args.steps} steps, guidance 2.5, {len(features)} features clamped to class maps at {steer_hook} "
-          f"t={timestep} (spatial SAE); unsteered median {base:.3f} s")
+          f"t={steer_t} (spatial SAE); unsteered median {base:.3f} s")
     for name in edits:
         print(f"steered, {name}: median {statistics.median(times[name]):.3f} s, "
               f"steered / unsteered = {statistics.median(times[name]) / base:.3f}")
-    ratio = statistics.median(times["app default window t=999..500"]) / base
+    ratio = statistics.median(times[app_window]) / base
     explore_p50, classify_p50 = percentiles(results["explore"])[0], percentiles(results["classify"])[0]
     print(f"targets: explore p50 {explore_p50:.3f} < 0.5: {explore_p50 < 0.5}; classify p50 {classify_p50:.3f} < 0.3: "
           f"{classify_p50 < 0.3}; ratio (app defaults) {ratio:.3f} <= 1.15: {ratio <= 1.15}")

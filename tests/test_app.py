@@ -518,6 +518,23 @@ def test_steer_reports_each_denoising_step(bundled_state):
     assert reports[0] == (0, 6, "steered") and reports[-1] == (6, 6, "probe")
 
 
+def test_steer_defaults_follow_the_releases_steering_measurement(bundled_state, monkeypatch):
+    from revelio.app.tabs.steer import steering_defaults
+
+    release = bundled_state.release
+    measured = release.metrics("steering")
+    defaults = steering_defaults(bundled_state)
+    hook, _, t = measured["cells"][0].rpartition(":")
+    assert measured["within_budget"] and (defaults.cell.hook, defaults.cell.timestep, defaults.cell.pooling) == (hook, int(t), "none")
+    assert defaults.strength == measured["strength"] and list(defaults.window) == measured["window"]
+    assert defaults.count == measured["features_per_class"]
+    fallback = (release.hooks[-1], bundled_state.default_cell.timestep, 2.0, (999, 500))
+    for change in ({"within_budget": False}, {"cells": ["mid_block:100", "up_blocks.1:100"]}, {"cells": ["up_blocks.1:7"]}):
+        monkeypatch.setattr(release, "metrics", lambda name, change=change: {**measured, **change})
+        other = steering_defaults(bundled_state)
+        assert (other.cell.hook, other.cell.timestep, other.strength, other.window) == fallback, change
+
+
 def test_clamp_modes_follow_the_sae(bundled_state):
     from revelio.app.tabs.steer import SteerTab, clamp_modes
 

@@ -162,23 +162,25 @@ def test_steer_shows_progress_switches_modes_and_keeps_results_on_errors(app_url
     steps = page.locator("input[aria-label='number input for Denoising steps']")
     steps.fill("100")
     steps.press("Enter")
+    page.wait_for_function("steps => steps.value === '100'", arg=steps.element_handle())
     seed = page.locator("input[aria-label^='Seed']:visible")
     seed.fill("4321")
     seed.press("Tab")
-    # every text the status line shows while 200 denoising steps (baseline, steered) run, recorded
-    # by the page itself: polling from here misses most of them when generation is fast
+    # every "done/total steps" text the status line shows while the baseline and the steered image
+    # run, recorded by the page itself (polling from here misses most of them when generation is
+    # fast); the whole page is watched, since Gradio may re-render the status block
     page.evaluate("""() => {
         window.revelioSteps = new Set();
-        const status = document.querySelector('.block.revelio-status');
         new MutationObserver(() => {
-            const found = status.innerText.match(/(\\d+)\\/200 steps/);
-            if (found) window.revelioSteps.add(found[1]);
-        }).observe(status, {subtree: true, childList: true, characterData: true});
+            const status = document.querySelector('.block.revelio-status');
+            const found = status && status.innerText.match(/(\\d+)\\/(\\d+) steps/);
+            if (found) window.revelioSteps.add(found[1] + '/' + found[2]);
+        }).observe(document.body, {subtree: true, childList: true, characterData: true});
     }""")
     page.get_by_role("button", name="Generate").click()
     page.wait_for_function(f"() => ({IMAGE_SRC})('Steered') !== null", timeout=60_000)
     seen = page.evaluate("() => [...window.revelioSteps]")
-    assert len(seen) >= 3, seen
+    assert len(seen) >= 3 and all(text.endswith("/200") for text in seen), seen  # 100 steps, twice
     before = (page.evaluate(IMAGE_SRC, "Baseline (same seed, nothing clamped)"), page.evaluate(IMAGE_SRC, "Steered"))
 
     page.locator("label:visible", has_text="pooled (one code per image)").click()  # a pooled SAE has no class maps
@@ -188,8 +190,11 @@ def test_steer_shows_progress_switches_modes_and_keeps_results_on_errors(app_url
     assert [mode for mode, _ in modes] == ["value"] and modes[0][1], modes
     assert not page.locator(".revelio-mask").is_visible()
 
+    low = page.locator("input[aria-label^='number input for down to t']")
+    low.fill("500")
+    low.press("Enter")
     high = page.locator("input[aria-label^='number input for Steer from t']")
-    high.fill("100")  # below "down to t" (500): an error
+    high.fill("100")  # below "down to t": an error
     high.press("Enter")
     page.get_by_role("button", name="Suggest features").click()
     page.wait_for_timeout(1500)

@@ -239,6 +239,20 @@ def test_class_code_maps_average_codes_per_class_and_location(backbones):
         ClassCodeMaps.from_tokens(sae, torch.randn(2, 8, sae.d_in), [0, 1], 2)
 
 
+def test_unrelated_features_are_the_heaviest_live_ones_no_class_uses():
+    from types import SimpleNamespace
+
+    from revelio.steering.selection import unrelated_features
+
+    stats = SimpleNamespace(image_frequency=torch.tensor([0.5, 0.5, 0.0001, 0.5, 0.5, 0.5]),
+                            overall_mean_activation=torch.tensor([3.0, 5.0, 9.0, 1.0, 0.0, 2.0]))
+    # feature 1 is the heaviest but steers a class; 2 is too rare; 4 never fires
+    assert unrelated_features(stats, 3, min_frequency=0.01, exclude={1}) == [0, 5, 3]
+    assert unrelated_features(stats, 9, min_frequency=0.01, exclude={1}) == [0, 5, 3], "fewer when fewer qualify"
+    by_map_mass = torch.tensor([1.0, 0.0, 0.0, 4.0, 0.0, 2.0])
+    assert unrelated_features(stats, 2, min_frequency=0.01, mass=by_map_mass) == [3, 5]
+
+
 def test_an_edit_reused_after_changing_its_values_applies_the_new_ones(backbones):
     bb = backbones["pixel-class"]
     sae = make_sae(bb, "none")

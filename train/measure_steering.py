@@ -14,12 +14,13 @@ rate, against the unsteered baseline's rate. Two ways to clamp:
 - ``--clamp-to max``: the features carrying most activation on c among those mostly active on it
   (label purity) are clamped to --strengths x their largest training activation, everywhere.
 
-Side effect: the same number of features unrelated to any class (the lowest label purity),
-clamped the same way (to --strengths x their mean map over all images, or x their max), shows how
+Side effect: the same number of features unrelated to any class (the heaviest live ones that no
+class's selection picks), clamped
+the same way (to --strengths x their mean map over all images, or x their max), shows how
 far images move in pixel space (mean absolute change in [0, 1] units) and how often their
 predicted class changes, next to the same numbers for class steering.
 
-  python train/measure_steering.py --release bundled --cells mid_block:100 up_blocks.0:100 up_blocks.1:100
+  python train/measure_steering.py --release bundled --cells up_blocks.1:100 --window 999 0 --strengths 1 2 3
 """
 
 from __future__ import annotations

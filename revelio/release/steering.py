@@ -7,8 +7,9 @@ follow the backbone's conditioning: the dataset's classes for a model conditione
 prompt per class ("a photo of a {}", or the empty prompt) for text models, the backbone's own
 classes otherwise, and one unconditional source for unconditional models. A judge says how many
 images are c: the release's reference classifier (trained on real images only) when it has one,
-else its best probe. The same number of features unrelated to any class, clamped the same way,
-shows how far steering moves images that it should not (pixel change, class changes).
+else its best probe. The same number of features unrelated to any class (the heaviest ones that
+no class's selection picks), clamped the same way, shows how far a clamp of as many features
+moves images that it should not (pixel change, class changes).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class SteeringMeasureConfig:
     pooling: Literal["mean", "none"] = option("none")
     clamp_to: Literal["class-map", "max"] = option("class-map")
     features_per_class: int = option(16, "per SAE")
-    min_frequency: float = option(0.005, "features rarer than this are not chosen (label-purity selection and unrelated features)")
+    min_frequency: float = option(0.005, "features rarer than this are not chosen (class or unrelated)")
     strengths: list[float] = option([2.0], "each multiplies the class map (or the max activation); several: a sweep")
     budget: float = option(0.25, "most share of images the unrelated-feature clamps may relabel at the chosen strength")
     window: list[int] = option([999, 0], "T_HIGH T_LOW: steer only at timesteps in this range")
@@ -89,7 +90,9 @@ class _Steering:
         for sae, maps in self.saes:
             stats, n = sae.feature_stats, config.features_per_class
             if target is None:
-                chosen = unrelated_features(stats, n, config.min_frequency)
+                used = {f for c in range(stats.label_distribution.shape[1])
+                        for f in steering_features(stats, c, n, maps, min_frequency=config.min_frequency)}
+                chosen = unrelated_features(stats, n, config.min_frequency, used, None if maps is None else maps.mass())
             else:
                 chosen = steering_features(stats, target, n, maps, min_frequency=config.min_frequency)
             clamp = clamp_targets(chosen, strength, stats, maps, target)

@@ -13,7 +13,7 @@ Two rankings, both from held-out or training statistics:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,10 +42,22 @@ def class_selective_features(
     return [int(f) for f in mass.argsort(descending=True, stable=True)[:n] if mass[f] > 0]
 
 
-def unrelated_features(stats: FeatureStats, n: int, min_frequency: float = 0.001) -> list[int]:
-    """The ``n`` live features with the flattest label distribution (lowest purity): tied to no class."""
-    purity = torch.where(stats.image_frequency >= min_frequency, stats.purity, torch.inf)
-    return [int(f) for f in purity.argsort(stable=True)[:n]]
+def unrelated_features(
+    stats: FeatureStats, n: int, min_frequency: float = 0.001, exclude: Collection[int] = (),
+    mass: torch.Tensor | None = None,
+) -> list[int]:
+    """The ``n`` heaviest live features outside ``exclude`` (the features steering picks for any
+    class): clamping them changes the activation as much as features tied to no class can, the
+    control for the side effects of steering.
+
+    ``mass`` ([d_sae]) ranks them, by default each feature's mean activation. Lowest label purity is
+    no such control: the features every class shares (fired on all of them, so of low purity)
+    are among the ones clamping to a class map uses most.
+    """
+    weight = stats.overall_mean_activation if mass is None else mass
+    live = (stats.image_frequency >= min_frequency) & (weight > 0)
+    excluded = set(exclude)
+    return [int(f) for f in weight.argsort(descending=True, stable=True) if live[f] and int(f) not in excluded][:n]
 
 
 @dataclass
@@ -91,6 +103,10 @@ class ClassCodeMaps:
             raise ValueError(f"class id {target} is out of range 0..{self.maps.shape[0] - 1}")
         excess = (self.maps[target] - self.overall).clamp_min(0).sum(dim=(0, 1))
         return [int(f) for f in excess.argsort(descending=True, stable=True)[:n] if excess[f] > 0]
+
+    def mass(self) -> torch.Tensor:
+        """[d_sae]: each feature's mean activation summed over locations, on all images."""
+        return self.overall.sum(dim=(0, 1))
 
     def map(self, target: int, feature: int) -> torch.Tensor:
         """[side, side]: the feature's mean activation at each location on class ``target``."""

@@ -174,16 +174,39 @@ class Generator:
         return baseline, steered, clamp
 
 
-def measured_strength(state: AppState, cell: Cell, fallback: float = 2.0) -> float:
-    """The class-map strength the release's steering measurement chose within its side-effect
-    budget (metrics/steering.json), when it measured the app's own default: this cell, clamped to
-    class maps, from pure noise down to the middle timestep; else ``fallback``."""
+@dataclass(frozen=True)
+class SteeringDefaults:
+    """What the Steer tab starts with: the SAE, how many features, how hard, and when."""
+
+    cell: Cell
+    count: int
+    strength: float
+    window: tuple[int, int]  # (t_high, t_low)
+
+
+def steering_defaults(state: AppState) -> SteeringDefaults:
+    """The setting the release's steering measurement (metrics/steering.json) chose within its
+    side-effect budget, when it measured one spatial SAE of this release clamped to class maps.
+    Otherwise the last decoder block (highest resolution, which shapes the image most directly) at
+    the default timestep, 16 features at twice their class maps, over the high-noise half of the
+    schedule (where class shape is decided, at half the cost of every step)."""
+    default, steps = state.default_cell, state.backbone.num_train_timesteps
+    fallback = SteeringDefaults(Cell(state.release.hooks[-1], default.timestep, default.pooling), 16, 2.0,
+                                (steps - 1, steps // 2))
     if "steering" not in state.release.metric_names():
         return fallback
-    measured, steps = state.release.metrics("steering"), state.backbone.num_train_timesteps
-    same = (measured.get("cells") == [f"{cell.hook}:{cell.timestep}"] and measured.get("pooling") == cell.pooling
-            and measured.get("clamp_to") == "class-map" and measured.get("window") == [steps - 1, steps // 2])
-    return float(measured["strength"]) if same and measured.get("within_budget") else fallback
+    measured = state.release.metrics("steering")
+    if not (measured.get("within_budget") and measured.get("pooling") == "none"
+            and measured.get("clamp_to") == "class-map" and len(measured.get("cells", [])) == 1):
+        return fallback
+    hook, _, timestep = measured["cells"][0].rpartition(":")
+    try:
+        cell = state.cell(hook, timestep, "none")
+    except ValueError:  # measured on SAEs this release no longer has
+        return fallback
+    high, low = measured["window"]
+    return SteeringDefaults(cell, min(int(measured["features_per_class"]), 32), float(measured["strength"]),
+                            (min(int(high), steps - 1), max(int(low), 0)))
 
 
 class SteerTab:
@@ -318,14 +341,14 @@ class SteerTab:
 
     # --- layout -------------------------------------------------------------------------------
     def build(self) -> None:
-        state, default = self.state, self.state.default_cell
+        state = self.state
         classes = [(name, i) for i, name in enumerate(state.class_names)]
         target_class = 1 if len(classes) > 1 else 0
         last = state.backbone.num_train_timesteps - 1
-        # The last decoder block (highest resolution) shapes the image most directly: on the
-        # bundled model, class-map clamps there move the probe; at mid_block they barely do.
-        steer_cell = Cell(state.release.hooks[-1], default.timestep, default.pooling)
-        suggested = self.suggest(steer_cell.hook, steer_cell.timestep, steer_cell.pooling, target_class, 16) if classes else []
+        defaults = steering_defaults(state)
+        steer_cell = defaults.cell
+        suggested = (self.suggest(steer_cell.hook, steer_cell.timestep, steer_cell.pooling, target_class, defaults.count)
+                     if classes else [])
         side = display_side(state.backbone.resolution)
         spatial = steer_cell.pooling == "none"
         best = state.release.info.best_cell
@@ -345,17 +368,16 @@ class SteerTab:
                 cell = cell_inputs(state, default=steer_cell)
                 with gr.Row():
                     target = gr.Dropdown(classes, value=target_class, label="Target class (for suggestions and class maps)")
-                    count = gr.Slider(1, 32, 16, step=1, label="How many")
+                    count = gr.Slider(1, 32, defaults.count, step=1, label="How many")
                 suggest = gr.Button("Suggest features", size="sm")
                 features = gr.Dropdown(state.feature_choices(steer_cell), value=suggested, multiselect=True, filterable=True,
                                        label="Features to clamp (type to search by label or id)")
                 clamp_to = gr.Radio(clamp_modes(steer_cell.pooling), value="class-map" if spatial else "value",
                                     label="Clamp each feature to")
-                strength = gr.Slider(*STRENGTH, measured_strength(state, steer_cell), step=0.25, label="Value")
+                strength = gr.Slider(*STRENGTH, defaults.strength, step=0.25, label="Value")
                 with gr.Row():
-                    t_high = gr.Slider(0, last, last, step=1, label=f"Steer from t ({last} = pure noise)")
-                    # the high-noise half: where class shape is decided, at half the cost of every step
-                    t_low = gr.Slider(0, last, state.backbone.num_train_timesteps // 2, step=1, label="down to t (0 = clean)")
+                    t_high = gr.Slider(0, last, defaults.window[0], step=1, label=f"Steer from t ({last} = pure noise)")
+                    t_low = gr.Slider(0, last, defaults.window[1], step=1, label="down to t (0 = clean)")
             with gr.Column(scale=2):
                 with gr.Row():
                     baseline = gr.Image(label="Baseline (same seed, nothing clamped)", height=side + 48, buttons=["download"],
