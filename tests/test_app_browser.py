@@ -1,9 +1,10 @@
 """The app in a real browser (Playwright driving the system chromium), used as people use it.
 
 Explore: clicking examples explores them, and the bar chart always shows the table's features;
-clicking a table row shows that feature. Steer: a mask painted on the baseline keeps the change
-inside it, progress shows per denoising step, switching to the pooled SAE switches the clamp
-mode, and an error leaves the last result in place. Atlas: search, row clicks, CSV download.
+clicking a table row shows that feature. Steer: Generate at the defaults turns the baseline into
+the target class, a mask painted on the baseline keeps the change inside it, progress shows per
+denoising step, switching to the pooled SAE switches the clamp mode, and an error leaves the last
+result in place. Atlas: search, row clicks, CSV download.
 The screenshots land in artifacts/screenshots/*-in-use.png (docs/screenshots come from them).
 """
 
@@ -37,6 +38,12 @@ IMAGE_SRC = r"""(label) => {
       && e.querySelector('[data-testid=block-label]')?.innerText.trim() === label);
   const img = block && block.querySelector('img');
   return img && img.naturalWidth > 0 ? img.src : null; }"""
+
+PROBE_LABEL = r"""(label) => {
+  const block = [...document.querySelectorAll('.block')].find(e => e.offsetParent
+      && e.querySelector('[data-testid=block-label]')?.innerText.trim() === label);
+  const top = block && block.querySelector('[data-testid=label-output-value]');
+  return top ? top.innerText.trim() : null; }"""
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +125,17 @@ def test_clicked_examples_are_explored_and_the_chart_shows_the_tables_features(a
     screenshot(page, "explore")
 
 
+def test_generate_at_the_defaults_steers_to_the_target_class(app_url, page):
+    page.goto(app_url + "?tab=steer")
+    page.wait_for_timeout(3000)  # the suggested features (for Trouser) are there on load
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(f"() => ({IMAGE_SRC})('Steered') !== null", timeout=60_000)
+    page.wait_for_timeout(1000)
+    baseline, steered = (page.evaluate(PROBE_LABEL, f"Probe on the {image}") for image in ("baseline", "steered image"))
+    assert baseline != "Trouser" and steered == "Trouser", (baseline, steered)
+    screenshot(page, "steer")
+
+
 def test_a_painted_mask_keeps_the_steering_inside_it(app_url, page):
     page.goto(app_url + "?tab=steer")
     page.wait_for_timeout(3000)
@@ -152,7 +170,7 @@ def test_a_painted_mask_keeps_the_steering_inside_it(app_url, page):
     width = change.shape[1]
     inside, outside = change[:, : int(0.4 * width)].mean(), change[:, int(0.65 * width):].mean()
     assert inside > 3 * outside and inside > 5, (inside, outside)
-    screenshot(page, "steer")
+    screenshot(page, "steer-mask")
 
 
 def test_steer_shows_progress_switches_modes_and_keeps_results_on_errors(app_url, page):
