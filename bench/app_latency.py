@@ -98,7 +98,8 @@ def main() -> None:
     maps = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
     clamp = {f: defaults.strength * maps.map(9, f) for f in features}
     app_window = f"app default window t={window[0]}..{window[1]}"
-    windows = {app_window: window, "high-noise half t=999..500": (999, 500), "every step": (999, 0)}
+    windows = {"high-noise half t=999..500": (999, 500), "every step t=999..0": (999, 0)}
+    windows = {app_window: window, **{name: w for name, w in windows.items() if w != window}}  # each window timed once
     edits = {name: FeatureEdit(sae, clamp=clamp, timesteps=window) for name, window in windows.items()}
     times: dict[str, list[float]] = {"unsteered": [], **{name: [] for name in edits}}
     for seed in range(args.steer_repeats + 1):
