@@ -249,6 +249,8 @@ def test_unrelated_features_are_the_heaviest_live_ones_no_class_uses():
     # feature 1 is the heaviest but steers a class; 2 is too rare; 4 never fires
     assert unrelated_features(stats, 3, min_frequency=0.01, exclude={1}) == [0, 5, 3]
     assert unrelated_features(stats, 9, min_frequency=0.01, exclude={1}) == [0, 5, 3], "fewer when fewer qualify"
+    spatial_mass = torch.tensor([1.0, 0.0, 9.0, 4.0, 2.0, 3.0])  # e.g. class maps summed over locations
+    assert unrelated_features(stats, 3, min_frequency=0.01, mass=spatial_mass) == [3, 5, 4]
     by_map_mass = torch.tensor([1.0, 0.0, 0.0, 4.0, 0.0, 2.0])
     assert unrelated_features(stats, 2, min_frequency=0.01, mass=by_map_mass) == [3, 5]
 
