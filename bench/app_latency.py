@@ -10,8 +10,8 @@ afterwards):
             twin when the seed is new.
 Then steered / unsteered generation time, timed directly in the same run, interleaved, with the
 same seed and steps (what the steering hooks cost): with the app's default window, with the
-high-noise half only and with every step steered. Targets: explore p50 < 0.5 s, classify p50 < 0.3 s, steered / unsteered
-<= 1.15 (app defaults).
+high-noise half only and with every step steered. Targets: explore p50 < 0.5 s, classify p50 <
+0.3 s, steered / unsteered <= 1.15 (app defaults).
 
 Run: ``.venv/bin/python bench/app_latency.py [--repeats 30]``.
 """

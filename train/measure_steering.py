@@ -15,10 +15,9 @@ rate, against the unsteered baseline's rate. Two ways to clamp:
   (label purity) are clamped to --strengths x their largest training activation, everywhere.
 
 Side effect: the same number of features unrelated to any class (the heaviest live ones that no
-class's selection picks), clamped
-the same way (to --strengths x their mean map over all images, or x their max), shows how
-far images move in pixel space (mean absolute change in [0, 1] units) and how often their
-predicted class changes, next to the same numbers for class steering.
+class's selection picks), clamped the same way (to --strengths x their mean map over all images,
+or x their max), shows how far images move in pixel space (mean absolute change in [0, 1] units)
+and how often their predicted class changes, next to the same numbers for class steering.
 
   python train/measure_steering.py --release bundled --cells up_blocks.1:100 --window 999 0 --strengths 1 2 3
 """

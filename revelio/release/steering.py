@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -89,12 +90,12 @@ class _Steering:
         config, edits = self.config, []
         for sae, maps in self.saes:
             stats, n = sae.feature_stats, config.features_per_class
+            select = partial(steering_features, stats, n=n, maps=maps, min_frequency=config.min_frequency)
             if target is None:
-                used = {f for c in range(stats.label_distribution.shape[1])
-                        for f in steering_features(stats, c, n, maps, min_frequency=config.min_frequency)}
+                used = {f for c in range(stats.label_distribution.shape[1]) for f in select(c)}
                 chosen = unrelated_features(stats, n, config.min_frequency, used, None if maps is None else maps.mass())
             else:
-                chosen = steering_features(stats, target, n, maps, min_frequency=config.min_frequency)
+                chosen = select(target)
             clamp = clamp_targets(chosen, strength, stats, maps, target)
             if clamp:  # an SAE may have no feature that qualifies
                 edits.append(FeatureEdit(sae, clamp=clamp, timesteps=(config.window[0], config.window[1])))

@@ -41,6 +41,7 @@ STEPS = (1, 100)
 STRENGTH = (-5.0, 10.0)
 SEEDS = (0, 2**31 - 1)
 SUGGEST = (1, 64)
+COUNT_SLIDER = (1, 32)  # the "How many" slider; API clients may ask for up to SUGGEST[1]
 CLASS_MAP = ("the target class's mean map × value (spatial SAEs)", "class-map")
 VALUE = ("value × the feature's largest training activation (0 switches it off)", "value")
 CLAMP_MODES = [CLASS_MAP, VALUE]
@@ -205,7 +206,7 @@ def steering_defaults(state: AppState) -> SteeringDefaults:
     except ValueError:  # measured on SAEs this release no longer has
         return fallback
     high, low = measured["window"]
-    return SteeringDefaults(cell, min(int(measured["features_per_class"]), 32), float(measured["strength"]),
+    return SteeringDefaults(cell, min(int(measured["features_per_class"]), COUNT_SLIDER[1]), float(measured["strength"]),
                             (min(int(high), steps - 1), max(int(low), 0)))
 
 
@@ -368,7 +369,7 @@ class SteerTab:
                 cell = cell_inputs(state, default=steer_cell)
                 with gr.Row():
                     target = gr.Dropdown(classes, value=target_class, label="Target class (for suggestions and class maps)")
-                    count = gr.Slider(1, 32, defaults.count, step=1, label="How many")
+                    count = gr.Slider(*COUNT_SLIDER, defaults.count, step=1, label="How many")
                 suggest = gr.Button("Suggest features", size="sm")
                 features = gr.Dropdown(state.feature_choices(steer_cell), value=suggested, multiselect=True, filterable=True,
                                        label="Features to clamp (type to search by label or id)")
