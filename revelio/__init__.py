@@ -30,7 +30,7 @@ _EXPORTS = {
     "Probe": "revelio.probes",
     "LinearProbe": "revelio.probes",
     "DiffCProbe": "revelio.probes",
-    "classify": "revelio.probes.classify",
+    "classify": "revelio.probes.classify_images",
     "steer": "revelio.steering.edits",
     "FeatureEdit": "revelio.steering.edits",
     "Release": "revelio.release.load",

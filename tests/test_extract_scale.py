@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from revelio.cache import ActivationCache, find_cells
-from revelio.pipeline.probes import ProbeGridConfig, train_probe_grid
+from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
 from revelio.storage.files import read_safetensors
 from tests.test_train_cli import ROOT, run
 

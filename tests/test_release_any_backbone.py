@@ -148,7 +148,7 @@ def test_training_caches_are_class_balanced_subsets_of_a_class_sorted_folder(rel
 
 @pytest.mark.parametrize("kind, judge", [("sd", "best probe"), ("pixel-uncond", "best probe")])
 def test_steering_is_measured_on_any_release(releases, kind, judge):
-    from revelio.release.steering import SteeringMeasureConfig, measure_steering
+    from revelio.release.steering_measurement import SteeringMeasureConfig, measure_steering
 
     release = releases[kind]
     hook, t = release.best_cell

@@ -10,7 +10,7 @@ captured once and their mean is the pooled vector.
 from __future__ import annotations
 
 from revelio.config import parse
-from revelio.pipeline.extract import ExtractionConfig, extract_to_cache
+from revelio.steps.extract import ExtractionConfig, extract_to_cache
 
 
 def main(argv: list[str] | None = None) -> dict:

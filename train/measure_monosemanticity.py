@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from revelio.config import parse
-from revelio.release.monosemanticity import MonosemanticityConfig, measure_monosemanticity
+from revelio.release.purity_measurement import MonosemanticityConfig, measure_monosemanticity
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from revelio.config import parse
-from revelio.release.steering import SteeringMeasureConfig, measure_steering
+from revelio.release.steering_measurement import SteeringMeasureConfig, measure_steering
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from revelio.config import parse
-from revelio.pipeline.quality_gate import QualityGateConfig, run_quality_gate
+from revelio.steps.quality_gate import QualityGateConfig, run_quality_gate
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

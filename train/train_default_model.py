@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from revelio.config import parse
-from revelio.pipeline.default_model import DefaultModelConfig, train_default_model
+from revelio.steps.default_model import DefaultModelConfig, train_default_model
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -14,7 +14,7 @@ grid over processes or GPUs:
 from __future__ import annotations
 
 from revelio.config import parse_many
-from revelio.pipeline.saes import SAEGridConfig, train_sae_grid
+from revelio.steps.sae_grid import SAEGridConfig, train_sae_grid
 from revelio.sae.training import SAETrainConfig
 
 

@@ -21,7 +21,7 @@ from revelio.analysis.queries import feature_strengths
 from revelio.app.gpu import FORWARD_SECONDS, gpu
 from revelio.app.validation import whole
 from revelio.grid import POOLING_NAMES, Cell
-from revelio.probes.classify import classify
+from revelio.probes.classify_images import classify
 from revelio.sae.stats import FeatureStats
 from revelio.steering.selection import ClassCodeMaps
 

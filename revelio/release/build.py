@@ -37,7 +37,7 @@ from revelio.release.layout import (
 
 if TYPE_CHECKING:
     from revelio.models.base import Backbone
-    from revelio.pipeline.probes import ProbeGridConfig
+    from revelio.steps.probe_grid import ProbeGridConfig
 
 
 @dataclass
@@ -99,13 +99,13 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
 
     import revelio
     from revelio.data.datasets import load_image_dataset
-    from revelio.pipeline.extract import ExtractionConfig, extract_to_cache
-    from revelio.pipeline.extract_parts import DATASET_FILE
-    from revelio.pipeline.probes import ProbeGridConfig, train_probe_grid
-    from revelio.pipeline.quality_gate import QualityGateConfig, run_quality_gate
-    from revelio.pipeline.saes import SAEGridConfig, train_sae_grid
+    from revelio.steps.extract import ExtractionConfig, extract_to_cache
+    from revelio.steps.extract_parts import DATASET_FILE
+    from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
+    from revelio.steps.quality_gate import QualityGateConfig, run_quality_gate
+    from revelio.steps.sae_grid import SAEGridConfig, train_sae_grid
     from revelio.release.card import render_card
-    from revelio.release.monosemanticity import MonosemanticityConfig, measure_monosemanticity
+    from revelio.release.purity_measurement import MonosemanticityConfig, measure_monosemanticity
     from revelio.release.exemplars import (
         thumbnail_side,
         write_exemplars,

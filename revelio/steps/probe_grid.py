@@ -22,7 +22,7 @@ import torch
 
 from revelio.config import option, to_json
 from revelio.grid import Cell
-from revelio.pipeline.extract_parts import DATASET_FILE, LABELS_FILE
+from revelio.steps.extract_parts import DATASET_FILE, LABELS_FILE
 
 ProbeKind = Literal["linear", "diff-c", "sae-linear"]
 

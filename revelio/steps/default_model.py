@@ -70,7 +70,7 @@ def train_default_model(config: DefaultModelConfig) -> Path:
 
     from revelio.data.datasets import load_image_dataset
     from revelio.data.images import load_image, to_pixels
-    from revelio.pipeline.runs import check_same_command
+    from revelio.steps.runs import check_same_command
     from revelio.storage.files import read_state, write_state
 
     if config.threads:

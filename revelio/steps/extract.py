@@ -61,8 +61,8 @@ def extract_to_cache(config: ExtractionConfig) -> dict:
 
     import revelio
     from revelio.data.datasets import load_image_dataset
-    from revelio.pipeline.runs import check_same_command
-    from revelio.pipeline.extract_parts import (
+    from revelio.steps.runs import check_same_command
+    from revelio.steps.extract_parts import (
         DATASET_FILE,
         LABELS_FILE,
         PARTS_DIR,

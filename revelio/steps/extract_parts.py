@@ -23,7 +23,7 @@ from revelio.grid import Cell
 if TYPE_CHECKING:
     from revelio.data.datasets import ImageDataset
     from revelio.models import Backbone
-    from revelio.pipeline.extract import ExtractionConfig
+    from revelio.steps.extract import ExtractionConfig
 
 DATASET_FILE = "dataset.json"  # the merged cache: images, classes, parts, the command
 LABELS_FILE = "labels.safetensors"
