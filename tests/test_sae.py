@@ -22,6 +22,7 @@ from revelio.sae import KSparseAutoencoder
 from revelio.sae.metrics import SAEEvaluator
 from revelio.sae.training import FusedStep, SAETrainConfig, TensorSource, train_sae
 from revelio.storage.files import ArtifactFormatError, read_safetensors
+from tests.sae_reference import NoStep, autograd_of_the_dense_loss, double_sae_with_biases
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,44 +205,6 @@ def test_killed_training_resumes_to_the_same_weights(tmp_path):
     steps = [json.loads(line)["step"] for line in (out / "training" / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)), "the log reads as one run after resuming"
     shutil.rmtree(tmp_path / "straight")
-
-
-def double_sae_with_biases(**shape) -> KSparseAutoencoder:
-    """A float64 SAE with non-zero biases, so gradient checks cover every parameter."""
-    torch.manual_seed(0)
-    sae = KSparseAutoencoder(**shape).double()
-    with torch.no_grad():
-        sae.b_pre.normal_()
-        sae.b_enc.normal_(std=0.1)
-    return sae
-
-
-class NoStep:
-    """An optimiser that leaves parameters alone, so the step's gradients can be inspected."""
-
-    param_groups: list = []
-
-    def step(self) -> None:
-        pass
-
-
-def autograd_of_the_dense_loss(sae: KSparseAutoencoder, x: torch.Tensor, dead: torch.Tensor | None, k_aux: int, coef: float):
-    """The loss written densely ([N, d_sae] codes), differentiated by autograd; decoder grads made row-orthogonal."""
-    target = x * sae.input_scale
-    pre = (target - sae.b_pre) @ sae.W_enc.t() + sae.b_enc
-    values, indices = pre.topk(sae.k)
-    dense = torch.zeros_like(pre).scatter(1, indices, values.relu())
-    err = dense @ sae.W_dec + sae.b_pre - target
-    total = (target - target.mean(0)).pow(2).sum()
-    loss = err.pow(2).sum() / total
-    if dead is not None:
-        aux_values, aux_indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux)
-        aux_dense = torch.zeros_like(pre).scatter(1, aux_indices, aux_values.relu())
-        loss = loss + coef * (aux_dense @ sae.W_dec + err.detach()).pow(2).sum() / total
-    names = ["W_dec", "W_enc", "b_enc", "b_pre"]
-    grads = dict(zip(names, torch.autograd.grad(loss, [getattr(sae, n) for n in names])))
-    grads["W_dec"] = grads["W_dec"] - (grads["W_dec"] * sae.W_dec).sum(1, keepdim=True) * sae.W_dec
-    return (err.pow(2).sum() / total).detach(), {name: g.detach() for name, g in grads.items()}
 
 
 @pytest.mark.parametrize("with_auxk", [False, True])

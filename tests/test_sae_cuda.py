@@ -17,7 +17,7 @@ from revelio.sae.training import (
     make_optimizer,
     train_sae,
 )
-from tests.test_sae import NoStep, autograd_of_the_dense_loss, double_sae_with_biases
+from tests.sae_reference import NoStep, autograd_of_the_dense_loss, double_sae_with_biases
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
 CUDA = torch.device("cuda")
