@@ -83,14 +83,14 @@ class BaselineLinearProbe(LinearProbe):
         x_all = np.concatenate([x_train, x_val])
         y_all = np.concatenate([train.labels.numpy(), validation.labels.numpy()])
         model = LogisticRegression(C=best_c, max_iter=max_iter).fit((x_all - mean) / scale, y_all)
-        probe = cls(x_train.shape[1], class_names, **metadata)
+        probe = cls.create(x_train.shape[1], class_names, **metadata)
         weight, bias = _baseline_full_weights(model, len(class_names))
         with torch.no_grad():
             probe.mean.copy_(torch.from_numpy(mean))
             probe.scale.copy_(torch.from_numpy(scale))
             probe.linear.weight.copy_(torch.from_numpy(weight))
             probe.linear.bias.copy_(torch.from_numpy(bias))
-        probe.metadata.setdefault("metrics", {}).update(validation_accuracy=scores[best_c], l2_inverse_strength=best_c)
+        probe.config.metrics.update(validation_accuracy=scores[best_c], l2_inverse_strength=best_c)
         return probe.eval()
 
 
@@ -129,7 +129,7 @@ class BaselineDiffCProbe(DiffCProbe):
     def fit(cls, train: Split, validation: Split, class_names: list[str], grid_side: int, epochs: int = 30,
             batch_size: int = 128, lr: float = 1e-3, seed: int = 0, **metadata: Any):
         torch.manual_seed(seed)
-        probe = cls(train.features.shape[-1], grid_side, class_names, **metadata)
+        probe = cls.create(train.features.shape[-1], grid_side, class_names, **metadata)
         opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=1e-4)
         steps_per_epoch = math.ceil(len(train.labels) / batch_size)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
@@ -152,7 +152,7 @@ class BaselineDiffCProbe(DiffCProbe):
             if accuracy > best[0]:
                 best = (accuracy, {k: v.clone() for k, v in probe.state().items()})
         probe.load_state(best[1])
-        probe.metadata.setdefault("metrics", {}).update(validation_accuracy=best[0])
+        probe.config.metrics.update(validation_accuracy=best[0])
         return probe
 
 
@@ -193,7 +193,7 @@ def load_features(refresh: bool) -> dict[str, dict[str, torch.Tensor]]:
 # --- the timed runs -----------------------------------------------------------------------------
 def fit_linear(cls: type[LinearProbe], train: Any, labels: torch.Tensor, test: Any, test_labels: torch.Tensor, names):
     probe = cls.fit(*split_train_validation(train, labels, seed=0), names)
-    return probe.accuracy(test, test_labels), probe.metadata["metrics"]["validation_accuracy"]
+    return probe.accuracy(test, test_labels), probe.config.metrics["validation_accuracy"]
 
 
 def run_kind(kind: str, which: str, data: dict, hook: str | None, names: list[str]) -> tuple[float, float, float]:
@@ -219,7 +219,7 @@ def run_kind(kind: str, which: str, data: dict, hook: str | None, names: list[st
         cls = BaselineDiffCProbe if which == "baseline" else DiffCProbe
         x, x_test = train[f"{hook}/none"].float(), test[f"{hook}/none"].float()
         probe = cls.fit(*split_train_validation(x, y, seed=0), names, grid_side=int(round(x.shape[1] ** 0.5)), epochs=EPOCHS, seed=0)
-        result = probe.accuracy(x_test, y_test), probe.metadata["metrics"]["validation_accuracy"]
+        result = probe.accuracy(x_test, y_test), probe.config.metrics["validation_accuracy"]
     return time.perf_counter() - start, *result
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from revelio.layout import RELEASE_FILE
+
 BUNDLED = "bundled"
-RELEASE_FILE = "release.json"
 
 
 def bundled_release_dir() -> Path:

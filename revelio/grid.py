@@ -56,5 +56,21 @@ class Cell:
             layout = "<hook>/t<timestep>" + ("/<pooling>" if with_pooling else "")
             raise ValueError(f"{str(path)!r} is not a grid cell folder ({layout})") from None
 
+    @property
+    def spec(self) -> str:
+        """``hook:t``: how a cell is written on a command line and in steering.json."""
+        return f"{self.hook}:{self.timestep}"
+
+    @classmethod
+    def parse(cls, spec: str, pooling: Pooling | None = None) -> Cell:
+        """The inverse of :attr:`spec` (``"mid_block:100"``); the one place a ``hook:t`` string is read."""
+        hook, _, step = str(spec).rpartition(":")
+        if not hook or not step.isdigit():
+            raise ValueError(f"a cell is written HOOK:T (e.g. mid_block:100); got {spec!r}")
+        return cls(hook, int(step), pooling)
+
+    def with_pooling(self, pooling: Pooling | None) -> Cell:
+        return Cell(self.hook, self.timestep, pooling)
+
     def __str__(self) -> str:
         return f"{self.hook} at t={self.timestep}" + (f" ({POOLING_NAMES[self.pooling].split(' ')[0]})" if self.pooling else "")

@@ -38,7 +38,7 @@ def test_linear_probe_learns_separable_classes():
     assert probe.accuracy(x[450:], y[450:]) > 0.95
     probs = probe.predict_proba(x[450:])
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(150))
-    assert probe.metadata["metrics"]["l2_inverse_strength"] in (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    assert probe.config.metrics["l2_inverse_strength"] in (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def test_diff_c_reads_the_spatial_layout():
@@ -61,7 +61,7 @@ def test_save_and_load_round_trip_with_class_names(kind, tmp_path):
     probe.save_pretrained(tmp_path / "probes" / "mid_block" / "t25")
     loaded = Probe.from_pretrained(tmp_path, subfolder="probes/mid_block/t25")
     assert type(loaded) is type(probe) and loaded.class_names == NAMES
-    assert loaded.metadata == probe.metadata
+    assert loaded.config == probe.config
     torch.testing.assert_close(loaded.predict_proba(x), probe.predict_proba(x), rtol=0, atol=0)
     wrong = DiffCProbe if kind == "linear" else LinearProbe
     with pytest.raises(ArtifactFormatError, match=f"holds a {probe.kind} probe"):

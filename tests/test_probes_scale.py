@@ -63,7 +63,7 @@ def test_probe_on_sparse_codes_equals_the_probe_on_dense_codes():
     sparse, dense, labels, _, _ = sae_codes()
     from_sparse = LinearProbe.fit(*split_train_validation(sparse[:700], labels[:700]), NAMES)
     from_dense = LinearProbe.fit(*split_train_validation(dense[:700], labels[:700]), NAMES)
-    assert from_sparse.metadata == from_dense.metadata  # same C chosen, same validation accuracy
+    assert from_sparse.config == from_dense.config  # same C chosen, same validation accuracy
     for name, tensor in from_dense.state().items():
         torch.testing.assert_close(from_sparse.state()[name], tensor, rtol=0, atol=2e-3, msg=name)
     # one stored probe, either input: sparse or dense codes give the same probabilities

@@ -56,7 +56,7 @@ def test_trainer_recovers_known_sparse_directions(trained):
     sae, directions, _ = trained
     best_cosine = (directions @ sae.W_dec.detach().T).max(dim=1).values
     assert (best_cosine > 0.9).float().mean() >= 0.9
-    assert sae.metadata["metrics"]["fraction_variance_explained"] > 0.9
+    assert sae.config.metrics["fraction_variance_explained"] > 0.9
 
 
 def test_encode_keeps_exactly_k_latents():
@@ -89,7 +89,7 @@ def test_decoder_rows_stay_unit_norm(trained):
 def test_training_writes_logs_plot_and_metrics(trained):
     sae, _, out = trained
     rows = [json.loads(line) for line in (out / "training" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["tokens"] == sae.metadata["training_tokens"]
+    assert rows[-1]["tokens"] == sae.config.training_tokens
     assert rows[-1]["normalized_mse"] < rows[0]["normalized_mse"]
     assert (out / "training" / "training_curves.png").stat().st_size > 1000
     config = json.loads((out / "config.json").read_text())
@@ -107,7 +107,7 @@ def test_save_and_load_are_bit_exact(trained, tmp_path):
     loaded = KSparseAutoencoder.from_pretrained(tmp_path, subfolder="cell")
     for name, param in sae.named_parameters():
         assert torch.equal(param, getattr(loaded, name)), name
-    assert loaded.input_scale == sae.input_scale and loaded.metadata == sae.metadata
+    assert loaded.input_scale == sae.input_scale and loaded.config == sae.config
     assert loaded.feature_stats.labels == sae.feature_stats.labels
     assert torch.equal(loaded.feature_stats.top_images, sae.feature_stats.top_images)
 
@@ -268,7 +268,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     with pytest.raises(ValueError, match="checkpoint of a run with other settings"):
         train_sae(TensorSource(data), small_config(total_tokens=40 * 256, batch_size=256, checkpoint_every=10, k=4), tmp_path, progress=False)
     resumed = train_sae(TensorSource(data), config, tmp_path, progress=False)
-    assert resumed.metadata["training_tokens"] == 40 * 256
+    assert resumed.config.training_tokens == 40 * 256
 
 
 def test_pruning_drops_only_latents_the_data_never_uses(tmp_path):
@@ -282,8 +282,8 @@ def test_pruning_drops_only_latents_the_data_never_uses(tmp_path):
     fires.add(data)
     live = int((fires.fires > 0).sum())
     assert pruned.d_sae == live < full.d_sae
-    assert pruned.metadata["metrics"]["pruned_latents"] == full.d_sae - live
-    assert pruned.metadata["metrics"]["dead_fraction"] == 0.0
+    assert pruned.config.metrics["pruned_latents"] == full.d_sae - live
+    assert pruned.config.metrics["dead_fraction"] == 0.0
     torch.testing.assert_close(pruned(data), full(data))  # dropped latents were never in a top-k
     reloaded = KSparseAutoencoder.from_pretrained(tmp_path / "pruned")
     assert reloaded.d_sae == live

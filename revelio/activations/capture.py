@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,23 +17,28 @@ from tqdm.auto import tqdm
 
 from revelio.activations.hooks import StopForward, capture_outputs
 from revelio.data.images import count_images, iter_image_batches
+from revelio.grid import Pooling
 from revelio.models.base import Backbone
 
-Pooling = Literal["mean", "none"]
+
 Activations = dict[tuple[str, int], torch.Tensor]
 
 
+def to_tokens(hidden: torch.Tensor) -> torch.Tensor:
+    """[B, T, C] tokens of a block output: UNet maps [B, C, H, W] flatten row-major to H*W tokens."""
+    if hidden.ndim == 4:
+        return hidden.flatten(2).transpose(1, 2)
+    if hidden.ndim == 3:  # transformer tokens [B, T, C]
+        return hidden
+    raise ValueError(f"cannot read tokens from a block output of shape {tuple(hidden.shape)}")
+
+
 def pool(hidden: torch.Tensor, pooling: Pooling) -> torch.Tensor:
-    """[B, C] for "mean"; [B, tokens, C] for "none" (UNet maps flatten row-major to H*W tokens).
+    """[B, C] for "mean"; [B, tokens, C] for "none" (maps or tokens, see :func:`to_tokens`).
 
     Pass float32 hidden states: a float16 mean over many tokens loses precision.
     """
-    if hidden.ndim == 4:  # UNet feature map [B, C, H, W]
-        tokens = hidden.flatten(2).transpose(1, 2)
-    elif hidden.ndim == 3:  # transformer tokens [B, T, C]
-        tokens = hidden
-    else:
-        raise ValueError(f"cannot pool a block output of shape {tuple(hidden.shape)}")
+    tokens = to_tokens(hidden)
     if pooling == "mean":
         return tokens.mean(dim=1)
     if pooling == "none":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -113,3 +114,9 @@ def replace_outputs(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def forward_timestep(args: tuple, kwargs: dict) -> Any:
+    """The timestep a diffusers denoiser was called with (second positional or ``timestep=``),
+    as a forward pre-hook registered ``with_kwargs=True`` sees it."""
+    return args[1] if len(args) > 1 else kwargs.get("timestep")

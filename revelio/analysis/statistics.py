@@ -189,7 +189,7 @@ def _check_cache(sae: KSparseAutoencoder, cache: ActivationCache) -> None:
             f"the SAE takes {sae.d_in} channels but the cache {cache.path} holds {cache.d_in}; "
             "use the SAE trained on this cache's hook point"
         )
-    hook = sae.metadata.get("hook")
+    hook = sae.config.hook
     if hook is not None and hook != cache.hook:
         raise ValueError(
             f"the SAE was trained on {hook!r} but the cache {cache.path} holds {cache.hook!r}; "

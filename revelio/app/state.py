@@ -112,8 +112,8 @@ class AppState:
                          kind: str | None) -> torch.Tensor:
         probe = self.release.probe(hook, timestep, kind)
         sae = None
-        if probe.metadata.get("sae"):
-            sae = self.release.sae(probe.metadata["hook"], int(probe.metadata["timestep"]), probe.metadata["pooling"])
+        if probe.config.sae:
+            sae = self.release.sae(probe.config.hook, int(probe.config.timestep), probe.config.pooling)
         return classify(self.backbone, probe, images, sae=sae, seed=self.seed)
 
     def reference_images(self) -> tuple[list[Image.Image], list[int]]:

@@ -13,12 +13,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from revelio.errors import ArtifactFormatError
+from revelio.formats.artifacts import ProbeConfig
 from revelio.probes.sparse import SparseFeatures
 from revelio.storage.artifact import HubArtifact
-from revelio.storage.files import ArtifactFormatError
-
-# Descriptive fields a probe carries to the Hub (JSON values).
-PROBE_METADATA = ("backbone", "hook", "timestep", "pooling", "dataset", "split", "sae", "metrics", "training")
 
 @dataclass
 class Split:
@@ -36,10 +34,11 @@ def split_train_validation(
     return Split(features[order[cut:]], labels[order[cut:]]), Split(features[order[:cut]], labels[order[:cut]])
 
 
-class Probe(nn.Module, HubArtifact):
-    """Base of the probe family: class names, metadata, prediction, and kind dispatch on load."""
+class Probe(nn.Module, HubArtifact[ProbeConfig]):
+    """Base of the probe family: its typed :class:`ProbeConfig`, prediction, and kind dispatch on load."""
 
     artifact_type = "probe"
+    config_class = ProbeConfig
     kind: ClassVar[str]
     _kinds: ClassVar[dict[str, type[Probe]]] = {}
 
@@ -47,21 +46,25 @@ class Probe(nn.Module, HubArtifact):
         super().__init_subclass__(**kwargs)
         Probe._kinds[cls.kind] = cls
 
-    def __init__(self, class_names: list[str], **metadata: Any) -> None:
+    def __init__(self, config: ProbeConfig) -> None:
         super().__init__()
-        unknown = set(metadata) - set(PROBE_METADATA)
-        if unknown:
-            raise TypeError(f"unknown probe config fields {sorted(unknown)}; known: {PROBE_METADATA}")
-        self.class_names = list(class_names)
-        self.metadata: dict[str, Any] = dict(metadata)
+        self.config = config
         self.extra_files = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.config.class_names
+
+    @property
+    def d_in(self) -> int:
+        return self.config.d_in
 
     def _check_features(self, features: torch.Tensor, expected: int, layout: str) -> torch.Tensor:
         if features.shape[-1] != expected:
             raise ValueError(
                 f"this probe takes {layout} with {expected} channels; got shape {tuple(features.shape)}. "
                 "Extract features from the hook point, timestep and pooling it was trained on "
-                f"({ {k: self.metadata.get(k) for k in ('hook', 'timestep', 'pooling')} })."
+                f"({self.config.cell}, pooling {self.config.pooling!r})."
             )
         weight = next(self.parameters())
         return features.to(weight.device, weight.dtype)
@@ -78,26 +81,15 @@ class Probe(nn.Module, HubArtifact):
     def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
         return float((self.predict(features) == labels).float().mean())
 
-    def config_dict(self) -> dict[str, Any]:
-        return {"probe_type": self.kind, "class_names": self.class_names, **self.shape_config(), **self.metadata}
-
-    def shape_config(self) -> dict[str, Any]:
-        raise NotImplementedError
-
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Probe:
-        kind = Probe._kinds.get(config.get("probe_type", ""))
+    def from_config(cls, config: ProbeConfig) -> Probe:
+        kind = Probe._kinds.get(config.probe_type)
         if kind is None:
-            raise ArtifactFormatError(f"unknown probe_type {config.get('probe_type')!r}; known: {sorted(Probe._kinds)}")
-        metadata = {key: config[key] for key in PROBE_METADATA if key in config}
-        return kind.build(config, metadata)
+            raise ArtifactFormatError(f"unknown probe_type {config.probe_type!r}; known: {sorted(Probe._kinds)}")
+        return kind(config)
 
     @classmethod
-    def build(cls, config: dict[str, Any], metadata: dict[str, Any]) -> Probe:
-        raise NotImplementedError
-
-    @classmethod
-    def weight_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    def weight_shapes(cls, config: ProbeConfig) -> dict[str, tuple[int, ...]]:
         probe = cls.from_config(config)
         return {name: tuple(t.shape) for name, t in probe.state().items()}
 

@@ -19,13 +19,13 @@ def probe_features(
 
     SAE codes come as :class:`SparseFeatures` for linear probes (k entries per image), dense otherwise.
     """
-    hook, timestep, pooling = (probe.metadata.get(key) for key in ("hook", "timestep", "pooling"))
-    if hook is None or timestep is None or pooling is None:
+    cell = probe.config.cell
+    if cell is None or cell.pooling is None:
         raise ValueError("this probe's config does not say which hook, timestep and pooling it was trained on")
-    if probe.metadata.get("sae") and sae is None:
-        raise ValueError(f"this probe reads SAE codes; pass sae= (the SAE {probe.metadata['sae']!r})")
-    features = extract(backbone, images, [hook], [int(timestep)], pooling=pooling, seed=seed, batch_size=batch_size)
-    features = features[(hook, int(timestep))]
+    if probe.config.sae and sae is None:
+        raise ValueError(f"this probe reads SAE codes; pass sae= (the SAE {probe.config.sae!r})")
+    features = extract(backbone, images, [cell.hook], [cell.timestep], pooling=cell.pooling, seed=seed, batch_size=batch_size)
+    features = features[(cell.hook, cell.timestep)]
     if sae is None:
         return features
     with torch.no_grad():

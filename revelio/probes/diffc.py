@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from revelio.formats.artifacts import ProbeConfig
 from revelio.probes.base import Probe, Split
 
 
@@ -28,11 +29,21 @@ class DiffCProbe(Probe):
 
     kind = "diff-c"
 
-    def __init__(self, d_in: int, grid_side: int, class_names: list[str], width: int | None = None, dropout: float = 0.1, **metadata: Any) -> None:
-        super().__init__(class_names, **metadata)
-        self.d_in, self.grid_side = d_in, grid_side
-        self.width = width or int(min(512, max(32, 2 ** round(math.log2(max(d_in, 1) / 2)))))
-        self.dropout = dropout
+    @classmethod
+    def create(cls, d_in: int, grid_side: int, class_names: list[str], width: int | None = None, dropout: float = 0.1,
+               **fields: Any) -> DiffCProbe:
+        """A new (untrained) probe; ``width`` defaults to about half the input channels (32..512)."""
+        width = width or int(min(512, max(32, 2 ** round(math.log2(max(d_in, 1) / 2)))))
+        return cls(ProbeConfig(probe_type=cls.kind, class_names=list(class_names), d_in=d_in, grid_side=grid_side, width=width,
+                               dropout=dropout, input_normalization="BatchNorm2d without affine parameters (running stats in model.safetensors)",
+                               **fields))
+
+    def __init__(self, config: ProbeConfig) -> None:
+        super().__init__(config)
+        if config.grid_side is None or config.width is None:
+            raise ValueError("a diff-c probe's config needs grid_side and width")
+        d_in, class_names, dropout = config.d_in, config.class_names, 0.1 if config.dropout is None else config.dropout
+        self.grid_side, self.width = config.grid_side, config.width
         self.input_norm = nn.BatchNorm2d(d_in, affine=False)  # parameter-free input normalisation
         layers: list[nn.Module] = []
         channels = d_in
@@ -65,14 +76,6 @@ class DiffCProbe(Probe):
     def predict(self, features: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         return self.predict_proba(features, batch_size).argmax(dim=-1)
 
-    def shape_config(self) -> dict[str, Any]:
-        return {"d_in": self.d_in, "grid_side": self.grid_side, "width": self.width, "dropout": self.dropout,
-                "input_normalization": "BatchNorm2d without affine parameters (running stats in model.safetensors)"}
-
-    @classmethod
-    def build(cls, config: dict[str, Any], metadata: dict[str, Any]) -> DiffCProbe:
-        return cls(int(config["d_in"]), int(config["grid_side"]), list(config["class_names"]), int(config["width"]), float(config.get("dropout", 0.1)), **metadata)
-
     @classmethod
     def fit(
         cls, train: Split, validation: Split, class_names: list[str], grid_side: int, epochs: int = 30,
@@ -91,7 +94,7 @@ class DiffCProbe(Probe):
         precision = resolve_precision(precision, device)
         labels = train.labels.to(device)
         torch.manual_seed(seed)
-        probe = cls(train.features.shape[-1], grid_side, class_names, **metadata).to(device)
+        probe = cls.create(train.features.shape[-1], grid_side, class_names, **metadata).to(device)
         probe.to(memory_format=torch.channels_last)  # matches the token layout of the input maps
         opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=1e-4)
         steps_per_epoch = math.ceil(len(train.labels) / batch_size)
@@ -118,8 +121,8 @@ class DiffCProbe(Probe):
                 best = (accuracy, {k: v.clone() for k, v in probe.state().items()})
         probe.to(memory_format=torch.contiguous_format)
         probe.load_state(best[1])
-        probe.metadata.setdefault("metrics", {}).update(validation_accuracy=best[0])
-        probe.metadata["training"] = {**probe.metadata.get("training", {}), "precision": precision}
+        probe.config.metrics.update(validation_accuracy=best[0])
+        probe.config.training = {**probe.config.training, "precision": precision}
         return probe
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from revelio.formats.artifacts import ProbeConfig
 from revelio.probes.base import Probe, Split
 from revelio.probes.logistic import fit_logistic_regression, logits
 from revelio.probes.sparse import SparseFeatures
@@ -33,9 +34,15 @@ class LinearProbe(Probe):
 
     kind = "linear"
 
-    def __init__(self, d_in: int, class_names: list[str], **metadata: Any) -> None:
-        super().__init__(class_names, **metadata)
-        self.d_in = d_in
+    @classmethod
+    def create(cls, d_in: int, class_names: list[str], **fields: Any) -> LinearProbe:
+        """A new (untrained) probe; ``fields`` are the rest of its :class:`ProbeConfig`."""
+        return cls(ProbeConfig(probe_type=cls.kind, class_names=list(class_names), d_in=d_in,
+                               input_normalization="standardize: (x - mean) / scale, both in model.safetensors", **fields))
+
+    def __init__(self, config: ProbeConfig) -> None:
+        super().__init__(config)
+        d_in, class_names = config.d_in, config.class_names
         self.register_buffer("mean", torch.zeros(d_in))
         self.register_buffer("scale", torch.ones(d_in))
         self.linear = nn.Linear(d_in, len(class_names))
@@ -44,18 +51,11 @@ class LinearProbe(Probe):
         if isinstance(features, SparseFeatures):  # (x - mean) / scale with x kept sparse
             if features.num_features != self.d_in:
                 raise ValueError(f"this probe takes SAE codes with {self.d_in} latents; got {features.num_features} "
-                                 f"(codes of the SAE {self.metadata.get('sae')!r}?)")
+                                 f"(codes of the SAE {self.config.sae!r}?)")
             codes = features.to(self.scale.device, self.scale.dtype).standardise(self.mean, self.scale)
             return codes.matmul(self.linear.weight.t().contiguous()) + self.linear.bias
         x = self._check_features(features, self.d_in, "pooled features [N, C]")
         return self.linear((x - self.mean) / self.scale)
-
-    def shape_config(self) -> dict[str, Any]:
-        return {"d_in": self.d_in, "input_normalization": "standardize: (x - mean) / scale, both in model.safetensors"}
-
-    @classmethod
-    def build(cls, config: dict[str, Any], metadata: dict[str, Any]) -> LinearProbe:
-        return cls(int(config["d_in"]), list(config["class_names"]), **metadata)
 
     @classmethod
     def fit(
@@ -89,7 +89,7 @@ class LinearProbe(Probe):
         x_all = SparseFeatures.cat([x_train, x_val]) if sparse else torch.cat([x_train, x_val])
         weight, bias, _ = fit_logistic_regression(
             x_all, torch.cat([y_train, y_val]), len(present), best_c, solutions[best_c], max_iter, tol)
-        probe = cls(train.features.shape[1], class_names, **metadata)
+        probe = cls.create(train.features.shape[1], class_names, **metadata)
         full_bias = torch.full((len(class_names),), -1e4, dtype=torch.float64)
         full_bias[present] = bias.double()
         full_weight = torch.zeros(len(class_names), weight.shape[1], dtype=torch.float64)
@@ -99,7 +99,7 @@ class LinearProbe(Probe):
             probe.scale.copy_(scale)
             probe.linear.weight.copy_(full_weight)
             probe.linear.bias.copy_(full_bias)
-        probe.metadata.setdefault("metrics", {}).update(validation_accuracy=scores[best_c], l2_inverse_strength=best_c)
+        probe.config.metrics.update(validation_accuracy=scores[best_c], l2_inverse_strength=best_c)
         return probe.eval()
 
 

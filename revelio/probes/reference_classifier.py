@@ -9,27 +9,30 @@ Saved like every revelio artifact: config.json + model.safetensors.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from revelio.formats.artifacts import ReferenceClassifierConfig
 from revelio.storage.artifact import HubArtifact
 
 
-class ReferenceClassifier(nn.Module, HubArtifact):
+class ReferenceClassifier(nn.Module, HubArtifact[ReferenceClassifierConfig]):
     """Two conv layers and an MLP head over images in [-1, 1] ([N, C, H, W])."""
 
     artifact_type = "reference_classifier"
+    config_class = ReferenceClassifierConfig
 
-    def __init__(self, image_channels: int, resolution: int, class_names: list[str], width: int = 32, **metadata: Any) -> None:
+    def __init__(self, image_channels: int, resolution: int, class_names: list[str], width: int = 32, **fields: Any) -> None:
         super().__init__()
         if resolution % 4:
             raise ValueError(f"resolution must be a multiple of 4 (two 2x poolings), got {resolution}")
+        self.config = ReferenceClassifierConfig(image_channels, resolution, list(class_names), width, **fields)
         self.image_channels, self.resolution, self.width = image_channels, resolution, width
-        self.class_names = list(class_names)
-        self.metadata = dict(metadata)
+        self.class_names = self.config.class_names
         side = resolution // 4
         self.net = nn.Sequential(
             nn.Conv2d(image_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -89,18 +92,12 @@ class ReferenceClassifier(nn.Module, HubArtifact):
         return model
 
     # --- HubArtifact -------------------------------------------------------------------------
-    def config_dict(self) -> dict[str, Any]:
-        return {**self.metadata, "image_channels": self.image_channels, "resolution": self.resolution,
-                "class_names": self.class_names, "width": self.width}
+    @classmethod
+    def from_config(cls, config: ReferenceClassifierConfig) -> ReferenceClassifier:
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ReferenceClassifier:
-        shape = {name: config[name] for name in ("image_channels", "resolution", "class_names", "width")}
-        reserved = {*shape, "artifact_type", "revelio_version", "sha256"}
-        return cls(**shape, **{k: v for k, v in config.items() if k not in reserved})
-
-    @classmethod
-    def weight_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    def weight_shapes(cls, config: ReferenceClassifierConfig) -> dict[str, tuple[int, ...]]:
         return {name: tuple(p.shape) for name, p in cls.from_config(config).state_dict().items()}
 
     def state(self) -> dict[str, torch.Tensor]:

@@ -25,15 +25,14 @@ import torch
 
 from revelio.config import option, to_argv, to_json
 from revelio.grid import POOLINGS, Cell
-from revelio.release.layout import (
+from revelio.layout import (
     METRICS_DIR,
     MODEL_DIR,
     PLOTS_DIR,
     RELEASE_FILE,
-    BestCell,
-    ReleaseInfo,
     sae_subfolder,
 )
+from revelio.formats.release import BestCell, ReleaseInfo
 
 if TYPE_CHECKING:
     from revelio.models.base import Backbone
@@ -237,7 +236,7 @@ def evaluate_saes(config: ReleaseConfig, hooks: list[str], test_cache: Path) -> 
                 for chunk in caches[t].chunks(rows=65536, columns=("activations",)):
                     evaluator.add(chunk["activations"])
                 held_out = evaluator.result()
-                sae.metadata["metrics"] = {**sae.metadata.get("metrics", {}), "test": held_out}
+                sae.config.metrics = {**sae.config.metrics, "test": held_out}
                 by_t = activation_by_timestep(sae, caches)
                 sae.extra_files[TIMESTEPS_FILE] = ({"timesteps": torch.tensor(sorted(caches)), "mean_activation": by_t}, {})
                 sae.save_pretrained(config.out / sae_subfolder(cell))

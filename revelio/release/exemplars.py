@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from revelio.release.layout import (
+from revelio.layout import (
     EXEMPLARS_FILE,
     HELD_OUT_FILE,
     sae_cells,

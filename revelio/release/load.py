@@ -10,33 +10,37 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
 
 from revelio.bundled import BUNDLED, bundled_release_dir
-from revelio.grid import Cell
-from revelio.release.layout import (
+from revelio.errors import ArtifactFormatError
+from revelio.formats.release import ReleaseInfo
+from revelio.formats.schema import JsonSchema
+from revelio.grid import Cell, Pooling
+from revelio.layout import (
     EXEMPLARS_FILE,
     HELD_OUT_FILE,
     METRICS_DIR,
     MODEL_DIR,
+    MODEL_INDEX_FILE,
     PLOTS_DIR,
     REFERENCE_CLASSIFIER_DIR,
     RELEASE_FILE,
-    ReleaseInfo,
+    metrics_file,
     probe_subfolder,
     sae_subfolder,
 )
-from revelio.storage.files import ArtifactFormatError, read_json, read_safetensors
+from revelio.models import Backbone, load_backbone
+from revelio.probes import Probe
+from revelio.probes.reference_classifier import ReferenceClassifier
+from revelio.sae import KSparseAutoencoder
+from revelio.storage.files import read_json, read_safetensors
 from revelio.storage.resolve import resolve_folder
 
-if TYPE_CHECKING:
-    from revelio.models import Backbone
-    from revelio.probes import Probe
-    from revelio.probes.reference_classifier import ReferenceClassifier
-    from revelio.sae import KSparseAutoencoder
+Schema = TypeVar("Schema", bound=JsonSchema)
 
 
 def resolve_release_dir(name_or_path: str | Path, revision: str | None = None) -> Path:
@@ -50,11 +54,11 @@ def resolve_release_dir(name_or_path: str | Path, revision: str | None = None) -
 
 
 class Release:
-    """Lazy access to the artifacts of one release folder (see DESIGN.md's release layout)."""
+    """Lazy access to the artifacts of one release folder (the layout is in :mod:`revelio.layout`)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.info = ReleaseInfo.from_json(read_json(self.root / RELEASE_FILE), str(self.root / RELEASE_FILE))
+        self.info = ReleaseInfo.read(self.root / RELEASE_FILE)
 
     def __repr__(self) -> str:
         return f"Release({str(self.root)!r}, hooks={self.hooks}, timesteps={self.timesteps})"
@@ -76,58 +80,70 @@ class Release:
         return self.info.class_names
 
     @property
-    def best_cell(self) -> tuple[str, int]:
+    def best_cell(self) -> Cell:
         """The (hook, timestep) whose probe classified the test images best."""
-        return self.info.best_cell.hook, int(self.info.best_cell.timestep)
+        return self.info.best_cell.cell
 
-    def _cell(self, hook: str | None, timestep: int | None) -> tuple[str, int]:
-        best_hook, best_t = self.best_cell
-        hook, timestep = hook or best_hook, best_t if timestep is None else int(timestep)
-        if hook not in self.hooks or timestep not in self.timesteps:
+    def cell(self, cell: Cell | None = None, *, hook: str | None = None, timestep: int | None = None,
+             pooling: Pooling | None = None) -> Cell:
+        """A cell of this release, checked: ``cell``, or the best cell with any of its parts replaced."""
+        best = self.best_cell
+        if cell is None:
+            cell = Cell(hook or best.hook, best.timestep if timestep is None else int(timestep), pooling)
+        if cell.hook not in self.hooks or cell.timestep not in self.timesteps:
             raise ValueError(
-                f"this release has no cell ({hook!r}, t={timestep}); hooks: {self.hooks}, timesteps: {self.timesteps}"
+                f"this release has no cell ({cell.hook!r}, t={cell.timestep}); hooks: {self.hooks}, timesteps: {self.timesteps}"
             )
-        return hook, timestep
+        if cell.pooling is not None and cell.pooling not in self.poolings:
+            raise ValueError(f"this release has SAEs for poolings {self.poolings}, not {cell.pooling!r}")
+        return cell
 
-    def sae(self, hook: str | None = None, timestep: int | None = None, pooling: str = "mean") -> KSparseAutoencoder:
-        """The SAE of one cell (default: the best cell); ``pooling`` "mean" or "none" (spatial)."""
-        hook, timestep = self._cell(hook, timestep)
-        if pooling not in self.poolings:
-            raise ValueError(f"this release has SAEs for poolings {self.poolings}, not {pooling!r}")
-        return self._load_sae(hook, timestep, pooling)
+    def sae(self, cell: Cell | None = None, *, hook: str | None = None, timestep: int | None = None,
+            pooling: Pooling = "mean") -> KSparseAutoencoder:
+        """The SAE of one cell: ``release.sae(Cell("mid_block", 100, "none"))``, or by keywords with the
+        best cell's hook and timestep as defaults (pooling "mean" unless the cell says)."""
+        cell = self.cell(cell, hook=hook, timestep=timestep, pooling=pooling)
+        return self._load_sae(cell if cell.pooling else cell.with_pooling(pooling))
 
-    def probe(self, hook: str | None = None, timestep: int | None = None, kind: str | None = None) -> Probe:
+    def probe(self, cell: Cell | None = None, *, hook: str | None = None, timestep: int | None = None,
+              kind: str | None = None) -> Probe:
         """The probe of one cell (default: the best cell, and the release's default probe kind)."""
-        hook, timestep = self._cell(hook, timestep)
+        cell = self.cell(cell, hook=hook, timestep=timestep).with_pooling(None)
         kind = kind or self.info.best_cell.probe
         if kind not in self.info.probe_kinds:
             raise ValueError(f"this release has probe kinds {self.info.probe_kinds}, not {kind!r}")
-        return self._load_probe(hook, timestep, kind)
+        return self._load_probe(cell, kind)
+
+    def probe_sae(self, probe: Probe) -> KSparseAutoencoder | None:
+        """The SAE whose codes ``probe`` reads (sae-linear probes), else None."""
+        cell = probe.config.cell
+        return self.sae(cell.with_pooling(probe.config.pooling or "mean")) if probe.config.sae and cell else None
 
     def backbone(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Backbone:
         """The release's diffusion model: its ``model/`` folder when it ships one, else its Hub id."""
-        from revelio.models import load_backbone
-
         local = self.root / MODEL_DIR
-        if (local / "model_index.json").is_file():
+        if (local / MODEL_INDEX_FILE).is_file():
             return load_backbone(local, device, dtype)
         return load_backbone(self.info.backbone, device, dtype, revision=self.info.backbone_revision)
 
     @cache  # one Release lives as long as the app; loading each artifact once is the point
     def reference_classifier(self) -> ReferenceClassifier:
         """The independent classifier trained on real images (quality gate, steering measurements)."""
-        from revelio.probes.reference_classifier import ReferenceClassifier
-
         if self.info.quality_gate_skipped:
             raise FileNotFoundError(f"this release has no reference classifier: {self.info.quality_gate_skipped}")
         return ReferenceClassifier.from_pretrained(self.root, subfolder=REFERENCE_CLASSIFIER_DIR)
 
     def metrics(self, name: str) -> dict[str, Any]:
-        """``metrics/<name>.json``, e.g. "probe_grid", "sae_grid", "quality_gate"."""
-        path = self.root / METRICS_DIR / f"{name}.json"
+        """``metrics/<name>.json`` as parsed JSON, e.g. "probe_grid"; :meth:`read_metrics` gives it typed."""
+        path = metrics_file(self.root, name)
         if not path.is_file():
             raise FileNotFoundError(f"this release has no metrics {name!r}; it has {self.metric_names()}")
         return read_json(path)
+
+    def read_metrics(self, name: str, schema: type[Schema]) -> Schema | None:
+        """``metrics/<name>.json`` read with its schema (``revelio.formats.metrics``); None when the release has none."""
+        path = metrics_file(self.root, name)
+        return schema.read(path) if path.is_file() else None
 
     def metric_names(self) -> list[str]:
         """The names :meth:`metrics` accepts for this release."""
@@ -167,16 +183,12 @@ class Release:
         return tensors["images"], {int(i): row for row, i in enumerate(tensors["dataset_index"].tolist())}
 
     @cache
-    def _load_sae(self, hook: str, timestep: int, pooling: str) -> KSparseAutoencoder:
-        from revelio.sae import KSparseAutoencoder
-
-        return KSparseAutoencoder.from_pretrained(self.root, subfolder=sae_subfolder(Cell(hook, timestep, pooling)))
+    def _load_sae(self, cell: Cell) -> KSparseAutoencoder:
+        return KSparseAutoencoder.from_pretrained(self.root, subfolder=sae_subfolder(cell))
 
     @cache
-    def _load_probe(self, hook: str, timestep: int, kind: str) -> Probe:
-        from revelio.probes import Probe
-
-        return Probe.from_pretrained(self.root, subfolder=probe_subfolder(hook, timestep, kind))
+    def _load_probe(self, cell: Cell, kind: str) -> Probe:
+        return Probe.from_pretrained(self.root, subfolder=probe_subfolder(cell, kind))
 
 
 def load_release(name_or_path: str | Path = BUNDLED, revision: str | None = None) -> Release:

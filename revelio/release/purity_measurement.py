@@ -32,7 +32,7 @@ def measure_monosemanticity(config: MonosemanticityConfig) -> dict[str, Any]:
 
     import revelio
     from revelio.analysis.monosemanticity import purity_against_baselines
-    from revelio.release.layout import METRICS_DIR
+    from revelio.layout import METRICS_DIR
     from revelio.storage.files import write_json
 
     release = revelio.load_release(config.release)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from revelio.config import option
-from revelio.release.layout import RELEASE_FILE
+from revelio.layout import RELEASE_FILE
 
 # Never uploaded: hidden files and folders at any depth (fnmatch's "*" also matches "/"), and the
 # temporary files of interrupted atomic writes.

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from revelio.bundled import BUNDLED, bundled_release_dir
-from revelio.release.layout import MODEL_DIR, RELEASE_FILE
+from revelio.layout import MODEL_DIR, RELEASE_FILE
 from revelio.release.load import Release
 
 SPACE_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "space.md"

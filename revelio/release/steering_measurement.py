@@ -148,13 +148,12 @@ def judge(release: Release, backbone: Backbone) -> tuple[str, Callable[[torch.Te
         classifier = release.reference_classifier()
         return "reference classifier", lambda images: classifier.predict(images * 2 - 1)
     probe = release.probe()
-    meta = probe.metadata
-    sae = release.sae(meta["hook"], int(meta["timestep"]), meta["pooling"]) if meta.get("sae") else None
+    sae = release.probe_sae(probe)
 
     def predict(images: torch.Tensor) -> torch.Tensor:
-        return revelio.classify(backbone, probe, list(images), sae=sae, seed=release.info.seed).argmax(-1)
+        return classify(backbone, probe, list(images), sae=sae, seed=release.info.seed).argmax(-1)
 
-    return f"best probe ({meta['hook']} t={meta['timestep']}, {probe.kind})", predict
+    return f"best probe ({probe.config.cell}, {probe.kind})", predict
 
 
 def _load(config: SteeringMeasureConfig, cells: list[tuple[str, int]], release: Release, backbone: Backbone) -> _Steering:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from revelio.sae.kernels import SparseCodePattern
-from revelio.sae.model import KSparseAutoencoder
+from revelio.sae.model import KSparseAutoencoder, pre_activations
 
 
 class FusedStep:
@@ -35,8 +35,7 @@ class FusedStep:
         sae = self.sae
         target = x * sae.input_scale
         centred = target - sae.b_pre
-        pre = self.pre[: x.shape[0]]
-        torch.addmm(sae.b_enc, centred, sae.W_enc.t(), out=pre)
+        pre = pre_activations(centred, sae.W_enc, sae.b_enc, out=self.pre[: x.shape[0]])
         raw, indices = pre.topk(sae.k, dim=-1, sorted=False)
         # embedding_bag's per-sample-weight gradient is the codes' gradient: k dot products per
         # row, computed without gathering [N, k, d_in] decoder rows (2x faster than gather + bmm).

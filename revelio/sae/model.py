@@ -8,6 +8,8 @@ gradient, so the weight gradient is a k-row accumulation per input instead of a 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,16 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from revelio.formats.artifacts import SAEConfig
+from revelio.layout import STATS_FILE
 from revelio.sae.kernels import SparseCodePattern
 from revelio.sae.stats import FeatureStats, labels_from_metadata
 from revelio.storage.artifact import ExtraFile, HubArtifact
-from revelio.storage.files import ArtifactFormatError
-
-STATS_FILE = "stats.safetensors"
-# Each feature's mean activation at every timestep of the release (written by the release builder).
-TIMESTEPS_FILE = "timesteps.safetensors"
-# Descriptive fields an SAE carries from training to the Hub (all optional, JSON values).
-METADATA_FIELDS = ("backbone", "hook", "timestep", "pooling", "dataset", "training_tokens", "metrics", "training")
 # At most this many dense pre-activations per encoder call (256 MB of float32): the TopK encoder
 # computes a dense [rows, d_sae] matrix before keeping the top k, so large inputs go in chunks.
 ENCODE_ELEMENTS = 2**26
@@ -51,7 +48,7 @@ class _TopKEncode(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int):
-        values, indices = torch.addmm(bias, x, weight.t()).topk(k, dim=-1, sorted=False)
+        values, indices = pre_activations(x, weight, bias).topk(k, dim=-1, sorted=False)
         values = values.relu()
         ctx.save_for_backward(x, weight, values, indices)
         ctx.mark_non_differentiable(indices)
@@ -68,24 +65,28 @@ class _TopKEncode(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias, None
 
 
-class KSparseAutoencoder(nn.Module, HubArtifact):
+def pre_activations(centred: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The encoder's dense pre-activations ``centred @ weight.T + bias`` ([rows, d_sae]) of inputs
+    already scaled and centred (:meth:`KSparseAutoencoder.centre`): the one definition the SAE,
+    its fused training step and steering share."""
+    return torch.addmm(bias, centred, weight.t(), out=out)
+
+
+class KSparseAutoencoder(nn.Module, HubArtifact[SAEConfig]):
     """A TopK SAE over ``d_in``-dimensional activations with ``d_sae`` latents, ``k`` active.
 
     ``input_scale`` multiplies inputs before encoding (and divides reconstructions), so training
-    sees a fixed mean norm; it is stored in the config. Works on [N, C] and [N, T, C] inputs.
+    sees a fixed mean norm. Everything else an SAE knows about itself (the cell it reads, its
+    training record, where it came from) is its typed :class:`SAEConfig`, ``sae.config``; extra
+    keyword arguments are its fields. Works on [N, C] and [N, T, C] inputs.
     """
 
     artifact_type = "k-sparse-autoencoder"
+    config_class = SAEConfig
 
-    def __init__(self, d_in: int, d_sae: int, k: int, input_scale: float = 1.0, **metadata: Any) -> None:
+    def __init__(self, d_in: int, d_sae: int, k: int, input_scale: float = 1.0, **fields: Any) -> None:
         super().__init__()
-        if not 0 < k <= d_sae:
-            raise ValueError(f"k must be in 1..d_sae ({d_sae}); got {k}")
-        unknown = set(metadata) - set(METADATA_FIELDS)
-        if unknown:
-            raise TypeError(f"unknown SAE config fields {sorted(unknown)}; known: {METADATA_FIELDS}")
-        self.d_in, self.d_sae, self.k, self.input_scale = d_in, d_sae, k, float(input_scale)
-        self.metadata: dict[str, Any] = dict(metadata)
+        self.config = SAEConfig(d_in=d_in, d_sae=d_sae, k=k, input_scale=float(input_scale), **fields)
         self.extra_files: dict[str, ExtraFile] = {}
         decoder = torch.randn(d_sae, d_in)
         decoder /= decoder.norm(dim=1, keepdim=True)
@@ -93,6 +94,26 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
         self.W_enc = nn.Parameter(decoder.clone())  # encoder starts as the decoder's transpose
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_pre = nn.Parameter(torch.zeros(d_in))
+
+    @property
+    def d_in(self) -> int:
+        return self.config.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.config.d_sae
+
+    @property
+    def k(self) -> int:
+        return self.config.k
+
+    @property
+    def input_scale(self) -> float:
+        return self.config.input_scale
+
+    @input_scale.setter
+    def input_scale(self, value: float) -> None:
+        self.config.input_scale = float(value)
 
     # --- the model -------------------------------------------------------------------------
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,8 +136,12 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
         code = SparseCode(values.reshape(*x.shape[:-1], self.k), indices.reshape(*x.shape[:-1], self.k))
         return code.to_dense(self.d_sae) if dense else code
 
+    def centre(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs in the encoder's frame: scaled to the training norm, pre-bias subtracted."""
+        return x * self.input_scale - self.b_pre
+
     def _encode_flat(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _TopKEncode.apply((x * self.input_scale) - self.b_pre, self.W_enc, self.b_enc, self.k)
+        return _TopKEncode.apply(self.centre(x), self.W_enc, self.b_enc, self.k)
 
     def decode(self, code: SparseCode | torch.Tensor) -> torch.Tensor:
         """Reconstruction in input units from a :class:`SparseCode` or a dense [..., d_sae] code."""
@@ -161,29 +186,20 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
             raise ValueError(f"keep must be a [{self.d_sae}] mask; got shape {tuple(keep.shape)}")
         if int(keep.sum()) < self.k:
             raise ValueError(f"keeping {int(keep.sum())} latents leaves fewer than k = {self.k}")
-        kept = KSparseAutoencoder(self.d_in, int(keep.sum()), self.k, self.input_scale, **self.metadata)
+        kept = KSparseAutoencoder.from_config(dataclasses.replace(self.config, d_sae=int(keep.sum())))
         for name in ("W_enc", "W_dec", "b_enc"):
             getattr(kept, name).copy_(getattr(self, name)[keep])
         kept.b_pre.copy_(self.b_pre)
         return kept.to(self.W_dec.device)
 
     # --- the Hub format --------------------------------------------------------------------
-    def config_dict(self) -> dict[str, Any]:
-        return {"d_in": self.d_in, "d_sae": self.d_sae, "k": self.k, "input_scale": self.input_scale, **self.metadata}
+    @classmethod
+    def from_config(cls, config: SAEConfig) -> KSparseAutoencoder:
+        return cls(**{f.name: copy.deepcopy(getattr(config, f.name)) for f in dataclasses.fields(config)})
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "KSparseAutoencoder":
-        try:
-            return cls(
-                int(config["d_in"]), int(config["d_sae"]), int(config["k"]), float(config.get("input_scale", 1.0)),
-                **{key: config[key] for key in METADATA_FIELDS if key in config},
-            )
-        except KeyError as missing:
-            raise ArtifactFormatError(f"SAE config lacks the field {missing}") from None
-
-    @classmethod
-    def weight_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
-        d_in, d_sae = int(config["d_in"]), int(config["d_sae"])
+    def weight_shapes(cls, config: SAEConfig) -> dict[str, tuple[int, ...]]:
+        d_in, d_sae = config.d_in, config.d_sae
         return {"W_enc": (d_sae, d_in), "W_dec": (d_sae, d_in), "b_enc": (d_sae,), "b_pre": (d_in,)}
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -215,5 +231,5 @@ class KSparseAutoencoder(nn.Module, HubArtifact):
         self.extra_files[STATS_FILE] = (stats.to_tensors(), stats.to_metadata())
 
     def extra_repr(self) -> str:
-        where = ", ".join(f"{k}={self.metadata[k]!r}" for k in ("hook", "timestep", "pooling") if k in self.metadata)
+        where = ", ".join(f"{k}={getattr(self.config, k)!r}" for k in ("hook", "timestep", "pooling") if getattr(self.config, k) is not None)
         return f"d_in={self.d_in}, d_sae={self.d_sae}, k={self.k}" + (f", {where}" if where else "")

@@ -241,7 +241,7 @@ def train_sae(
             evaluator.add(sample)
     metrics = {**evaluator.result(), "density_histogram": density_histogram(evaluator.firing_frequency), "pruned_latents": pruned}
     training = {k: v for k, v in to_json(config).items() if k != "metadata"}
-    sae.metadata.update(training_tokens=total_steps * config.batch_size, metrics=metrics, training=training)
+    sae.config.training_tokens, sae.config.metrics, sae.config.training = total_steps * config.batch_size, metrics, training
     sae.save_pretrained(out_dir)
     training_curves(log_path, training_dir / "training_curves.png")
     shutil.rmtree(training_dir / "checkpoints", ignore_errors=True)

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from revelio.activations.hooks import get_module, replace_outputs
+from revelio.activations.capture import pool, to_tokens
+from revelio.activations.hooks import forward_timestep, get_module, replace_outputs
 
 if TYPE_CHECKING:
     from revelio.models.base import Backbone
@@ -57,7 +58,7 @@ class FeatureEdit:
     _prepared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.hook = self.hook or self.sae.metadata.get("hook")
+        self.hook = self.hook or self.sae.config.hook
         if self.hook is None:
             raise ValueError("this SAE's config names no hook point; pass hook=")
         self.clamp, self.add = dict(self.clamp or {}), dict(self.add or {})
@@ -70,7 +71,7 @@ class FeatureEdit:
         if bad:
             raise ValueError(f"feature ids {bad} are out of range: this SAE has features 0..{self.sae.d_sae - 1}")
         maps = [f for f, v in self.clamp.items() if isinstance(v, torch.Tensor) and v.ndim > 0]
-        if maps and self.sae.metadata.get("pooling") == "mean":
+        if maps and self.sae.config.pooling == "mean":
             raise ValueError(f"features {maps} are clamped to maps, which needs a spatial SAE (pooling 'none'); this one is pooled")
         for f in maps:
             if self.clamp[f].ndim != 2:
@@ -98,7 +99,7 @@ class FeatureEdit:
                 f"this SAE reads {self.sae.d_in} channels but {self.hook} outputs {channels}; "
                 "use an SAE trained on this hook point of this model"
             )
-        trained_hook, trained_t = self.sae.metadata.get("hook"), self.sae.metadata.get("timestep")
+        trained_hook, trained_t = self.sae.config.hook, self.sae.config.timestep
         if trained_hook is not None and trained_hook != self.hook:
             warnings.warn(f"the SAE was trained on {trained_hook}, not {self.hook}; its features may mean nothing here",
                           SteeringWarning, stacklevel=4)
@@ -111,9 +112,9 @@ class FeatureEdit:
         active = _active_rows(self.timesteps, timestep, output.shape[0], output.device)
         if active is not None and not bool(active.any()):
             return None
-        tokens = output.flatten(2).transpose(1, 2) if output.ndim == 4 else output  # [N, T, C]
-        sae, pooled = self.sae, self.sae.metadata.get("pooling") == "mean"
-        read = tokens.mean(dim=1, keepdim=True) if pooled else tokens
+        tokens = to_tokens(output)  # [N, T, C]
+        sae = self.sae
+        read = pool(tokens, "mean")[:, None] if sae.config.pooling == "mean" else tokens
         with torch.no_grad():
             like = sae.W_dec[:1, :1]  # the SAE's device and dtype
             chosen, is_clamp, clamp_to, amounts, directions = self._targets(output, tokens.shape[1], read.shape[1], like)
@@ -176,7 +177,7 @@ def kept_values(sae: KSparseAutoencoder, x: torch.Tensor, chosen: torch.Tensor) 
     every denoising step, and on CPU numpy's partition finds that value about twice as fast as
     ``torch.topk`` (per-row overhead dominates for a few thousand short rows).
     """
-    pre = torch.addmm(sae.b_enc, x * sae.input_scale - sae.b_pre, sae.W_enc.t())
+    pre = pre_activations(sae.centre(x), sae.W_enc, sae.b_enc)
     value = pre[:, chosen]
     if pre.device.type == "cpu" and pre.dtype in (torch.float32, torch.float64):
         array = pre.detach().numpy()
@@ -209,11 +210,6 @@ def _active_rows(window: tuple[int, int] | None, timestep: torch.Tensor | None, 
     return (t >= low) & (t <= high)
 
 
-def _timestep_argument(args: tuple, kwargs: dict) -> Any:
-    """The timestep a diffusers denoiser was called with: second positional or ``timestep=``."""
-    return args[1] if len(args) > 1 else kwargs.get("timestep")
-
-
 @contextmanager
 def steer(
     backbone: Backbone,
@@ -244,7 +240,7 @@ def steer(
     seen: dict[str, Any] = {"timestep": None}
 
     def remember_timestep(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        seen["timestep"] = _timestep_argument(args, kwargs)
+        seen["timestep"] = forward_timestep(args, kwargs)
 
     by_hook: dict[str, list[FeatureEdit]] = {}
     for edit in edits:

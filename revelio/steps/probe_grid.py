@@ -106,7 +106,7 @@ def pixel_features(info: dict, rows: torch.Tensor) -> torch.Tensor:
 def train_probe_grid(config: ProbeGridConfig) -> dict[str, Any]:
     """Fit every probe of the grid and its baselines; returns the summary written to probe_grid.json."""
     from revelio.probes import DiffCProbe, LinearProbe, SparseFeatures, split_train_validation
-    from revelio.release.layout import probe_subfolder
+    from revelio.layout import probe_subfolder
     from revelio.sae import KSparseAutoencoder
 
     data = GridData(config.cache, config.test_cache, config.test_fraction, config.seed, config.max_train)
@@ -125,7 +125,7 @@ def train_probe_grid(config: ProbeGridConfig) -> dict[str, Any]:
         else:
             probe = LinearProbe.fit(*parts, names, **metadata)
         accuracy = probe.accuracy(test, source.test_labels)
-        probe.metadata["metrics"]["test_accuracy"] = accuracy
+        probe.config.metrics["test_accuracy"] = accuracy
         return probe, accuracy
 
     for features_name, source in feature_sets.items():
@@ -147,9 +147,9 @@ def train_probe_grid(config: ProbeGridConfig) -> dict[str, Any]:
                         metadata["sae"] = subfolder
                     probe, accuracy = fit(kind, train, test, source, metadata)
                     if features_name == "diffusion":
-                        probe.save_pretrained(config.out / probe_subfolder(hook, t, kind))
+                        probe.save_pretrained(config.out / probe_subfolder(Cell(hook, t), kind))
                     rows.append({"features": features_name, "probe": kind, "hook": hook, "timestep": t,
-                                 "test_accuracy": accuracy, "validation_accuracy": probe.metadata["metrics"]["validation_accuracy"]})
+                                 "test_accuracy": accuracy, "validation_accuracy": probe.config.metrics["validation_accuracy"]})
                     print(json.dumps(rows[-1]), flush=True)
 
     if config.pixels:
@@ -176,7 +176,7 @@ def train_probe_grid(config: ProbeGridConfig) -> dict[str, Any]:
 def _write_results(summary: dict[str, Any], feature_sets: list[str], config: ProbeGridConfig) -> None:
     """metrics/probe_grid.json and .csv, and one heatmap per (features, kind)."""
     from revelio.plots import grid_heatmap
-    from revelio.release.layout import METRICS_DIR, PLOTS_DIR
+    from revelio.layout import METRICS_DIR, PLOTS_DIR
     from revelio.storage.files import write_json, write_text
 
     rows, hooks, timesteps = summary["rows"], summary["hooks"], summary["timesteps"]

@@ -57,7 +57,7 @@ def real_images(config: QualityGateConfig, split: str, resolution: int, channels
 def reference_classifier(config: QualityGateConfig, resolution: int, channels: int) -> tuple[ReferenceClassifier, float]:
     """Load the reference classifier, or train it on real images and save it; returns (classifier, test accuracy)."""
     from revelio.probes.reference_classifier import ReferenceClassifier
-    from revelio.release.layout import REFERENCE_CLASSIFIER_DIR
+    from revelio.layout import REFERENCE_CLASSIFIER_DIR
 
     folder = config.classifier or config.out / REFERENCE_CLASSIFIER_DIR
     test_x, test_y, names = real_images(config, "test", resolution, channels)
@@ -67,9 +67,9 @@ def reference_classifier(config: QualityGateConfig, resolution: int, channels: i
     train_x, train_y, _ = real_images(config, "train", resolution, channels)
     classifier = ReferenceClassifier.fit(train_x, train_y, names, epochs=config.epochs, seed=config.seed, width=config.classifier_width,
                                          dataset=config.dataset, trained_on="real training images", config=to_json(config))
-    classifier.metadata["test_accuracy"] = classifier.accuracy(test_x, test_y)
+    classifier.config.test_accuracy = classifier.accuracy(test_x, test_y)
     classifier.save_pretrained(folder)
-    return classifier, classifier.metadata["test_accuracy"]
+    return classifier, classifier.config.test_accuracy
 
 
 def run_quality_gate(config: QualityGateConfig) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def run_quality_gate(config: QualityGateConfig) -> dict[str, Any]:
 
     import revelio
     from revelio.plots import sample_grid
-    from revelio.release.layout import METRICS_DIR, PLOTS_DIR
+    from revelio.layout import METRICS_DIR, PLOTS_DIR
     from revelio.storage.files import write_json
 
     backbone = revelio.load_backbone(config.model, device=config.device)

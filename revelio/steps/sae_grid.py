@@ -94,5 +94,5 @@ def train_cell(
     # Exemplars name dataset rows (the cache may hold a subset), so thumbnails can be found later.
     sae.feature_stats = feature_stats(sae, cache, labels=labels, class_names=class_names, image_ids=rows)
     sae.save_pretrained(out)
-    summary = {k: v for k, v in sae.metadata["metrics"].items() if k != "density_histogram"}
+    summary = {k: v for k, v in sae.config.metrics.items() if k != "density_histogram"}
     print(json.dumps({"rank": state.process_index, "cell": cell.path, **summary}), flush=True)

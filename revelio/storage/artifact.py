@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import torch
 
+from revelio import __version__
+from revelio.errors import ArtifactFormatError
+from revelio.formats.schema import JsonSchema
+from revelio.layout import CONFIG_FILE, WEIGHTS_FILE
 from revelio.storage.files import (
-    ArtifactFormatError,
     read_json,
     read_safetensors,
     read_safetensors_metadata,
@@ -25,34 +28,32 @@ from revelio.storage.files import (
 )
 from revelio.storage.resolve import resolve_file
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
 Artifact = TypeVar("Artifact", bound="HubArtifact")
+ConfigType = TypeVar("ConfigType", bound=JsonSchema)
 
 # An extra safetensors file: its tensors and its header's string metadata.
 ExtraFile = tuple[dict[str, torch.Tensor], dict[str, str]]
 
 
-class HubArtifact:
-    """Mixin: subclasses define ``config_dict``, ``from_config``, ``weight_shapes`` and ``state``.
+class HubArtifact(Generic[ConfigType]):
+    """Mixin: subclasses hold a typed ``config`` (of ``config_class``) and define ``from_config``,
+    ``weight_shapes``, ``state`` and ``load_state``.
 
     ``extra_files`` (name -> (tensors, metadata)) are written beside the weights and read back,
     checksummed like them, e.g. an SAE's feature statistics.
     """
 
     artifact_type: ClassVar[str]
+    config_class: ClassVar[type[JsonSchema]]
+    config: ConfigType
 
     # --- what subclasses provide ---------------------------------------------------------------
-    def config_dict(self) -> dict[str, Any]:
+    @classmethod
+    def from_config(cls: type[Artifact], config: Any) -> Artifact:
         raise NotImplementedError
 
     @classmethod
-    def from_config(cls: type[Artifact], config: dict[str, Any]) -> Artifact:
-        raise NotImplementedError
-
-    @classmethod
-    def weight_shapes(cls, config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    def weight_shapes(cls, config: Any) -> dict[str, tuple[int, ...]]:
         raise NotImplementedError
 
     def state(self) -> dict[str, torch.Tensor]:
@@ -66,22 +67,20 @@ class HubArtifact:
     # --- shared behaviour --------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.json, model.safetensors and any extra safetensors files into ``directory``."""
-        from revelio import __version__
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        write_safetensors(self.state(), directory / WEIGHTS_NAME)
-        checksums = {WEIGHTS_NAME: sha256(directory / WEIGHTS_NAME)}
+        write_safetensors(self.state(), directory / WEIGHTS_FILE)
+        checksums = {WEIGHTS_FILE: sha256(directory / WEIGHTS_FILE)}
         for name, (tensors, metadata) in getattr(self, "extra_files", {}).items():
             write_safetensors(tensors, directory / name, metadata)
             checksums[name] = sha256(directory / name)
         config = {
-            **self.config_dict(),
+            **self.config.to_json(),
             "artifact_type": self.artifact_type,
             "revelio_version": __version__,
             "sha256": checksums,
         }
-        write_json(config, directory / CONFIG_NAME)
+        write_json(config, directory / CONFIG_FILE)
         return directory
 
     @classmethod
@@ -93,35 +92,35 @@ class HubArtifact:
         **hub_kwargs: Any,
     ) -> Artifact:
         """Load from a local folder or a Hub repo id (``subfolder`` picks one cell of a grid)."""
-        config_path = resolve_file(repo_id_or_dir, CONFIG_NAME, subfolder, revision, **hub_kwargs)
-        config = read_json(config_path)
-        found_type = config.get("artifact_type", cls.artifact_type)
+        config_path = resolve_file(repo_id_or_dir, CONFIG_FILE, subfolder, revision, **hub_kwargs)
+        raw = read_json(config_path)
+        if not isinstance(raw, dict):
+            raise ArtifactFormatError(f"{config_path} must hold a JSON object")
+        found_type = raw.get("artifact_type", cls.artifact_type)
         if found_type != cls.artifact_type:
             raise ArtifactFormatError(
                 f"{config_path} describes a {found_type!r}, not a {cls.artifact_type!r}; "
                 f"load it with the matching class."
             )
-        checksums = config.get("sha256", {})
-        files = {WEIGHTS_NAME: resolve_file(repo_id_or_dir, WEIGHTS_NAME, subfolder, revision, **hub_kwargs)}
+        config = cls.config_class.from_json(raw, str(config_path))  # sizes checked before any allocation
+        checksums = raw.get("sha256", {})
+        files = {WEIGHTS_FILE: resolve_file(repo_id_or_dir, WEIGHTS_FILE, subfolder, revision, **hub_kwargs)}
         for name in checksums:
-            if name != WEIGHTS_NAME:
+            if name != WEIGHTS_FILE:
                 files[name] = resolve_file(repo_id_or_dir, name, subfolder, revision, **hub_kwargs)
         loaded = {name: read_safetensors(path) for name, path in files.items() if path is not None}
         for name, path in files.items():
             if path is not None and name in checksums and sha256(path) != checksums[name]:
                 raise ArtifactFormatError(
-                    f"{path} does not match the checksum recorded in {CONFIG_NAME}: the file was "
+                    f"{path} does not match the checksum recorded in {CONFIG_FILE}: the file was "
                     "modified or only partly written. Download or save it again."
                 )
-        tensors = loaded.pop(WEIGHTS_NAME)
-        try:
-            expected = cls.weight_shapes(config)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ArtifactFormatError(f"{config_path} is incomplete or malformed ({err!r}).") from None
+        tensors = loaded.pop(WEIGHTS_FILE)
+        expected = cls.weight_shapes(config)
         actual = {name: tuple(t.shape) for name, t in tensors.items()}
         if actual != expected:
             raise ArtifactFormatError(
-                f"the weights in {files[WEIGHTS_NAME]} do not fit {config_path}: expected "
+                f"the weights in {files[WEIGHTS_FILE]} do not fit {config_path}: expected "
                 f"{expected}, found {actual}."
             )
         artifact = cls.from_config(config)

@@ -18,9 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-
-class ArtifactFormatError(ValueError):
-    """A saved artifact is missing, corrupt, tampered with, or disagrees with its config."""
+from revelio.errors import ArtifactFormatError
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None] | bytes) -> None:
