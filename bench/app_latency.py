@@ -75,7 +75,7 @@ def main() -> None:
     images, labels = release.held_out_examples()
     image_path = Path(tempfile.mkdtemp()) / "test-image.png"
     images[labels.index(1)].save(image_path)
-    hook, timestep = release.best_cell
+    hook, timestep = release.best_cell.hook, release.best_cell.timestep
     defaults = steering_defaults(AppState(release))
     steer_hook, steer_t, window = defaults.cell.hook, defaults.cell.timestep, defaults.window
     features = client.predict(steer_hook, steer_t, "none", 9, defaults.count, api_name="/suggest_features")
@@ -93,7 +93,7 @@ def main() -> None:
     demo.close()
 
     backbone = release.backbone()
-    sae = release.sae(steer_hook, steer_t, "none")
+    sae = release.sae(hook=steer_hook, timestep=steer_t, pooling="none")
     tokens = extract(backbone, images, [steer_hook], [steer_t], pooling="none", seed=release.info.seed)[(steer_hook, steer_t)]
     maps = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
     clamp = {f: defaults.strength * maps.map(9, f) for f in features}

@@ -7,7 +7,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
@@ -16,23 +15,15 @@ from PIL import Image
 import revelio
 from revelio.storage.files import ArtifactFormatError
 from tests import tiny_models
-from tests.test_train_cli import run
+from tests.helpers import run
 
 HOOKS, TIMESTEPS, CLASSES = ["down_blocks.1", "mid_block", "up_blocks.1"], [50, 400], ["dark", "light"]
 
 
 @pytest.fixture(scope="module")
-def split_folder(tmp_path_factory) -> Path:
+def split_folder(make_image_folder) -> Path:
     """train/ and test/ splits of two easy classes (dark and light noise images)."""
-    root = tmp_path_factory.mktemp("split-images")
-    rng = np.random.default_rng(1)
-    for split, count in (("train", 40), ("test", 16)):
-        for label, brightness in (("dark", 50), ("light", 200)):
-            (root / split / label).mkdir(parents=True)
-            for i in range(count):
-                pixels = np.clip(rng.normal(brightness, 30, (16, 16)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(root / split / label / f"{i}.png")
-    return root
+    return make_image_folder({"dark": 50, "light": 200}, per_class={"train": 40, "test": 16}, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -83,20 +74,20 @@ def test_card_renders_metadata_tables_and_loading_code(release_dir):
 
 def test_load_release_gives_working_artifacts(release_dir, split_folder):
     release = revelio.load_release(release_dir)
-    hook, timestep = release.best_cell
+    hook, timestep = release.best_cell.hook, release.best_cell.timestep
     assert hook in HOOKS and timestep in TIMESTEPS
     backbone = release.backbone(device="cpu")
     for pooling in ("mean", "none"):
-        sae = release.sae(hook, timestep, pooling)
-        assert sae.d_in == backbone.hook_channels[hook] and sae.metadata["pooling"] == pooling
-        assert "test" in sae.metadata["metrics"] and 0 <= sae.metadata["metrics"]["test"]["dead_fraction"] <= 1
+        sae = release.sae(hook=hook, timestep=timestep, pooling=pooling)
+        assert sae.d_in == backbone.hook_channels[hook] and sae.config.pooling == pooling
+        assert "test" in sae.config.metrics and 0 <= sae.config.metrics["test"]["dead_fraction"] <= 1
         by_t = sae.extra_files["timesteps.safetensors"][0]
         assert by_t["timesteps"].tolist() == TIMESTEPS and by_t["mean_activation"].shape == (2, sae.d_sae)
-    assert release.sae(hook, timestep) is release.sae(hook, timestep), "artifacts load once"
+    assert release.sae(hook=hook, timestep=timestep) is release.sae(hook=hook, timestep=timestep), "artifacts load once"
     probe = release.probe(kind="linear")
     images = [Image.open(p) for p in sorted((split_folder / "test" / "light").glob("*.png"))[:4]]
     assert revelio.classify(backbone, probe, images).argmax(-1).tolist() == [1, 1, 1, 1]
-    stats = release.sae(hook, timestep).feature_stats
+    stats = release.sae(hook=hook, timestep=timestep).feature_stats
     top = stats.top_images[stats.firing_frequency.argmax()]
     thumbnails = release.exemplar_images(top)
     assert all(isinstance(t, Image.Image) and t.size == (16, 16) for t, i in zip(thumbnails, top) if i >= 0)
@@ -109,7 +100,7 @@ def test_load_release_gives_working_artifacts(release_dir, split_folder):
 def test_load_release_errors_say_what_to_do(release_dir, tmp_path):
     release = revelio.load_release(release_dir)
     with pytest.raises(ValueError, match="no cell"):
-        release.sae("up_blocks.2", TIMESTEPS[0])
+        release.sae(hook="up_blocks.2", timestep=TIMESTEPS[0])
     with pytest.raises(ValueError, match="poolings"):
         release.sae(pooling="max")
     with pytest.raises(FileNotFoundError, match="has no metrics 'nope'"):

@@ -58,12 +58,12 @@ def test_every_sae_agrees_with_its_config_and_the_model(release, backbone):
     for hook in release.hooks:
         for t in release.timesteps:
             for pooling in release.poolings:
-                sae = release.sae(hook, t, pooling)  # verifies shapes against config.json and checksums
-                assert (sae.metadata["hook"], sae.metadata["timestep"], sae.metadata["pooling"]) == (hook, t, pooling)
+                sae = release.sae(hook=hook, timestep=t, pooling=pooling)  # verifies shapes against config.json and checksums
+                assert (sae.config.hook, sae.config.timestep, sae.config.pooling) == (hook, t, pooling)
                 assert sae.d_in == backbone.hook_channels[hook]
                 stats = sae.feature_stats
                 assert stats is not None and len(stats.labels) == sae.d_sae
-                assert sae.metadata["metrics"]["test"]["normalized_mse"] < 0.5, f"{hook} t={t} {pooling} reconstructs poorly"
+                assert sae.config.metrics["test"]["normalized_mse"] < 0.5, f"{hook} t={t} {pooling} reconstructs poorly"
 
 
 def test_load_backbone_bundled_generates_offline(release):
@@ -75,9 +75,9 @@ def test_load_backbone_bundled_generates_offline(release):
 
 def test_best_probe_beats_chance_by_a_wide_margin(release, backbone):
     data = load_image_dataset("fashion-mnist", "test", limit=300)
-    hook, t = release.best_cell
-    probe = release.probe(hook, t)
-    sae = release.sae(hook, t, "mean") if probe.metadata.get("sae") else None
+    hook, t = release.best_cell.hook, release.best_cell.timestep
+    probe = release.probe(hook=hook, timestep=t)
+    sae = release.sae(hook=hook, timestep=t, pooling="mean") if probe.config.sae else None
     probabilities = revelio.classify(backbone, probe, data.dataset, sae=sae)
     accuracy = float((probabilities.argmax(-1) == torch.tensor(data.labels)).float().mean())
     assert accuracy >= 0.7, f"best probe accuracy {accuracy:.3f} (chance 0.1)"

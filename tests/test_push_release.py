@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import revelio
+from revelio.grid import Cell
 from revelio.sae import KSparseAutoencoder
 from tests.hub_server import LocalHub
 
@@ -103,7 +104,7 @@ def test_push_then_load_by_repo_id(release, hub, capsys):
     assert visible_files(snapshot) == visible_files(release)
     assert (snapshot / "release.json").read_bytes() == (release / "release.json").read_bytes()
     whole = revelio.load_release("user/name")
-    assert whole.best_cell == ("mid_block", 250) and torch.equal(whole.sae().W_dec, original.W_dec)
+    assert whole.best_cell == Cell("mid_block", 250) and torch.equal(whole.sae().W_dec, original.W_dec)
 
 
 def test_cli_pushes_with_environment_only(release, tmp_path):

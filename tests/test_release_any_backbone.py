@@ -11,14 +11,13 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import revelio
 from revelio.release.build import ReleaseConfig, build_release
 from revelio.storage.files import read_json
 from tests import tiny_models
+from tests.helpers import SCREENSHOTS
 
 CLASSES = ["apple", "brick", "cloud"]
 SIZES = [(12, 20), (32, 32), (40, 24), (17, 17)]
@@ -26,20 +25,10 @@ SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="module")
-def mixed_folder(tmp_path_factory) -> Path:
+def mixed_folder(make_image_folder) -> Path:
     """train/ and test/ splits, one folder per class (so sorted by class), images of four sizes."""
-    root = tmp_path_factory.mktemp("mixed-images")
-    rng = np.random.default_rng(3)
-    for split, count in (("train", 24), ("test", 9)):
-        for c, name in enumerate(CLASSES):
-            (root / split / name).mkdir(parents=True)
-            for i in range(count):
-                w, h = SIZES[i % len(SIZES)]
-                colour = np.zeros((h, w, 3))
-                colour[..., c] = 200
-                pixels = np.clip(colour + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
-    return root
+    colours = {name: tuple(200.0 * (c == channel) for channel in range(3)) for c, name in enumerate(CLASSES)}
+    return make_image_folder(colours, per_class={"train": 24, "test": 9}, seed=3, noise=25.0, sizes=tuple(SIZES))
 
 
 def _hub_cache(model: Path, cache: Path, repo: str) -> None:
@@ -91,9 +80,9 @@ def test_every_backbone_becomes_a_release_of_the_datasets_classes(releases, kind
     assert info.quality_gate_skipped and "quality_gate" not in {p.name for p in (release.root / "metrics").glob("*")}
     with pytest.raises(FileNotFoundError):
         release.reference_classifier()
-    hook, t = release.best_cell
+    hook, t = release.best_cell.hook, release.best_cell.timestep
     for pooling in ("mean", "none"):
-        stats = release.sae(hook, t, pooling).feature_stats
+        stats = release.sae(hook=hook, timestep=t, pooling=pooling).feature_stats
         assert stats.labels and all(label == "dead" or label.split(" (")[0] in CLASSES for label in stats.labels)
     assert release.probe().class_names == CLASSES
     images, labels = release.held_out_examples()
@@ -124,9 +113,9 @@ def test_pooled_saes_can_learn_from_more_images_with_their_own_size_and_no_unuse
     work = release.root.parent / "work-uncond" / "caches"
     assert read_json(work / "pooled-train" / "dataset.json")["num_images"] == 72 and not list((work / "pooled-train").glob("*/t*/none"))
     for hook in release.info.hooks:
-        pooled, spatial = (release.sae(hook, 100, pooling) for pooling in ("mean", "none"))
+        pooled, spatial = (release.sae(hook=hook, timestep=100, pooling=pooling) for pooling in ("mean", "none"))
         assert pooled.d_sae <= pooled.d_in and spatial.d_sae == 2 * spatial.d_in
-        training = pooled.metadata["metrics"]
+        training = pooled.config.metrics
         assert pooled.d_sae + training["pruned_latents"] == pooled.d_in
     assert "the pooled ones on 72 training images" in (release.root / "README.md").read_text()
 
@@ -151,32 +140,28 @@ def test_steering_is_measured_on_any_release(releases, kind, judge):
     from revelio.release.steering_measurement import SteeringMeasureConfig, measure_steering
 
     release = releases[kind]
-    hook, t = release.best_cell
-    result = measure_steering(SteeringMeasureConfig(release=str(release.root), cells=[f"{hook}:{t}"], features_per_class=2,
+    cell = release.best_cell
+    result = measure_steering(SteeringMeasureConfig(release=str(release.root), cells=[cell.spec], features_per_class=2,
                                                     per_source=1, steps=2))
-    assert result["judge"].startswith(judge) and set(result["per_class"]) == set(CLASSES)
-    assert 0 <= result["mean_success"] <= 1 and result["side_effect"]["unrelated_mean_abs_pixel_change"] >= 0
+    assert result.judge.startswith(judge) and set(result.per_class) == set(CLASSES)
+    per_class = result.per_class.values()
+    assert result.mean_success == pytest.approx(sum(c.success for c in per_class) / len(CLASSES))
+    assert result.mean_baseline == pytest.approx(sum(c.baseline for c in per_class) / len(CLASSES))
+    side = result.side_effect
+    assert side.class_steering_mean_abs_pixel_change > 0 and side.unrelated_mean_abs_pixel_change > 0, "clamps change images"
     if kind == "sd":
-        assert [s["condition"] for s in result["sources"]] == [f"a photo of a {name}" for name in CLASSES]
+        assert [s.condition for s in result.sources] == [f"a photo of a {name}" for name in CLASSES]
     else:
-        assert result["sources"] == [{"name": "unconditional", "condition": None, "images": 3}]
+        assert [(s.name, s.condition, s.images) for s in result.sources] == [("unconditional", None, 3)]
 
 
 CONDITIONS = {"sd": "a photo of a brick", "sdxl": "a photo of a cloud", "dit": "sneaker", "pixel-uncond": ""}
 
 
 @pytest.fixture(scope="module")
-def servers(releases):
+def servers(releases, serve_app):
     """The app on each release, on its own port (started once for the module)."""
-    from tests.test_app import _free_port, start_app
-
-    found = {}
-    for kind, release in releases.items():
-        port = _free_port()
-        found[kind] = (start_app(str(release.root), port), f"http://127.0.0.1:{port}/")
-    yield {kind: url for kind, (_, url) in found.items()}
-    for demo, _ in found.values():
-        demo.close()
+    return {kind: serve_app(str(release.root)) for kind, release in releases.items()}
 
 
 @pytest.mark.parametrize("kind", ["sd", "sdxl", "dit", "pixel-uncond"])
@@ -188,14 +173,16 @@ def test_the_app_answers_every_endpoint_on_every_kind_of_release(releases, serve
     images, labels = release.held_out_examples()
     upload = tmp_path / "brick.png"
     images[labels.index(1)].save(upload)
-    hook, t = release.best_cell
+    hook, t = release.best_cell.hook, release.best_cell.timestep
     fvu, _, table, heatmaps, _ = client.predict(handle_file(str(upload)), hook, t, "none", api_name="/explore")
-    assert fvu >= 0 and table["data"] and len(heatmaps) == len(table["data"])
+    assert 0 < fvu < 1, "a trained SAE explains part of a held-out image's variance (relative to the held-out mean)"
+    assert table["data"] and len(heatmaps) == len(table["data"])
     feature = table["data"][0][0]
     summary, exemplars, _, over_time = client.predict(hook, t, "none", feature, api_name="/feature")
     assert f"#{feature}" in summary and exemplars and len(over_time["data"]) == len(release.timesteps)
     features = client.predict(hook, t, "none", 1, 4, api_name="/suggest_features")
-    assert features and all(isinstance(f, int) for f in features)
+    d_sae = release.sae(hook=hook, timestep=t, pooling="none").d_sae
+    assert 0 < len(features) == len(set(features)) <= 4 and all(isinstance(f, int) and 0 <= f < d_sae for f in features)
     baseline, steered, before, after, note = client.predict(
         CONDITIONS[kind], 0, 3, 2.0, hook, t, "none", features, "class-map", 1, 2, 999, 0, api_name="/steer")
     assert Path(baseline["path"]).stat().st_size and Path(steered["path"]).stat().st_size and "Clamped" in note
@@ -206,31 +193,25 @@ def test_the_app_answers_every_endpoint_on_every_kind_of_release(releases, serve
     assert listed["headers"][:2] == ["feature", "label"]
 
 
-def test_a_steered_generation_of_the_sd_release_in_a_real_browser(servers):
-    """Type a prompt, suggest features, Generate: both images arrive; the screenshot is kept."""
-    from tests.test_app import SCREENSHOTS, _chromium
+@pytest.mark.browser
+def test_a_steered_generation_of_the_sd_release_in_a_real_browser(servers, browser):
+    """Type a prompt, suggest features, Generate: both images arrive; the screenshot is kept.
 
-    playwright = pytest.importorskip("playwright.sync_api")
-    browser_path = _chromium()
-    if browser_path is None:
-        pytest.skip("no chromium; `make test` installs it (apt-get install -y chromium)")
+    ``browser`` (conftest.py) skips without chromium, and fails instead under REVELIO_REQUIRE_BROWSER=1."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox", "--disable-gpu",
-                                         "--disable-background-networking", "--disable-component-update"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1400})
-        page.goto(servers["sd"] + "?tab=steer")
-        prompt = page.get_by_label("Prompt", exact=True)
-        prompt.fill("a photo of a cloud")
-        page.get_by_role("button", name="Suggest features").click()
-        page.wait_for_timeout(1500)
-        shown = "() => [...document.images].filter(e => e.naturalWidth > 0 && e.offsetParent && e.src.includes('/file=')).length"
-        before = page.evaluate(shown)
-        page.get_by_role("button", name="Generate").click()
-        page.wait_for_function(f"({shown})() >= {before + 2}", timeout=90_000)  # baseline and steered arrive
-        page.evaluate("window.scrollTo(0, 0)")
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(SCREENSHOTS / "steer-sd.png"))
-        note = page.get_by_text("Clamped at").inner_text()
-        browser.close()
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(servers["sd"] + "?tab=steer")
+    prompt = page.get_by_label("Prompt", exact=True)
+    prompt.fill("a photo of a cloud")
+    page.get_by_role("button", name="Suggest features").click()
+    page.wait_for_timeout(1500)
+    shown = "() => [...document.images].filter(e => e.naturalWidth > 0 && e.offsetParent && e.src.includes('/file=')).length"
+    before = page.evaluate(shown)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(f"({shown})() >= {before + 2}", timeout=90_000)  # baseline and steered arrive
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SCREENSHOTS / "steer-sd.png"))
+    note = page.get_by_text("Clamped at").inner_text()
+    page.close()
     assert "Clamped at" in note

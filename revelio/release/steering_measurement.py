@@ -15,22 +15,29 @@ moves images that it should not (pixel change, class changes).
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+import torch
+
+from revelio.activations.capture import extract
 from revelio.config import option, to_json
+from revelio.errors import ConfigError, DatasetError
+from revelio.formats.metrics import ClassSteering, SideEffect, Steering, SteeringSource, SweepPoint
+from revelio.grid import Cell
+from revelio.layout import STEERING
+from revelio.models import Backbone
+from revelio.probes.classify_images import classify
+from revelio.release.load import Release, load_release
+from revelio.sae import KSparseAutoencoder
+from revelio.steering import FeatureEdit, steer
+from revelio.steering.selection import ClassCodeMaps, clamp_targets, steering_features, unrelated_features
 
-if TYPE_CHECKING:
-    import torch
-
-    from revelio.models import Backbone
-    from revelio.release.load import Release
-    from revelio.sae import KSparseAutoencoder
-    from revelio.steering import FeatureEdit
-    from revelio.steering.selection import ClassCodeMaps
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,22 +59,19 @@ class SteeringMeasureConfig:
     steps: int = option(25)
     guidance_scale: float | None = option(None, "default: the model's own")
     seed: int = option(0)
-    out: Path | None = option(None, "where to write steering.json (default: print only)")
+    out: Path | None = option(None, "the folder to write steering.json into (a release's metrics/; default: log only)")
 
 
-def checked_cells(config: SteeringMeasureConfig) -> list[tuple[str, int]]:
-    """The (hook, timestep) cells to steer at, once the config is known to make sense (before anything loads)."""
+def checked_cells(config: SteeringMeasureConfig) -> list[Cell]:
+    """The cells to steer at, once the config is known to make sense (before anything loads)."""
     if len(config.window) != 2:
-        raise SystemExit(f"window is two timesteps, T_HIGH T_LOW (e.g. --window 999 0); got {config.window}")
+        raise ConfigError(f"window is two timesteps, T_HIGH T_LOW (e.g. 999 0); got {config.window}")
     if config.clamp_to == "class-map" and config.pooling != "none":
-        raise SystemExit("--clamp-to class-map needs spatial SAEs (--pooling none); use --clamp-to max for pooled ones")
-    cells = []
-    for cell in config.cells:
-        hook, _, t = cell.rpartition(":")
-        if not hook or not t.isdigit():
-            raise SystemExit(f"cells are HOOK:T (e.g. mid_block:100); got {cell!r}")
-        cells.append((hook, int(t)))
-    return cells
+        raise ConfigError("clamp_to 'class-map' needs spatial SAEs (pooling 'none'); use clamp_to 'max' for pooled ones")
+    try:
+        return [Cell.parse(spec, config.pooling) for spec in config.cells]
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 @dataclass
@@ -80,13 +84,6 @@ class _Steering:
 
     def edits(self, target: int | None, strength: float) -> list[FeatureEdit]:
         """One FeatureEdit per SAE: class ``target``'s selective features, or (None) unrelated ones."""
-        from revelio.steering import FeatureEdit
-        from revelio.steering.selection import (
-            clamp_targets,
-            steering_features,
-            unrelated_features,
-        )
-
         config, edits = self.config, []
         for sae, maps in self.saes:
             stats, n = sae.feature_stats, config.features_per_class
@@ -103,8 +100,6 @@ class _Steering:
 
     def images(self, source: Source, edits: list[FeatureEdit] | None) -> torch.Tensor:
         """``source.count`` images of one source in [0, 1], steered by ``edits``, seeded by the source."""
-        from revelio.steering import steer
-
         config = self.config
         kwargs = {"seed": config.seed + 1000 * source.index, "num_images": source.count, "num_inference_steps": config.steps,
                   "guidance_scale": config.guidance_scale, "output_type": "pt"}
@@ -142,8 +137,6 @@ def sources(config: SteeringMeasureConfig, backbone: Backbone, class_names: list
 
 def judge(release: Release, backbone: Backbone) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
     """(what judges, images in [0, 1] -> predicted dataset class): the reference classifier, else the best probe."""
-    import revelio
-
     if not release.info.quality_gate_skipped:
         classifier = release.reference_classifier()
         return "reference classifier", lambda images: classifier.predict(images * 2 - 1)
@@ -156,19 +149,17 @@ def judge(release: Release, backbone: Backbone) -> tuple[str, Callable[[torch.Te
     return f"best probe ({probe.config.cell}, {probe.kind})", predict
 
 
-def _load(config: SteeringMeasureConfig, cells: list[tuple[str, int]], release: Release, backbone: Backbone) -> _Steering:
+def _load(config: SteeringMeasureConfig, cells: list[Cell], release: Release, backbone: Backbone) -> _Steering:
     """The cells' SAEs, checked to carry labelled statistics, with class maps from held-out images when needed."""
-    import revelio
-    from revelio.steering.selection import ClassCodeMaps
-
-    saes = [release.sae(hook, t, config.pooling) for hook, t in cells]
+    saes = [release.sae(cell) for cell in cells]
     if any(sae.feature_stats is None or sae.feature_stats.label_distribution.shape[1] == 0 for sae in saes):
-        raise SystemExit("these SAEs have no labelled feature statistics; rebuild the release with labels")
+        raise DatasetError("these SAEs have no labelled feature statistics; rebuild the release with labels")
     maps: list[ClassCodeMaps | None] = [None] * len(saes)
     if config.clamp_to == "class-map":
         images, labels = release.held_out_examples()
-        for i, ((hook, t), sae) in enumerate(zip(cells, saes)):
-            tokens = revelio.extract(backbone, images, [hook], [t], pooling="none", seed=release.info.seed)[(hook, t)]
+        for i, (cell, sae) in enumerate(zip(cells, saes)):
+            hook, t = cell.hook, cell.timestep
+            tokens = extract(backbone, images, [hook], [t], pooling="none", seed=release.info.seed)[(hook, t)]
             maps[i] = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
     return _Steering(config, backbone, list(zip(saes, maps)))
 
@@ -182,16 +173,14 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def measure_steering(config: SteeringMeasureConfig) -> dict[str, Any]:
+def measure_steering(config: SteeringMeasureConfig, release: Release | None = None, backbone: Backbone | None = None) -> Steering:
     """Steer towards every class and with unrelated features at each strength; the result is the
     measurement at the chosen strength (the most successful one whose unrelated-feature clamps
     relabel at most ``budget`` of the images) plus the whole sweep. Returns (and with ``out``
-    writes) steering.json."""
-    import revelio
-
+    writes) steering.json. A caller that holds the release and its backbone passes them."""
     cells = checked_cells(config)
-    release = revelio.load_release(config.release)
-    backbone = release.backbone()
+    release = release or load_release(config.release)
+    backbone = backbone or release.backbone()
     judged_by, predict = judge(release, backbone)
     steering = _load(config, cells, release, backbone)
     origins = sources(config, backbone, release.class_names)
@@ -201,25 +190,26 @@ def measure_steering(config: SteeringMeasureConfig) -> dict[str, Any]:
              for strength in config.strengths]
     within = [m for m in sweep if m["side_effect"]["unrelated_class_change_rate"] <= config.budget]
     chosen = max(within or sweep, key=lambda m: (m["mean_success"], -m["strength"]))
-    result = {
-        "release": config.release, "cells": [f"{h}:{t}" for h, t in cells], "pooling": config.pooling,
-        "clamp_to": config.clamp_to, "features_per_class": config.features_per_class,
-        "window": list(config.window), "sources": [{"name": o.name, "condition": o.condition, "images": o.count} for o in origins],
-        "judge": judged_by, "num_inference_steps": config.steps,
-        "seed": config.seed, "guidance_scale": config.guidance_scale or backbone.default_guidance_scale,
-        **chosen, "budget": config.budget, "within_budget": bool(within),
-        "sweep": [{"strength": m["strength"], "mean_success": m["mean_success"], "mean_baseline": m["mean_baseline"],
-                   **{k: v for k, v in m["side_effect"].items() if k not in ("unrelated_features", "unrelated_labels")},
-                   "success_per_class": {name: c["success"] for name, c in m["per_class"].items()}} for m in sweep],
-        "config": to_json(config),
-    }
-    print(f"chosen strength {result['strength']:g} ({'within' if within else 'NOT within'} the budget of "
-          f"{config.budget:.2f} relabelled by unrelated features): steering success {result['mean_success']:.3f} "
-          f"(unsteered baseline {result['mean_baseline']:.3f}, judged by {judged_by})")
+    side = chosen["side_effect"]
+    result = Steering(
+        release=config.release, cells=[cell.spec for cell in cells], pooling=config.pooling, clamp_to=config.clamp_to,
+        features_per_class=config.features_per_class, window=list(config.window),
+        sources=[SteeringSource(o.name, o.condition, o.count) for o in origins], judge=judged_by,
+        num_inference_steps=config.steps, seed=config.seed,
+        guidance_scale=config.guidance_scale or backbone.default_guidance_scale,
+        strength=chosen["strength"], mean_success=chosen["mean_success"], mean_baseline=chosen["mean_baseline"],
+        per_class={name: ClassSteering(**c) for name, c in chosen["per_class"].items()}, side_effect=SideEffect(**side),
+        budget=config.budget, within_budget=bool(within),
+        sweep=[SweepPoint(strength=m["strength"], mean_success=m["mean_success"], mean_baseline=m["mean_baseline"],
+                          **{k: v for k, v in m["side_effect"].items() if k not in ("unrelated_features", "unrelated_labels")},
+                          success_per_class={name: c["success"] for name, c in m["per_class"].items()}) for m in sweep],
+        config=to_json(config),
+    )
+    log.info("chosen strength %g (%s the budget of %.2f relabelled by unrelated features): steering success %.3f "
+             "(unsteered baseline %.3f, judged by %s)", result.strength, "within" if within else "NOT within", config.budget,
+             result.mean_success, result.mean_baseline, judged_by)
     if config.out is not None:
-        from revelio.storage.files import write_json
-
-        write_json(result, config.out / "steering.json")
+        result.write(Path(config.out) / f"{STEERING}.json")
     return result
 
 
@@ -242,7 +232,7 @@ def _measure_at(strength: float, steering: _Steering, origins: list[Source], nam
             class_flips.append(float((predicted != baseline_pred[origin.index]).float().mean()))
         features, labels = _chosen(edits)
         per_class[name] = {"features": features, "labels": labels, "success": hits / total, "baseline": base_hits / total}
-        print(json.dumps({"strength": strength, "target": name, **per_class[name]}), flush=True)
+        log.info(json.dumps({"strength": strength, "target": name, **per_class[name]}))
     unrelated = steering.edits(None, strength)
     moves, flips = [], []
     for origin in origins:
@@ -261,7 +251,7 @@ def _measure_at(strength: float, steering: _Steering, origins: list[Source], nam
             "class_steering_mean_abs_pixel_change": _mean(class_moves), "class_steering_class_change_rate": _mean(class_flips),
         },
     }
-    print(f"strength {strength:g}: success {measured['mean_success']:.3f} (baseline {measured['mean_baseline']:.3f}); "
-          f"unrelated features move pixels by {_mean(moves):.4f} and relabel {_mean(flips):.3f} of images "
-          f"(class steering moves them by {_mean(class_moves):.4f})", flush=True)
+    log.info("strength %g: success %.3f (baseline %.3f); unrelated features move pixels by %.4f and relabel %.3f of images "
+             "(class steering moves them by %.4f)", strength, measured["mean_success"], measured["mean_baseline"],
+             _mean(moves), _mean(flips), _mean(class_moves))
     return measured
