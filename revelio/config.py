@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import sys
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+from revelio.errors import ConfigError, RevelioError
 
 Config = TypeVar("Config")
 
@@ -138,7 +143,18 @@ def from_json(cls: type[Config], data: dict[str, Any]) -> Config:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
+        raise ConfigError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
     hints = typing.get_type_hints(cls)
     values = {k: Path(v) if _unwrap_optional(hints[k])[0] is Path and v is not None else v for k, v in data.items()}
     return cls(**values)
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """A train/ script's entry point: progress and results logged to stdout, and anything revelio
+    refuses (a :class:`~revelio.errors.RevelioError`) turned into a one-line exit message instead
+    of a traceback. The one place the package exits the process."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+    try:
+        main()
+    except RevelioError as err:
+        raise SystemExit(f"error: {err}") from None

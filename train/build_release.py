@@ -17,7 +17,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from revelio.config import parse
+from revelio.config import parse, run_script
 from revelio.release.build import ReleaseConfig, build_release
 
 
@@ -27,4 +27,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

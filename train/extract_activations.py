@@ -9,7 +9,7 @@ captured once and their mean is the pooled vector.
 
 from __future__ import annotations
 
-from revelio.config import parse
+from revelio.config import parse, run_script
 from revelio.steps.extract import ExtractionConfig, extract_to_cache
 
 
@@ -18,4 +18,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from revelio.config import parse
+from revelio.config import parse, run_script
 from revelio.release.purity_measurement import MonosemanticityConfig, measure_monosemanticity
 
 
@@ -18,4 +18,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

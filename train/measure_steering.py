@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from revelio.config import parse
+from revelio.config import parse, run_script
 from revelio.release.steering_measurement import SteeringMeasureConfig, measure_steering
 
 
@@ -35,4 +35,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

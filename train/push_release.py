@@ -18,7 +18,7 @@ KSparseAutoencoder.from_pretrained("user/name", subfolder="saes/mid_block/t250/m
 
 from __future__ import annotations
 
-from revelio.config import parse
+from revelio.config import parse, run_script
 from revelio.release.push import PushConfig, push_release
 
 
@@ -28,4 +28,4 @@ def main(argv: list[str] | None = None) -> str | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

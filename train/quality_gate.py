@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from revelio.config import parse
+from revelio.config import parse, run_script
 from revelio.steps.quality_gate import QualityGateConfig, run_quality_gate
 
 
@@ -23,4 +23,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from revelio.config import parse
+from revelio.config import parse, run_script
 from revelio.steps.default_model import DefaultModelConfig, train_default_model
 
 
@@ -23,4 +23,4 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

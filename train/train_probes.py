@@ -13,7 +13,7 @@ and .csv, and plots/probe_accuracy_<features>_<kind>.png; prints the table and t
 
 from __future__ import annotations
 
-from revelio.config import parse
+from revelio.config import parse, run_script
 from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
 
 
@@ -22,4 +22,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -13,7 +13,7 @@ grid over processes or GPUs:
 
 from __future__ import annotations
 
-from revelio.config import parse_many
+from revelio.config import parse_many, run_script
 from revelio.steps.sae_grid import SAEGridConfig, train_sae_grid
 from revelio.sae.training import SAETrainConfig
 
@@ -24,4 +24,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

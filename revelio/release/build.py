@@ -7,36 +7,68 @@ reproduces it): the quality gate (reference classifier + samples), activation ca
 training, test and random-weights images, the SAE grid for both poolings, and the probe grid with
 baselines; the quality gate runs only for a backbone conditioned on the dataset's own classes
 (otherwise release.json says why it was skipped). Then: SAE metrics on the held-out test images, each feature's mean activation at every
-timestep, exemplar thumbnails, the SAE metric pictures, release.json and the model card.
-Caches and SAE checkpoints live in ``work`` and finished steps are reused when built again.
+timestep, exemplar thumbnails, the SAE metric pictures, release.json, held-out purity, a short
+steering measurement (so the app's Steer tab starts from a measured setting; ``--no-steering``
+skips it) and the model card. The backbone is loaded once and handed to every step. Caches and
+SAE checkpoints live in ``work`` and finished steps are reused when built again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import diffusers
 import torch
 
+from revelio import __version__
+from revelio.analysis.statistics import activation_by_timestep
+from revelio.cache import ActivationCache
 from revelio.config import option, to_argv, to_json
+from revelio.data.datasets import load_image_dataset
+from revelio.errors import ConfigError, DatasetError
+from revelio.formats.cache import CacheDataset
+from revelio.formats.metrics import ProbeGrid, QualityGate, SAEGrid, SAERow
+from revelio.formats.release import BestCell, ReleaseInfo
 from revelio.grid import POOLINGS, Cell
 from revelio.layout import (
-    METRICS_DIR,
+    DATASET_FILE,
     MODEL_DIR,
-    PLOTS_DIR,
+    PROBE_GRID,
+    QUALITY_GATE,
     RELEASE_FILE,
+    SAE_GRID,
+    STEERING,
+    TIMESTEPS_FILE,
+    WEIGHTS_FILE,
+    GridPlot,
+    metrics_file,
     sae_subfolder,
 )
-from revelio.formats.release import BestCell, ReleaseInfo
+from revelio.models import Backbone, load_backbone
+from revelio.plots import grid_heatmap
+from revelio.release.card import render_card
+from revelio.release.exemplars import thumbnail_side, write_exemplars, write_held_out_examples
+from revelio.release.load import load_release
+from revelio.release.purity_measurement import MonosemanticityConfig, measure_monosemanticity
+from revelio.release.steering_measurement import SteeringMeasureConfig, measure_steering
+from revelio.sae.metrics import SAEEvaluator
+from revelio.sae.model import KSparseAutoencoder
+from revelio.sae.training import SAETrainConfig
+from revelio.steps.extract import ExtractionConfig, extract_to_cache
+from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
+from revelio.steps.quality_gate import QualityGateConfig, run_quality_gate
+from revelio.steps.sae_grid import SAEGridConfig, train_sae_grid
+from revelio.storage.files import read_json
 
-if TYPE_CHECKING:
-    from revelio.models.base import Backbone
-    from revelio.steps.probe_grid import ProbeGridConfig
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,6 +103,10 @@ class ReleaseConfig:
     probe_epochs: int = option(20, "Diff-C epochs")
     per_class: int = option(100, "quality-gate samples per class")
     classifier_epochs: int = option(12)
+    steering: bool = option(True, "measure steering at the best block (spatial SAE) so the Steer tab starts from a measured setting")
+    steering_strengths: list[float] = option([1.0, 2.0, 3.0], "clamp strengths the steering measurement sweeps")
+    steering_per_source: int = option(2, "images per source class in the steering measurement")
+    steering_steps: int = option(20, "denoising steps per image in the steering measurement")
     repo_id: str = option("bundled", "the Hub repo id shown in the card's loading example")
     seed: int = option(0)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
@@ -87,55 +123,36 @@ class StepLog:
         """Run ``step``, or with ``done`` (its output is already there) only record its command."""
         shown = "python " + shlex.join([f"train/{script}", *to_argv(*configs)])
         self.commands.append(shown)
-        print(f"\n$ {shown}" + ("\n(finished earlier: reusing its output)" if done else ""), flush=True)
+        log.info("$ %s%s", shown, "\n(finished earlier: reusing its output)" if done else "")
         if not done:
             step()
 
 
 def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
     """Build (or finish) the release in ``config.out``; ``command`` is recorded as how it was built."""
-    import diffusers
-
-    import revelio
-    from revelio.data.datasets import load_image_dataset
-    from revelio.steps.extract import ExtractionConfig, extract_to_cache
-    from revelio.steps.extract_parts import DATASET_FILE
-    from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
-    from revelio.steps.quality_gate import QualityGateConfig, run_quality_gate
-    from revelio.steps.sae_grid import SAEGridConfig, train_sae_grid
-    from revelio.release.card import render_card
-    from revelio.release.purity_measurement import MonosemanticityConfig, measure_monosemanticity
-    from revelio.release.exemplars import (
-        thumbnail_side,
-        write_exemplars,
-        write_held_out_examples,
-    )
-    from revelio.sae.training import SAETrainConfig
-    from revelio.storage.files import read_json, write_json
-
     out, steps = config.out, StepLog()
     local = Path(config.model).is_dir()
     model = str(out / MODEL_DIR) if local else config.model
     if local and Path(config.model).resolve() != Path(model).resolve():
         shutil.rmtree(model, ignore_errors=True)
         shutil.copytree(config.model, model)
-    backbone = revelio.load_backbone(model, device="cpu", revision=config.revision)
+    backbone = load_backbone(model, device=config.device or ("cuda" if torch.cuda.is_available() else "cpu"), revision=config.revision)
     hooks = config.hooks or backbone.hook_points
     missing = [h for h in hooks if h not in backbone.hook_points]
     if missing:
-        raise SystemExit(f"{config.model} has no hook points {missing}; it has {backbone.hook_points}")
+        raise ConfigError(f"{config.model} has no hook points {missing}; it has {backbone.hook_points}")
     columns = {"image_column": config.image_column, "label_column": config.label_column}
     class_names = load_image_dataset(config.dataset, "train", **columns).class_names
     if not class_names:
-        raise SystemExit(f"{config.dataset} has no class labels; a release needs a labelled dataset (--label-column)")
+        raise DatasetError(f"{config.dataset} has no class labels; a release needs a labelled dataset (name the label_column)")
 
     skipped = quality_gate_skipped(backbone, class_names)
     if skipped is None:
         gate = QualityGateConfig(model=model, out=out, dataset=config.dataset, per_class=config.per_class,
                                  epochs=config.classifier_epochs, seed=config.seed, device=config.device, **columns)
-        steps.run("quality_gate.py", [gate], lambda: run_quality_gate(gate))
+        steps.run("quality_gate.py", [gate], lambda: run_quality_gate(gate, backbone))
     else:
-        print(f"\nquality gate skipped: {skipped}", flush=True)
+        log.info("quality gate skipped: %s", skipped)
     caches = {}
     extractions = [("train", "train", config.train_images, False, POOLINGS), ("test", config.test_split, config.test_images, False, POOLINGS),
                    ("random-train", "train", config.random_images, True, POOLINGS), ("random-test", config.test_split, config.test_images, True, POOLINGS)]
@@ -169,30 +186,50 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
     exemplars = write_exemplars(out, config.dataset, config.image_column, config.label_column, side)
     held_out = write_held_out_examples(out, config.dataset, config.test_split, config.image_column, config.label_column,
                                        config.held_out_per_class, side)
-    probe_grid = read_json(out / METRICS_DIR / "probe_grid.json")
-    quality = read_json(out / METRICS_DIR / "quality_gate.json") if skipped is None else None
-    best = probe_grid["best"]
+    probe_grid = ProbeGrid.read(metrics_file(out, PROBE_GRID))
+    quality = QualityGate.read(metrics_file(out, QUALITY_GATE)) if skipped is None else None
+    best = probe_grid.best
     info = ReleaseInfo(
         backbone=MODEL_DIR if local else config.model, backbone_revision=None if local else config.revision,
         backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" and local else config.model,
         conditioning=backbone.conditioning, backbone_class_names=backbone.class_names, prompt_template=config.prompt_template,
         dataset=config.dataset, num_train_images=config.train_images, num_test_images=config.test_images,
         hooks=hooks, timesteps=config.timesteps, poolings=list(POOLINGS), class_names=class_names, quality_gate_skipped=skipped,
-        probe_kinds=sorted({r["probe"] for r in probe_grid["rows"] if r["features"] == "diffusion"}),
-        best_cell=BestCell(**{k: best[k] for k in ("hook", "timestep", "probe", "test_accuracy")}),
+        probe_kinds=sorted({r.probe for r in probe_grid.rows if r.features == "diffusion"}),
+        best_cell=BestCell(best.hook, best.cell.timestep, best.probe, best.test_accuracy),
         sae={"expansion": config.expansion, "mean_expansion": mean_expansion, "k": config.k, "prune_below": config.prune_below, "mean_tokens": config.mean_tokens, "spatial_tokens": config.spatial_tokens,
              "mean_train_images": config.pooled_train_images or config.train_images},
         exemplar_images=exemplars, held_out_images=held_out, seed=config.seed,
-        versions={"revelio": revelio.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__},
+        versions={"revelio": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__},
         commands=[command, *steps.commands], config=to_json(config),
     )
-    write_json(info.to_json(), out / RELEASE_FILE)
-    purity = measure_monosemanticity(MonosemanticityConfig(release=str(out), seed=config.seed, device=config.device))
-    render_card(info.to_json(), probe_grid, sae_rows, quality, config.repo_id, out, purity)
+    info.write(out / RELEASE_FILE)
+    release = load_release(out)
+    purity = measure_monosemanticity(MonosemanticityConfig(release=str(out), seed=config.seed, device=config.device), release, backbone)
+    if config.steering:
+        steering = steering_config(config, release.best_cell, out)
+        done = _steering_done(steering)
+        steps.run("measure_steering.py", [steering], lambda: measure_steering(steering, release, backbone), done=done)
+    render_card(info.to_json(), probe_grid.to_json(), [dataclasses.asdict(r) for r in sae_rows], quality.to_json() if quality else None,
+                config.repo_id, out, purity.to_json())
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"release written to {out}: {size / 2**20:.1f} MiB; best cell {best['hook']} t={best['timestep']} "
-          f"({best['probe']}, test accuracy {best['test_accuracy']:.4f})")
+    log.info("release written to %s: %.1f MiB; best cell %s (%s, test accuracy %.4f)",
+             out, size / 2**20, best.cell, best.probe, best.test_accuracy)
     return info
+
+
+def steering_config(config: ReleaseConfig, best: Cell, out: Path) -> SteeringMeasureConfig:
+    """A short steering measurement at the best block and timestep's spatial SAE, over the configured strengths."""
+    return SteeringMeasureConfig(release=str(out), cells=[best.spec], pooling="none", clamp_to="class-map",
+                                 features_per_class=8, strengths=list(config.steering_strengths),
+                                 per_source=config.steering_per_source, steps=config.steering_steps, seed=config.seed,
+                                 out=metrics_file(out, STEERING).parent)
+
+
+def _steering_done(steering: SteeringMeasureConfig) -> bool:
+    """steering.json is there, measured with these settings (an SAE rebuild deletes it with the saes/ folder)."""
+    path = metrics_file(steering.release, STEERING)
+    return path.is_file() and read_json(path).get("config") == to_json(steering)
 
 
 def quality_gate_skipped(backbone: Backbone, class_names: list[str]) -> str | None:
@@ -207,24 +244,17 @@ def quality_gate_skipped(backbone: Backbone, class_names: list[str]) -> str | No
 
 def _probes_done(probes: ProbeGridConfig, caches: list[Path]) -> bool:
     """The release already holds a probe grid of these settings, newer than every cache and SAE it read."""
-    grid = probes.out / METRICS_DIR / "probe_grid.json"
+    grid = metrics_file(probes.out, PROBE_GRID)
     if not grid.is_file():
         return False
-    from revelio.storage.files import read_json
-
     if read_json(grid).get("config") != to_json(probes):
         return False
-    inputs = [c / "dataset.json" for c in caches] + list(Path(probes.saes).rglob("model.safetensors"))
+    inputs = [c / DATASET_FILE for c in caches] + list(Path(probes.saes).rglob(WEIGHTS_FILE))
     return all(grid.stat().st_mtime >= p.stat().st_mtime for p in inputs if p.is_file())
 
 
-def evaluate_saes(config: ReleaseConfig, hooks: list[str], test_cache: Path) -> list[dict]:
+def evaluate_saes(config: ReleaseConfig, hooks: list[str], test_cache: Path) -> list[SAERow]:
     """Copy each SAE into the release with its held-out metrics and per-timestep mean activations."""
-    from revelio.analysis.statistics import activation_by_timestep
-    from revelio.cache import ActivationCache
-    from revelio.sae.metrics import SAEEvaluator
-    from revelio.sae.model import TIMESTEPS_FILE, KSparseAutoencoder
-
     rows = []
     for hook in hooks:
         for pooling in POOLINGS:
@@ -240,20 +270,17 @@ def evaluate_saes(config: ReleaseConfig, hooks: list[str], test_cache: Path) -> 
                 by_t = activation_by_timestep(sae, caches)
                 sae.extra_files[TIMESTEPS_FILE] = ({"timesteps": torch.tensor(sorted(caches)), "mean_activation": by_t}, {})
                 sae.save_pretrained(config.out / sae_subfolder(cell))
-                rows.append({"hook": hook, "timestep": t, "pooling": pooling, "d_in": sae.d_in, "d_sae": sae.d_sae, "k": sae.k,
-                             **{k: v for k, v in held_out.items() if k != "tokens"}, "test_tokens": held_out["tokens"]})
-                print(json.dumps(rows[-1]), flush=True)
+                rows.append(SAERow(hook=hook, timestep=t, pooling=pooling, d_in=sae.d_in, d_sae=sae.d_sae, k=sae.k,
+                                   test_tokens=held_out["tokens"], **{k: v for k, v in held_out.items() if k != "tokens"}))
+                log.info(json.dumps(dataclasses.asdict(rows[-1])))
     return rows
 
 
-def write_sae_metrics(rows: list[dict], hooks: list[str], timesteps: list[int], out: Path) -> None:
-    from revelio.plots import grid_heatmap
-    from revelio.storage.files import write_json
-
-    write_json({"split": "test", "hooks": hooks, "timesteps": timesteps, "rows": rows}, out / METRICS_DIR / "sae_grid.json")
+def write_sae_metrics(rows: list[SAERow], hooks: list[str], timesteps: list[int], out: Path) -> None:
+    SAEGrid(split="test", hooks=hooks, timesteps=timesteps, rows=rows).write(metrics_file(out, SAE_GRID))
     for pooling in POOLINGS:
-        cells = [r for r in rows if r["pooling"] == pooling]
+        cells = [r for r in rows if r.pooling == pooling]
         for metric in ("normalized_mse", "dead_fraction"):
-            grid_heatmap({(r["hook"], r["timestep"]): r[metric] for r in cells}, hooks, timesteps,
-                         f"SAE {metric} on test images (pooling {pooling})", out / PLOTS_DIR / f"sae_{metric}_{pooling}.png",
+            grid_heatmap({(r.hook, r.timestep): getattr(r, metric) for r in cells}, hooks, timesteps,
+                         f"SAE {metric} on test images (pooling {pooling})", GridPlot.sae_metric(metric, pooling).path(out),
                          colorbar_label=metric, best="min")

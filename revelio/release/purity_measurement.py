@@ -10,10 +10,21 @@ random directions and the block's channels on the same activations. Written to
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
-from typing import Any
 
+import torch
+
+from revelio.activations.capture import extract
+from revelio.analysis.monosemanticity import purity_against_baselines
 from revelio.config import option, to_json
+from revelio.formats.metrics import Monosemanticity
+from revelio.grid import Cell
+from revelio.layout import MONOSEMANTICITY, metrics_file
+from revelio.models import Backbone
+from revelio.release.load import Release, load_release
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -26,29 +37,24 @@ class MonosemanticityConfig:
     device: str | None = option(None)
 
 
-def measure_monosemanticity(config: MonosemanticityConfig) -> dict[str, Any]:
-    """Purity of every SAE cell and its baselines; writes and returns the table."""
-    import torch
-
-    import revelio
-    from revelio.analysis.monosemanticity import purity_against_baselines
-    from revelio.layout import METRICS_DIR
-    from revelio.storage.files import write_json
-
-    release = revelio.load_release(config.release)
+def measure_monosemanticity(config: MonosemanticityConfig, release: Release | None = None,
+                            backbone: Backbone | None = None) -> Monosemanticity:
+    """Purity of every SAE cell and its baselines; writes and returns the table. A caller that
+    holds the release and its backbone passes them."""
+    release = release or load_release(config.release)
     images, labels = release.held_out_examples()
     labels = torch.tensor(labels)
-    backbone = release.backbone(device=config.device)
+    backbone = backbone or release.backbone(device=config.device)
     rows = []
     for pooling in release.poolings:
-        activations = revelio.extract(backbone, images, release.hooks, release.timesteps, pooling=pooling,
+        activations = extract(backbone, images, release.hooks, release.timesteps, pooling=pooling,
                                       seed=release.info.seed, progress=False)
         for (hook, timestep), acts in activations.items():
-            sae = release.sae(hook, timestep, pooling).cpu()
+            sae = release.sae(Cell(hook, timestep, pooling)).cpu()
             scores = purity_against_baselines(sae, acts.cpu(), labels, config.top_k, config.seed)
             rows.append({"hook": hook, "timestep": timestep, "pooling": pooling, **scores})
-            print(json.dumps(rows[-1]), flush=True)
-    result = {"images": len(labels), "top_k": config.top_k, "cells": rows, "config": to_json(config)}
-    write_json(result, release.root / METRICS_DIR / "monosemanticity.json")
+            log.info(json.dumps(rows[-1]))
+    result = Monosemanticity.from_json({"images": len(labels), "top_k": config.top_k, "cells": rows, "config": to_json(config)})
+    result.write(metrics_file(release.root, MONOSEMANTICITY))
     return result
 

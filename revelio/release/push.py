@@ -7,12 +7,16 @@ with the same content are skipped by ``upload_folder``.
 
 from __future__ import annotations
 
+import logging
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from revelio.config import option
+from revelio.errors import ArtifactFormatError, ConfigError, RevelioError
 from revelio.layout import RELEASE_FILE
+
+log = logging.getLogger(__name__)
 
 # Never uploaded: hidden files and folders at any depth (fnmatch's "*" also matches "/"), and the
 # temporary files of interrupted atomic writes.
@@ -40,23 +44,23 @@ def release_files(release: Path) -> dict[str, int]:
     from huggingface_hub.utils import filter_repo_objects
 
     if not release.is_dir():
-        raise SystemExit(f"release folder {release} does not exist (or is not a folder).")
+        raise ArtifactFormatError(f"release folder {release} does not exist (or is not a folder).")
     for name, what in REQUIRED.items():
         if not (release / name).is_file():
-            raise SystemExit(
+            raise ArtifactFormatError(
                 f"{release} has no {name} ({what}); is it a release folder? "
                 "Build one first (see train/), then push it."
             )
     try:
         json.loads((release / RELEASE_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SystemExit(f"{release / RELEASE_FILE} is not valid JSON ({err}).") from None
+        raise ArtifactFormatError(f"{release / RELEASE_FILE} is not valid JSON ({err}).") from None
     try:
         metadata = metadata_load(release / "README.md")
     except (yaml.YAMLError, ValueError) as err:  # UnicodeDecodeError is a ValueError
-        raise SystemExit(f"the YAML metadata at the top of {release / 'README.md'} is invalid ({err}).") from None
+        raise ArtifactFormatError(f"the YAML metadata at the top of {release / 'README.md'} is invalid ({err}).") from None
     if not metadata:
-        print(f"note: {release / 'README.md'} has no YAML metadata (license, tags, ...); the Hub will warn about it.")
+        log.warning(f"note: {release / 'README.md'} has no YAML metadata (license, tags, ...); the Hub will warn about it.")
     paths = {p.relative_to(release).as_posix(): p for p in sorted(release.rglob("*")) if p.is_file()}
     kept = filter_repo_objects(list(paths), ignore_patterns=IGNORE_PATTERNS)
     return {path: paths[path].stat().st_size for path in kept}
@@ -79,17 +83,17 @@ def push_release(config: PushConfig) -> str | None:
     try:
         validate_repo_id(config.repo)
     except HFValidationError as err:
-        raise SystemExit(f"--repo {config.repo!r} is not a valid repo id ({err}).") from None
+        raise ConfigError(f"repo {config.repo!r} is not a valid repo id ({err}).") from None
     files = release_files(config.release)
     width = max(len(path) for path in files)
     for path, size in files.items():
-        print(f"  {path:<{width}}  {human_size(size):>9}")
-    print(f"{len(files)} files, {human_size(sum(files.values()))} in total, for {config.repo}@{config.revision}")
+        log.info(f"  {path:<{width}}  {human_size(size):>9}")
+    log.info(f"{len(files)} files, {human_size(sum(files.values()))} in total, for {config.repo}@{config.revision}")
     if config.dry_run:
-        print("Dry run: nothing uploaded.")
+        log.info("Dry run: nothing uploaded.")
         return None
     if get_token() is None:
-        raise SystemExit("No Hugging Face token found: run `hf auth login` or set HF_TOKEN (a write token).")
+        raise ConfigError("No Hugging Face token found: run `hf auth login` or set HF_TOKEN (a write token).")
 
     api = HfApi()
     try:
@@ -105,6 +109,6 @@ def push_release(config: PushConfig) -> str | None:
             ignore_patterns=list(IGNORE_PATTERNS),  # upload_folder appends to the list it is given
         )
     except (HfHubHTTPError, ValueError) as err:  # ValueError: e.g. README.md's metadata is invalid
-        raise SystemExit(f"pushing {config.release} to {config.repo} failed: {err}") from None
-    print(f"Pushed to {url}\nCommit: {info.commit_url}")
+        raise RevelioError(f"pushing {config.release} to {config.repo} failed: {err}") from None
+    log.info(f"Pushed to {url}\nCommit: {info.commit_url}")
     return info.commit_url

@@ -13,6 +13,7 @@ names, null class, default guidance, this config), loadable with :func:`revelio.
 
 from __future__ import annotations
 
+import logging
 import json
 import math
 import shutil
@@ -22,6 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from revelio.config import option, to_json
+from revelio.errors import DatasetError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from diffusers import DDPMScheduler, UNet2DModel
@@ -78,7 +82,7 @@ def train_default_model(config: DefaultModelConfig) -> Path:
     torch.manual_seed(config.seed)
     data = load_image_dataset(config.dataset, "train", config.image_column, config.label_column)
     if data.class_names is None:
-        raise SystemExit(f"{config.dataset} has no class labels; a class-conditional model needs them (--label-column)")
+        raise DatasetError(f"{config.dataset} has no class labels; a class-conditional model needs them (name the label_column)")
     column = data.dataset[data.image_column]
     channels = 1 if load_image(column[0]).mode == "L" else 3
     images = to_pixels(column, config.resolution, channels)

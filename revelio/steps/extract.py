@@ -12,6 +12,7 @@ listing the parts' shards in order (one logical cache, equal to a single-process
 
 from __future__ import annotations
 
+import logging
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Literal
 import torch
 
 from revelio.config import option
+
+log = logging.getLogger(__name__)
 
 RUN_FILE = "extraction.json"  # the command's config: a rerun resumes only the same command
 
@@ -93,6 +96,6 @@ def extract_to_cache(config: ExtractionConfig) -> dict:
     summary = {"cache": str(config.out), "parts_written_here": written}
     if state.is_main_process:
         summary |= merge(config, data, hooks, backbone)
-        print(json.dumps(summary), flush=True)
+        log.info(json.dumps(summary))
     state.wait_for_everyone()
     return summary

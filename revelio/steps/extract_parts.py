@@ -8,6 +8,7 @@ writing the last one (another) overlap the forward pass.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,6 +20,10 @@ import numpy as np
 import torch
 
 from revelio.grid import Cell
+from revelio.errors import IncompleteRunError
+from revelio.formats.cache import CacheDataset
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from revelio.data.datasets import ImageDataset
@@ -196,10 +201,10 @@ def merge(config: ExtractionConfig, data: ImageDataset, hooks: list[str], backbo
     starts = [done[i]["first_image"] for i in order]
     if order != list(range(len(order))) or starts != [i * config.part_images for i in order] or any(
             done[i]["images"] != config.part_images for i in order[:-1]):
-        raise SystemExit(f"parts {order} of {config.out} are not all there; rerun the same command to finish them")
+        raise IncompleteRunError(f"parts {order} of {config.out} are not all there; rerun the same command to finish them")
     total = sum(done[i]["images"] for i in order)
     if not config.streaming and total != len(data.dataset):
-        raise SystemExit(f"the parts hold {total} of {len(data.dataset)} images; rerun the same command to finish them")
+        raise IncompleteRunError(f"the parts hold {total} of {len(data.dataset)} images; rerun the same command to finish them")
     folders = [part_dir(config.out, i) for i in order]
     for pooling in config.poolings:
         for hook in hooks:
@@ -208,10 +213,9 @@ def merge(config: ExtractionConfig, data: ImageDataset, hooks: list[str], backbo
                 merge_parts(config.out / cell, [folder / cell for folder in folders])
     columns = [read_safetensors(folder / PART_LABELS) for folder in folders]
     write_safetensors({name: torch.cat([c[name] for c in columns]) for name in columns[0]}, config.out / LABELS_FILE)
-    metadata = {"backbone": config.backbone, "dataset": config.dataset, "split": config.split, "seed": config.seed,
-                "random_weights": config.random_weights}
-    write_json({**metadata, "image_column": data.image_column, "label_column": data.label_column,
-                "class_names": data.class_names, "num_images": total, "hooks": hooks, "timesteps": config.timesteps,
-                "poolings": config.poolings, "resolution": backbone.resolution, "image_channels": backbone.image_channels,
-                "parts": len(order), "config": to_json(config)}, config.out / DATASET_FILE)
+    CacheDataset(backbone=config.backbone, dataset=config.dataset, split=config.split, seed=config.seed,
+                 random_weights=config.random_weights, image_column=data.image_column, label_column=data.label_column,
+                 class_names=data.class_names, num_images=total, hooks=hooks, timesteps=config.timesteps,
+                 poolings=list(config.poolings), resolution=backbone.resolution, image_channels=backbone.image_channels,
+                 parts=len(order), config=to_json(config)).write(config.out / DATASET_FILE)
     return {"images": total, "parts": len(order), "cells": len(hooks) * len(config.timesteps) * len(config.poolings)}

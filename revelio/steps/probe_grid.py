@@ -14,15 +14,28 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 
+from revelio.cache import ActivationCache
 from revelio.config import option, to_json
+from revelio.data.datasets import load_image_dataset
+from revelio.data.images import to_pixels
+from revelio.errors import DatasetError
+from revelio.formats.cache import CacheDataset
+from revelio.formats.metrics import ProbeGrid
 from revelio.grid import Cell
-from revelio.steps.extract_parts import DATASET_FILE, LABELS_FILE
+from revelio.layout import DATASET_FILE, LABELS_FILE, PROBE_GRID, GridPlot, metrics_file, probe_subfolder
+from revelio.plots import grid_heatmap
+from revelio.probes import DiffCProbe, LinearProbe, SparseFeatures, split_train_validation
+from revelio.sae import KSparseAutoencoder
+from revelio.storage.files import read_safetensors, write_text
+
+log = logging.getLogger(__name__)
 
 ProbeKind = Literal["linear", "diff-c", "sae-linear"]
 
@@ -49,13 +62,11 @@ class GridData:
     """Per-cell features and labels of one cache root, split into train and test images."""
 
     def __init__(self, root: Path, test_root: Path | None, test_fraction: float, seed: int, max_train: int | None) -> None:
-        from revelio.storage.files import read_json, read_safetensors
-
         self.root, self.test_root = root, test_root
-        self.info = read_json(root / DATASET_FILE)
+        self.info = CacheDataset.read(root / DATASET_FILE)
         columns = read_safetensors(root / LABELS_FILE)
         if "labels" not in columns:
-            raise SystemExit(f"{root} holds no labels: probes need a labelled dataset (--label-column when extracting)")
+            raise DatasetError(f"{root} holds no labels: probes need a labelled dataset (name the label_column when extracting)")
         labels, self.rows = columns["labels"], columns["dataset_index"]
         if test_root is None:
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
@@ -80,8 +91,6 @@ class GridData:
 
 
 def _read_cell(root: Path, cell: Cell) -> torch.Tensor:
-    from revelio.cache import ActivationCache
-
     cache = ActivationCache(root / cell.path)
     if cell.pooling == "none" and cache.grid_side is not None and cache.tokens_per_image != cache.grid_side**2:
         raise ValueError(
@@ -93,25 +102,20 @@ def _read_cell(root: Path, cell: Cell) -> torch.Tensor:
     return rows.reshape(cache.num_images, cache.tokens_per_image, cache.d_in) if cell.pooling == "none" else rows
 
 
-def pixel_features(info: dict, rows: torch.Tensor) -> torch.Tensor:
+def pixel_features(info: CacheDataset, rows: torch.Tensor) -> torch.Tensor:
     """Raw pixels of these dataset rows at the model's resolution, flattened: the no-diffusion baseline."""
-    from revelio.data.datasets import load_image_dataset
-    from revelio.data.images import to_pixels
-
-    data = load_image_dataset(info["dataset"], info["split"], info["image_column"], info["label_column"])
+    data = load_image_dataset(info.dataset, info.split, info.image_column, info.label_column)
     images = [data.dataset[int(row)][data.image_column] for row in rows]
-    return to_pixels(images, info["resolution"], info["image_channels"]).flatten(1)
+    return to_pixels(images, info.resolution, info.image_channels).flatten(1)
 
 
-def train_probe_grid(config: ProbeGridConfig) -> dict[str, Any]:
+def train_probe_grid(config: ProbeGridConfig) -> ProbeGrid:
     """Fit every probe of the grid and its baselines; returns the summary written to probe_grid.json."""
-    from revelio.probes import DiffCProbe, LinearProbe, SparseFeatures, split_train_validation
-    from revelio.layout import probe_subfolder
-    from revelio.sae import KSparseAutoencoder
-
     data = GridData(config.cache, config.test_cache, config.test_fraction, config.seed, config.max_train)
-    info, names = data.info, data.info["class_names"]
-    hooks, timesteps = info["hooks"], info["timesteps"]
+    info = data.info
+    if not info.class_names:
+        raise DatasetError(f"{config.cache} holds no class names: probes need a labelled dataset")
+    names, hooks, timesteps = info.class_names, info.hooks, info.timesteps
     feature_sets = {"diffusion": data}
     if config.random_cache is not None:
         feature_sets["random-weights"] = GridData(config.random_cache, config.random_test_cache, config.test_fraction, config.seed, config.max_train)
@@ -131,7 +135,7 @@ def train_probe_grid(config: ProbeGridConfig) -> dict[str, Any]:
     for features_name, source in feature_sets.items():
         for hook in hooks:
             for t in timesteps:
-                base = {"backbone": info["backbone"], "dataset": info["dataset"], "split": info["split"], "hook": hook,
+                base = {"backbone": info.backbone, "dataset": info.dataset, "split": info.split, "hook": hook,
                         "timestep": t, "training": training}
                 for kind in config.kinds:
                     if kind == "sae-linear" and (config.saes is None or features_name != "diffusion"):
@@ -150,45 +154,39 @@ def train_probe_grid(config: ProbeGridConfig) -> dict[str, Any]:
                         probe.save_pretrained(config.out / probe_subfolder(Cell(hook, t), kind))
                     rows.append({"features": features_name, "probe": kind, "hook": hook, "timestep": t,
                                  "test_accuracy": accuracy, "validation_accuracy": probe.config.metrics["validation_accuracy"]})
-                    print(json.dumps(rows[-1]), flush=True)
+                    log.info(json.dumps(rows[-1]))
 
     if config.pixels:
-        from revelio.storage.files import read_json
-
         train_px = pixel_features(info, data.rows[data.train_index])
         if config.test_cache is None:
             test_px = pixel_features(info, data.rows[data.test_index])
         else:
-            test_px = pixel_features(read_json(config.test_cache / DATASET_FILE), data.test_rows)
+            test_px = pixel_features(CacheDataset.read(config.test_cache / DATASET_FILE), data.test_rows)
         _, accuracy = fit("linear", train_px, test_px, data, {})
         rows.append({"features": "pixels", "probe": "linear", "hook": "pixels", "timestep": None,
                      "test_accuracy": accuracy, "validation_accuracy": None})
-        print(json.dumps(rows[-1]), flush=True)
+        log.info(json.dumps(rows[-1]))
 
     best = max((r for r in rows if r["features"] == "diffusion"), key=lambda r: r["test_accuracy"])
-    summary = {"class_names": names, "hooks": hooks, "timesteps": timesteps, "chance": 1 / len(names), "best": best,
-               "rows": rows, "config": to_json(config)}
-    _write_results(summary, list(feature_sets), config)
-    print(f"best cell: {best['hook']} t={best['timestep']} {best['probe']} test accuracy {best['test_accuracy']:.4f}")
+    summary = ProbeGrid.from_json({"class_names": names, "hooks": hooks, "timesteps": timesteps, "chance": 1 / len(names),
+                                   "best": best, "rows": rows, "config": to_json(config)})
+    _write_results(summary, rows, list(feature_sets), config)
+    log.info("best cell: %s t=%s %s test accuracy %.4f", best['hook'], best['timestep'], best['probe'], best['test_accuracy'])
     return summary
 
 
-def _write_results(summary: dict[str, Any], feature_sets: list[str], config: ProbeGridConfig) -> None:
+def _write_results(summary: ProbeGrid, rows: list[dict], feature_sets: list[str], config: ProbeGridConfig) -> None:
     """metrics/probe_grid.json and .csv, and one heatmap per (features, kind)."""
-    from revelio.plots import grid_heatmap
-    from revelio.layout import METRICS_DIR, PLOTS_DIR
-    from revelio.storage.files import write_json, write_text
-
-    rows, hooks, timesteps = summary["rows"], summary["hooks"], summary["timesteps"]
-    write_json(summary, config.out / METRICS_DIR / "probe_grid.json")
+    hooks, timesteps = summary.hooks, summary.timesteps
+    summary.write(metrics_file(config.out, PROBE_GRID))
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
-    write_text(config.out / METRICS_DIR / "probe_grid.csv", table.getvalue())
+    write_text(metrics_file(config.out, PROBE_GRID, ".csv"), table.getvalue())
     for features_name in feature_sets:
         for kind in config.kinds:
             cells = {(r["hook"], r["timestep"]): r["test_accuracy"] for r in rows if r["features"] == features_name and r["probe"] == kind}
             if cells:
                 grid_heatmap(cells, hooks, timesteps, f"{kind} probe on {features_name} features: test accuracy",
-                             config.out / PLOTS_DIR / f"probe_accuracy_{features_name}_{kind}.png")
+                             GridPlot.probe_accuracy(features_name, kind).path(config.out))

@@ -8,17 +8,23 @@ class they were generated from is the model's score (chance is 1/classes).
 
 from __future__ import annotations
 
+import logging
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+import torch
 
 from revelio.config import option, to_json
+from revelio.data.datasets import load_image_dataset
+from revelio.data.images import to_pixels
+from revelio.errors import ConfigError, DatasetError
+from revelio.formats.metrics import QualityGate
+from revelio.layout import CONFIG_FILE, PLOTS_DIR, QUALITY_GATE, REFERENCE_CLASSIFIER_DIR, SAMPLES_PLOT, metrics_file
+from revelio.models import Backbone, load_backbone
+from revelio.plots import sample_grid
+from revelio.probes.reference_classifier import ReferenceClassifier
 
-if TYPE_CHECKING:
-    import torch
-
-    from revelio.probes.reference_classifier import ReferenceClassifier
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,25 +49,17 @@ class QualityGateConfig:
 
 def real_images(config: QualityGateConfig, split: str, resolution: int, channels: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(images in [-1, 1], labels, class names) of one split of the dataset."""
-    import torch
-
-    from revelio.data.datasets import load_image_dataset
-    from revelio.data.images import to_pixels
-
     data = load_image_dataset(config.dataset, split, config.image_column, config.label_column)
     if data.class_names is None:
-        raise SystemExit(f"{config.dataset} has no class labels; the quality gate needs them (--label-column)")
+        raise DatasetError(f"{config.dataset} has no class labels; the quality gate needs them (name the label_column)")
     return to_pixels(data.dataset[data.image_column], resolution, channels), torch.tensor(data.labels), data.class_names
 
 
 def reference_classifier(config: QualityGateConfig, resolution: int, channels: int) -> tuple[ReferenceClassifier, float]:
     """Load the reference classifier, or train it on real images and save it; returns (classifier, test accuracy)."""
-    from revelio.probes.reference_classifier import ReferenceClassifier
-    from revelio.layout import REFERENCE_CLASSIFIER_DIR
-
     folder = config.classifier or config.out / REFERENCE_CLASSIFIER_DIR
     test_x, test_y, names = real_images(config, "test", resolution, channels)
-    if (folder / "config.json").is_file():
+    if (folder / CONFIG_FILE).is_file():
         classifier = ReferenceClassifier.from_pretrained(folder)
         return classifier, classifier.accuracy(test_x, test_y)
     train_x, train_y, _ = real_images(config, "train", resolution, channels)
@@ -72,22 +70,16 @@ def reference_classifier(config: QualityGateConfig, resolution: int, channels: i
     return classifier, classifier.config.test_accuracy
 
 
-def run_quality_gate(config: QualityGateConfig) -> dict[str, Any]:
-    """Judge the model's samples of every class; writes quality_gate.json and samples.png, returns the metrics."""
-    import torch
-
-    import revelio
-    from revelio.plots import sample_grid
-    from revelio.layout import METRICS_DIR, PLOTS_DIR
-    from revelio.storage.files import write_json
-
-    backbone = revelio.load_backbone(config.model, device=config.device)
+def run_quality_gate(config: QualityGateConfig, backbone: Backbone | None = None) -> QualityGate:
+    """Judge the model's samples of every class; writes quality_gate.json and samples.png, returns the metrics.
+    A caller that already holds the backbone passes it."""
+    backbone = backbone or load_backbone(config.model, device=config.device)
     names = backbone.class_names
     if not names:
-        raise SystemExit(f"{config.model} is not class-conditional; the quality gate generates per class")
+        raise ConfigError(f"{config.model} is not class-conditional; the quality gate generates per class")
     classifier, real_accuracy = reference_classifier(config, backbone.resolution, backbone.image_channels)
     if classifier.class_names != names:
-        raise SystemExit(f"the classifier's classes {classifier.class_names} differ from the model's {names}")
+        raise ConfigError(f"the classifier's classes {classifier.class_names} differ from the model's {names}")
     columns = min(config.grid_columns, config.per_class)
     per_class, samples = {}, []
     for c, name in enumerate(names):
@@ -96,18 +88,16 @@ def run_quality_gate(config: QualityGateConfig) -> dict[str, Any]:
         predicted = classifier.predict(images * 2 - 1)
         per_class[name] = float((predicted == c).float().mean())
         samples.append(images[:columns])
-        print(json.dumps({"class": name, "accuracy": per_class[name]}), flush=True)
-    result = {
-        "model": config.model, "dataset": config.dataset, "samples_per_class": config.per_class,
-        "num_inference_steps": config.steps, "guidance_scale": config.guidance_scale or backbone.default_guidance_scale,
-        "seed": config.seed, "chance": 1 / len(names),
-        "reference_accuracy_on_real_test": real_accuracy,
-        "reference_accuracy_on_samples": sum(per_class.values()) / len(per_class),
-        "per_class_accuracy_on_samples": per_class,
-        "config": to_json(config),
-    }
-    write_json(result, config.out / METRICS_DIR / "quality_gate.json")
-    sample_grid(torch.stack(samples).numpy(), names, columns, config.out / PLOTS_DIR / "samples.png")
-    print(f"reference classifier: {real_accuracy:.4f} on real test images, "
-          f"{result['reference_accuracy_on_samples']:.4f} on generated samples (chance {result['chance']:.2f})")
+        log.info(json.dumps({"class": name, "accuracy": per_class[name]}))
+    result = QualityGate(
+        model=config.model, dataset=config.dataset, samples_per_class=config.per_class,
+        num_inference_steps=config.steps, guidance_scale=config.guidance_scale or backbone.default_guidance_scale,
+        seed=config.seed, chance=1 / len(names), reference_accuracy_on_real_test=real_accuracy,
+        reference_accuracy_on_samples=sum(per_class.values()) / len(per_class), per_class_accuracy_on_samples=per_class,
+        config=to_json(config),
+    )
+    result.write(metrics_file(config.out, QUALITY_GATE))
+    sample_grid(torch.stack(samples).numpy(), names, columns, config.out / PLOTS_DIR / SAMPLES_PLOT)
+    log.info("reference classifier: %.4f on real test images, %.4f on generated samples (chance %.2f)",
+             real_accuracy, result.reference_accuracy_on_samples, result.chance)
     return result

@@ -9,12 +9,16 @@ over processes or GPUs with ``accelerate launch`` (each process trains its share
 
 from __future__ import annotations
 
+import logging
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from revelio.config import option
+from revelio.errors import CacheError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +50,7 @@ def selected_cells(grid: SAEGridConfig) -> list[Cell]:
         and (grid.poolings is None or cell.pooling in grid.poolings)
     ]
     if not cells:
-        raise SystemExit(f"no cache cells under {grid.cache} match the filters; run train/extract_activations.py first")
+        raise CacheError(f"no cache cells under {grid.cache} match the filters (hooks, timesteps, poolings); extract activations first")
     return cells
 
 
@@ -83,7 +87,7 @@ def train_cell(
 
     out = grid.out / cell.path
     if (out / STATS_FILE).is_file() and not grid.overwrite:
-        print(json.dumps({"rank": state.process_index, "cell": cell.path, "skipped": "finished earlier"}), flush=True)
+        log.info(json.dumps({"rank": state.process_index, "cell": cell.path, "skipped": "finished earlier"}))
         return
     cache = ActivationCache(grid.cache / cell.path)
     meta = cache.manifest.get("metadata", {})
@@ -95,4 +99,4 @@ def train_cell(
     sae.feature_stats = feature_stats(sae, cache, labels=labels, class_names=class_names, image_ids=rows)
     sae.save_pretrained(out)
     summary = {k: v for k, v in sae.config.metrics.items() if k != "density_histogram"}
-    print(json.dumps({"rank": state.process_index, "cell": cell.path, **summary}), flush=True)
+    log.info(json.dumps({"rank": state.process_index, "cell": cell.path, **summary}))
