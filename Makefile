@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := dataset-fashion-mnist
 TEST_APT_PACKAGES := chromium
 
-.PHONY: setup system-packages test-system-packages test run bench clean
+.PHONY: setup system-packages test-system-packages test test-fast run bench clean
 
 setup: system-packages $(STAMP)
 
@@ -36,6 +36,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: setup test-system-packages
 	$(PY) -m pytest -q
+
+# The edit loop: everything but browser, release-build, training, multi-process, kill and slow tests
+# (markers in pyproject.toml), under 90 s on 2 CPU cores. `make test` still runs everything.
+test-fast: setup
+	$(PY) -m pytest -q -m "not (browser or build or training or multiprocess or kill or slow)"
 
 run: setup
 	$(PY) app.py
