@@ -469,7 +469,8 @@ def test_messages_carry_no_server_paths(client, tmp_path):
 def test_unexpected_failures_are_logged_not_described(caplog):
     import gradio as gr
 
-    from revelio.app.validation import INTERNAL, scrub, user_errors
+    from revelio.app.events import INTERNAL, user_errors
+    from revelio.app.inputs import scrub
 
     def broken():
         raise RuntimeError("secret at /srv/app/internal/config.py")
@@ -519,24 +520,29 @@ def test_steer_reports_each_denoising_step(bundled_state):
 
 
 def test_steer_defaults_follow_the_releases_steering_measurement(bundled_state, monkeypatch):
-    from revelio.app.tabs.steer import steering_defaults
+    import dataclasses
+
+    from revelio.app.steer_request import steering_defaults
+    from revelio.formats.metrics import Steering
+    from revelio.layout import STEERING
 
     release = bundled_state.release
-    measured = release.metrics("steering")
+    measured = release.read_metrics(STEERING, Steering)
     defaults = steering_defaults(bundled_state)
-    hook, _, t = measured["cells"][0].rpartition(":")
-    assert measured["within_budget"] and (defaults.cell.hook, defaults.cell.timestep, defaults.cell.pooling) == (hook, int(t), "none")
-    assert defaults.strength == measured["strength"] and list(defaults.window) == measured["window"]
-    assert defaults.count == measured["features_per_class"]
+    hook, _, t = measured.cells[0].rpartition(":")
+    assert measured.within_budget and (defaults.cell.hook, defaults.cell.timestep, defaults.cell.pooling) == (hook, int(t), "none")
+    assert defaults.strength == measured.strength and list(defaults.window) == measured.window
+    assert defaults.count == measured.features_per_class
     fallback = (release.hooks[-1], bundled_state.default_cell.timestep, 2.0, (999, 500))
     for change in ({"within_budget": False}, {"cells": ["mid_block:100", "up_blocks.1:100"]}, {"cells": ["up_blocks.1:7"]}):
-        monkeypatch.setattr(release, "metrics", lambda name, change=change: {**measured, **change})
+        monkeypatch.setattr(release, "read_metrics", lambda name, schema, change=change: dataclasses.replace(measured, **change))
         other = steering_defaults(bundled_state)
         assert (other.cell.hook, other.cell.timestep, other.strength, other.window) == fallback, change
 
 
 def test_clamp_modes_follow_the_sae(bundled_state):
-    from revelio.app.tabs.steer import SteerTab, clamp_modes
+    from revelio.app.steer_request import clamp_modes
+    from revelio.app.tabs.steer import SteerTab
 
     tab = SteerTab(bundled_state)
     assert [m for _, m in clamp_modes("none")] == ["class-map", "value"] and [m for _, m in clamp_modes("mean")] == ["value"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import revelio
+from revelio.errors import RevelioError
 from revelio.grid import Cell
 from revelio.sae import KSparseAutoencoder
 from tests.hub_server import LocalHub
@@ -79,9 +81,10 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert not server._thread.is_alive()
 
 
-def test_push_then_load_by_repo_id(release, hub, capsys):
+def test_push_then_load_by_repo_id(release, hub, caplog):
+    caplog.set_level(logging.INFO)
     url = push_release.main(["--release", str(release), "--repo", "user/name", "--commit-message", "first release"])
-    out = capsys.readouterr().out
+    out = caplog.text
     assert f"{SAE_DIR}/model.safetensors" in out and "files," in out and url in out
     assert url.startswith(f"{hub.endpoint}/user/name/commit/")
     assert set(hub.files("user/name")) == visible_files(release)
@@ -94,7 +97,7 @@ def test_push_then_load_by_repo_id(release, hub, capsys):
 
     original = KSparseAutoencoder.from_pretrained(release, subfolder=SAE_DIR)
     loaded = KSparseAutoencoder.from_pretrained("user/name", subfolder=SAE_DIR)
-    assert loaded.config_dict() == original.config_dict()
+    assert loaded.config == original.config
     for name, tensor in original.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
 
@@ -120,9 +123,10 @@ def test_cli_pushes_with_environment_only(release, tmp_path):
         assert hub.files("user/cli", revision="main") == {}  # the branch was made from the empty main
 
 
-def test_dry_run_uploads_nothing(release, hub, capsys):
+def test_dry_run_uploads_nothing(release, hub, caplog):
+    caplog.set_level(logging.INFO)
     assert push_release.main(["--release", str(release), "--repo", "user/dry", "--dry-run"]) is None
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "README.md" in out and "Dry run" in out and ".staging" not in out and ".tmp" not in out
     assert hub.repos == {}
 
@@ -130,7 +134,7 @@ def test_dry_run_uploads_nothing(release, hub, capsys):
 def test_missing_token_is_a_clear_error(release, hub, monkeypatch):
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    with pytest.raises(SystemExit, match="hf auth login"):
+    with pytest.raises(RevelioError, match="hf auth login"):
         push_release.main(["--release", str(release), "--repo", "user/name"])
     assert hub.repos == {}
 
@@ -138,13 +142,13 @@ def test_missing_token_is_a_clear_error(release, hub, monkeypatch):
 @pytest.mark.parametrize("missing", ["release.json", "README.md"])
 def test_not_a_release_folder(release, missing):
     (release / missing).unlink()
-    with pytest.raises(SystemExit, match=f"has no {missing}"):
+    with pytest.raises(RevelioError, match=f"has no {missing}"):
         push_release.main(["--release", str(release), "--repo", "user/name", "--dry-run"])
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(RevelioError, match="does not exist"):
         push_release.main(["--release", str(release / "nope"), "--repo", "user/name", "--dry-run"])
 
 
 def test_invalid_card_metadata_is_caught_before_any_upload(release):
     (release / "README.md").write_text("---\nlicense: [apache-2.0\n---\n# Tiny release\n")
-    with pytest.raises(SystemExit, match="YAML metadata .* is invalid"):
+    with pytest.raises(RevelioError, match="YAML metadata .* is invalid"):
         push_release.main(["--release", str(release), "--repo", "user/name", "--dry-run"])

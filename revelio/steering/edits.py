@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,10 +27,8 @@ import torch.nn.functional as F
 
 from revelio.activations.capture import pool, to_tokens
 from revelio.activations.hooks import forward_timestep, get_module, replace_outputs
-
-if TYPE_CHECKING:
-    from revelio.models.base import Backbone
-    from revelio.sae import KSparseAutoencoder
+from revelio.models.base import Backbone
+from revelio.sae.model import KSparseAutoencoder, pre_activations
 
 
 class SteeringWarning(UserWarning):
