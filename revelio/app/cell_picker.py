@@ -6,8 +6,8 @@ from typing import Any
 
 import gradio as gr
 
+from revelio.app.events import wire
 from revelio.app.state import AppState
-from revelio.app.validation import wire
 from revelio.grid import POOLING_NAMES, Cell
 
 

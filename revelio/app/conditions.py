@@ -7,15 +7,13 @@ The /steer endpoint keeps the same inputs for all three, so API clients see one 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
+from revelio.app.inputs import label_id
 from revelio.app.state import AppState
-from revelio.app.validation import label_id
-
-if TYPE_CHECKING:
-    from revelio.models import Backbone
+from revelio.models import Backbone
 
 MAX_PROMPT_CHARS = 1000  # CLIP reads 77 tokens; longer text is a mistake or an abuse
 

@@ -10,11 +10,11 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from revelio.app.events import wire
 from revelio.app.rendering import histogram_frame, timesteps_frame, to_display
 from revelio.app.state import AppState
-from revelio.app.validation import wire
 from revelio.grid import Cell
-from revelio.sae.model import TIMESTEPS_FILE
+from revelio.layout import TIMESTEPS_FILE
 
 
 @dataclass

@@ -6,7 +6,7 @@ requests return the same picture (one example explored by many users, a cached S
 feature's exemplars) the second request truncates and rewrites the very file the first client is
 downloading, which then arrives short or empty ("peer closed connection without sending complete
 message body"). So no event returns a PIL image to Gradio: :func:`to_files`, applied to every
-event's outputs by :func:`revelio.app.validation.wire`, replaces each image with the path of a
+event's outputs by :func:`revelio.app.events.wire`, replaces each image with the path of a
 file in Gradio's cache folder named by its content and written under a temporary name, then
 renamed into place (``os.replace``). A file that exists is never written again, and a reader
 always sees a complete file; Gradio serves paths already in its cache folder as they are.

@@ -10,6 +10,8 @@ import torch
 from matplotlib import colormaps
 from PIL import Image, ImageOps
 
+from revelio.app.outputs import text_file
+
 DISPLAY_SIDE = 256
 # The most a sample is shown at: a 1024-pixel SDXL image is sent at half size (a quarter of the
 # bytes), still sharper than the box it lands in.
@@ -65,8 +67,6 @@ def timesteps_frame(points: list[tuple[int, float]]) -> pd.DataFrame:
 def frame_csv(frame: pd.DataFrame, name: str, first: tuple[str, ...] = ()) -> str:
     """A table as an immutable CSV file named ``name`` (for a download button), the columns that
     name a row (``first``) leading: metrics JSON stores its keys sorted, which would bury them."""
-    from revelio.app.outputs import text_file
-
     leading = [c for c in first if c in frame.columns]
     frame = frame[leading + [c for c in frame.columns if c not in leading]]
     return text_file(frame.to_csv(index=False), name)

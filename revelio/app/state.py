@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import threading
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from PIL import Image
 
-from revelio.activations.capture import extract
+from revelio.activations.capture import extract, pool
 from revelio.analysis.queries import feature_strengths
 from revelio.app.gpu import FORWARD_SECONDS, gpu
-from revelio.app.validation import whole
+from revelio.app.inputs import class_id, feature_id, feature_ids, whole
 from revelio.grid import POOLING_NAMES, Cell
 from revelio.probes.classify_images import classify
+from revelio.release import Release
+from revelio.sae.model import KSparseAutoencoder
 from revelio.sae.stats import FeatureStats
 from revelio.steering.selection import ClassCodeMaps
-
-if TYPE_CHECKING:
-    from revelio.release import Release
-    from revelio.sae.model import KSparseAutoencoder
 
 
 class AppState:
@@ -44,8 +42,7 @@ class AppState:
 
     @property
     def default_cell(self) -> Cell:
-        hook, timestep = self.release.best_cell
-        return Cell(hook, timestep, "none" if "none" in self.release.poolings else "mean")
+        return self.release.best_cell.with_pooling("none" if "none" in self.release.poolings else "mean")
 
     def cell(self, hook: Any, timestep: Any, pooling: Any) -> Cell:
         """A validated cell (None or "" picks the default's part); ValueError naming the choices
@@ -65,7 +62,7 @@ class AppState:
         return Cell(hook, timestep, pooling)
 
     def sae(self, cell: Cell) -> KSparseAutoencoder:
-        return self.release.sae(cell.hook, cell.timestep, cell.pooling)
+        return self.release.sae(cell)
 
     def stats(self, cell: Cell) -> FeatureStats:
         stats = self.sae(cell).feature_stats
@@ -85,11 +82,15 @@ class AppState:
 
     def check_feature(self, cell: Cell, feature: Any) -> int:
         """A feature id of ``cell``'s SAE (a whole number, or one written as text)."""
-        d_sae = self.sae(cell).d_sae
-        feature = whole(feature, "a feature id")
-        if not 0 <= feature < d_sae:
-            raise ValueError(f"feature {feature} does not exist: the SAE {cell} has features 0..{d_sae - 1}")
-        return feature
+        return feature_id(feature, cell, self.sae(cell).d_sae)
+
+    def check_features(self, cell: Cell, features: Any) -> list[int]:
+        """Feature ids of ``cell``'s SAE from a list (or one id, or None for none), each once, in order."""
+        return feature_ids(features, cell, self.sae(cell).d_sae)
+
+    def check_class(self, value: Any) -> int:
+        """A class of the release (the dataset's labels: what probes predict), given by name or id."""
+        return class_id(self.class_names, value)
 
     def tokens(self, images: list[Image.Image], hook: str, timestep: int) -> torch.Tensor:
         """[N, locations, C] activations of ``images`` at one cell, noised as the release's caches were."""
@@ -103,18 +104,15 @@ class AppState:
     def probabilities(self, images: list[Image.Image], hook: str | None = None, timestep: int | None = None,
                       kind: str | None = None) -> list[dict[str, float]]:
         """The release probe's class probabilities for each image (default: the best cell's probe)."""
-        probe = self.release.probe(hook, timestep, kind)  # checked here: a bad kind is a message, not a GPU call
+        probe = self.release.probe(hook=hook, timestep=timestep, kind=kind)  # checked here: a bad kind is a message, not a GPU call
         with self.model_lock:
             probabilities = self._classify(images, hook, timestep, kind)
         return [dict(zip(probe.class_names, row.tolist())) for row in probabilities]
 
     def _classify_images(self, images: list[Image.Image], hook: str | None, timestep: int | None,
                          kind: str | None) -> torch.Tensor:
-        probe = self.release.probe(hook, timestep, kind)
-        sae = None
-        if probe.config.sae:
-            sae = self.release.sae(probe.config.hook, int(probe.config.timestep), probe.config.pooling)
-        return classify(self.backbone, probe, images, sae=sae, seed=self.seed)
+        probe = self.release.probe(hook=hook, timestep=timestep, kind=kind)
+        return classify(self.backbone, probe, images, sae=self.release.probe_sae(probe), seed=self.seed)
 
     def reference_images(self) -> tuple[list[Image.Image], list[int]]:
         """The release's labelled held-out test images: behind histograms, per-image FVU, class maps
@@ -128,8 +126,7 @@ class AppState:
     @cache  # noqa: B019
     def held_out_strengths(self, cell: Cell) -> torch.Tensor:
         """[held-out images, d_sae]: each feature's activation per image (maximum over locations)."""
-        tokens = self.held_out_tokens(cell.hook, cell.timestep)
-        x = tokens if cell.pooling == "none" else tokens.mean(dim=1, keepdim=True)
+        x = pool(self.held_out_tokens(cell.hook, cell.timestep), cell.pooling)
         sae = self.sae(cell)
         with torch.no_grad():
             return feature_strengths(sae.encode(x), sae.d_sae)
@@ -146,5 +143,5 @@ class AppState:
     @cache  # noqa: B019
     def held_out_mean(self, cell: Cell) -> torch.Tensor:
         """The mean activation vector on held-out images: the reference point of per-image FVU."""
-        tokens = self.held_out_tokens(cell.hook, cell.timestep)
-        return tokens.reshape(-1, tokens.shape[-1]).mean(0) if cell.pooling == "none" else tokens.mean(1).mean(0)
+        x = pool(self.held_out_tokens(cell.hook, cell.timestep), cell.pooling)
+        return x.reshape(-1, x.shape[-1]).mean(0)

@@ -2,41 +2,55 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from dataclasses import asdict
+from typing import Any, TypeVar
 
 import gradio as gr
 import pandas as pd
 
 from revelio.app.cell_picker import cell_inputs, follow_cell
+from revelio.app.events import wire
 from revelio.app.feature_view import FeatureDetail
+from revelio.app.inputs import text
 from revelio.app.rendering import PROBE_KINDS, frame_csv, table_csv
 from revelio.app.state import AppState
-from revelio.app.validation import text, wire
+from revelio.formats.metrics import Monosemanticity, ProbeGrid, ProbeRow, PurityRow, SAEGrid, SAERow
 from revelio.grid import POOLING_NAMES
+from revelio.layout import MONOSEMANTICITY, PROBE_GRID, SAE_GRID, GridPlot
 
 CELL = ("hook", "timestep", "pooling")  # the columns that name a cell of the grid, first in every grid CSV
 
 MAX_QUERY = 200
 FEATURE_COLUMNS = ["feature", "label", "purity", "image frequency", "max activation"]
+PROBE_SOURCES = {"diffusion": "the model's activations", "random-weights": "a random-weights copy of the model (baseline)",
+                 "pixels": "the raw pixels (baseline)"}
+POOLED_OR_SPATIAL = {"none": "spatial SAEs", "mean": "pooled SAEs"}
+
+Row = ProbeRow | SAERow | PurityRow  # a row of a metrics file: each names its cell
+Grid = TypeVar("Grid", ProbeGrid, SAEGrid)
 
 
-def grid_frame(rows: list[dict], value: str, hooks: list[str], timesteps: list[int], **match: Any) -> pd.DataFrame:
+def rows_frame(rows: list[Row]) -> pd.DataFrame:
+    """A metrics file's rows as a table (a column per field), for the CSV downloads."""
+    return pd.DataFrame([asdict(row) for row in rows])
+
+
+def grid_frame(rows: list[Row], value: str, hooks: list[str], timesteps: list[int], **match: Any) -> pd.DataFrame:
     """One metric of the rows matching ``match`` as a block x timestep table (NaN where missing)."""
-    picked = {(r["hook"], r["timestep"]): r[value] for r in rows if all(r.get(k) == v for k, v in match.items())}
+    picked = {(r.hook, r.timestep): getattr(r, value) for r in rows
+              if all(getattr(r, k, None) == v for k, v in match.items())}
     return pd.DataFrame([[hook, *(round(picked.get((hook, t), float("nan")), 3) for t in timesteps)] for hook in hooks],
                         columns=["block", *(f"t={t}" for t in timesteps)])
 
 
 def plot_caption(name: str) -> str:
     """A grid picture's file name in plain words: no pooling ids ("none"), no underscores."""
-    pooling = {"none": "spatial SAEs", "mean": "pooled SAEs"}
-    if found := re.fullmatch(r"probe_accuracy_(diffusion|random-weights)_(.+)", name):
-        source = "the model's activations" if found[1] == "diffusion" else "a random-weights copy of the model (baseline)"
-        return f"Probe test accuracy: {found[2]} probe on {source}"
-    if found := re.fullmatch(r"sae_(.+)_(none|mean)", name):
-        return f"SAE {found[1].replace('_', ' ')}: {pooling[found[2]]}"
-    return name.replace("_", " ").capitalize()
+    plot = GridPlot.from_name(name)
+    if plot is None:
+        return name.replace("_", " ").capitalize()
+    if plot.family == "probe":
+        return f"Probe test accuracy: {plot.variant} probe on {PROBE_SOURCES[plot.features]}"
+    return f"SAE {plot.metric.replace('_', ' ')}: {POOLED_OR_SPATIAL[plot.variant]}"
 
 
 class AtlasTab:
@@ -64,33 +78,40 @@ class AtlasTab:
         table = pd.DataFrame(rows, columns=FEATURE_COLUMNS)
         return table.sort_values("purity", ascending=False, kind="stable")
 
+    def metrics(self, name: str, schema: type[Grid]) -> Grid:
+        """A grid every release has (probe_grid, sae_grid), typed; FileNotFoundError when it lacks one."""
+        found = self.state.release.read_metrics(name, schema)
+        if found is None:
+            raise FileNotFoundError(f"this release has no metrics {name!r}; rebuild it with train/build_release.py")
+        return found
+
     def pick_row(self, evt: gr.SelectData) -> Any:
         """A click on a table row picks that row's feature (its id is the first column)."""
         row = evt.row_value if isinstance(evt.row_value, list) else None
         return gr.Dropdown(value=int(row[0])) if row and isinstance(row[0], (int, float)) else gr.skip()
 
-    def purity(self, purity: dict, hooks: list[str], timesteps: list[int]) -> None:
+    def purity(self, purity: Monosemanticity, hooks: list[str], timesteps: list[int]) -> None:
         """Per pooling, held-out label purity of the SAE's features beside random directions and neurons."""
         with gr.Row():
-            gr.Markdown(f"### Monosemanticity: label purity on {purity['images']} held-out images\nA direction's top "
-                        f"{purity['top_k']} images weighted by its activation: the share on their main class. SAE "
+            gr.Markdown(f"### Monosemanticity: label purity on {purity.images} held-out images\nA direction's top "
+                        f"{purity.top_k} images weighted by its activation: the share on their main class. SAE "
                         "features against random directions of the same space and the block's own channels (neurons).")
-            gr.DownloadButton("Download the purity grid (CSV)", frame_csv(pd.DataFrame(purity["cells"]), "purity-grid.csv", CELL),
+            gr.DownloadButton("Download the purity grid (CSV)", frame_csv(rows_frame(purity.cells), "purity-grid.csv", CELL),
                               size="sm", variant="secondary", scale=0, min_width=260)
-        for pooling in dict.fromkeys(r["pooling"] for r in purity["cells"]):
+        for pooling in dict.fromkeys(r.pooling for r in purity.cells):
             with gr.Row():
                 for column, name in (("sae", "SAE features"), ("random_directions", "random directions"), ("neurons", "neurons")):
-                    gr.Dataframe(grid_frame(purity["cells"], column, hooks, timesteps, pooling=pooling),
+                    gr.Dataframe(grid_frame(purity.cells, column, hooks, timesteps, pooling=pooling),
                                  label=f"{name}: {POOLING_NAMES[pooling]} SAEs", interactive=False, min_width=300)
 
     def build(self) -> None:
         release, state = self.state.release, self.state
         hooks, timesteps = release.hooks, release.timesteps
-        probe_rows = release.metrics("probe_grid")["rows"]
-        sae_rows = release.metrics("sae_grid")["rows"]
+        probe_rows = self.metrics(PROBE_GRID, ProbeGrid).rows
+        sae_rows = self.metrics(SAE_GRID, SAEGrid).rows
         with gr.Row():
             gr.Markdown("### Probe test accuracy per cell (classifiers on the model's activations)\n" + PROBE_KINDS)
-            gr.DownloadButton("Download the probe grid (CSV)", frame_csv(pd.DataFrame(probe_rows), "probe-grid.csv", ("features", "probe") + CELL),
+            gr.DownloadButton("Download the probe grid (CSV)", frame_csv(rows_frame(probe_rows), "probe-grid.csv", ("features", "probe") + CELL),
                               size="sm", variant="secondary", scale=0, min_width=260)
         with gr.Row():
             for kind in release.info.probe_kinds:
@@ -98,14 +119,14 @@ class AtlasTab:
                              label=f"{kind} probe", interactive=False, min_width=400)
         with gr.Row():
             gr.Markdown("### SAE error per cell: normalized MSE on held-out test images (0 is perfect)")
-            gr.DownloadButton("Download the SAE grid (CSV)", frame_csv(pd.DataFrame(sae_rows), "sae-grid.csv", CELL),
+            gr.DownloadButton("Download the SAE grid (CSV)", frame_csv(rows_frame(sae_rows), "sae-grid.csv", CELL),
                               size="sm", variant="secondary", scale=0, min_width=260)
         with gr.Row():
             for pooling in release.poolings:
                 gr.Dataframe(grid_frame(sae_rows, "normalized_mse", hooks, timesteps, pooling=pooling),
                              label=f"{POOLING_NAMES[pooling]} SAEs", interactive=False, min_width=400)
-        if "monosemanticity" in release.metric_names():
-            self.purity(release.metrics("monosemanticity"), hooks, timesteps)
+        if (purity := release.read_metrics(MONOSEMANTICITY, Monosemanticity)) is not None:
+            self.purity(purity, hooks, timesteps)
         gr.Gallery([(str(path), plot_caption(name)) for name, path in release.plots().items()],
                    label="Grid pictures", columns=3, object_fit="contain", elem_classes=["revelio-gallery"])
         gr.Markdown("### Feature browser\nEvery feature of one SAE that fired on the training images, purest first "

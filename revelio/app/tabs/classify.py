@@ -7,10 +7,10 @@ from typing import Any
 import gradio as gr
 
 from revelio.app.cell_picker import cell_inputs
+from revelio.app.events import wire
 from revelio.app.rendering import PROBE_KINDS
 from revelio.app.state import AppState
 from revelio.app.uploads import read_upload
-from revelio.app.validation import wire
 
 TOP_CLASSES = 5
 

@@ -10,13 +10,14 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from revelio.activations.capture import pool
 from revelio.analysis.queries import feature_strengths, feature_values, strongest
 from revelio.app.cell_picker import cell_inputs, follow_cell
+from revelio.app.events import wire
 from revelio.app.feature_view import FeatureDetail
 from revelio.app.rendering import heatmap_overlay, table_csv
 from revelio.app.state import AppState
 from revelio.app.uploads import read_upload
-from revelio.app.validation import wire
 from revelio.grid import Cell
 from revelio.sae.metrics import normalized_mse
 
@@ -41,19 +42,19 @@ class Exploration:
 @torch.no_grad()
 def explore_image(state: AppState, image: Image.Image, cell: Cell, count: int = TOP_FEATURES) -> Exploration:
     """The ``count`` strongest features of ``image`` at ``cell``, their heatmaps and the image's FVU."""
-    tokens = state.tokens([image], cell.hook, cell.timestep)[0]  # [locations, C]
-    x = tokens if cell.pooling == "none" else tokens.mean(0, keepdim=True)
+    tokens = state.tokens([image], cell.hook, cell.timestep)  # [1, locations, C]
+    x = pool(tokens, cell.pooling)  # [1, locations, C] (spatial) or [1, C] (pooled)
     sae, stats = state.sae(cell), state.stats(cell)
-    code = sae.encode(x[None])  # one encode serves the reconstruction, the ranking and the heatmaps
+    code = sae.encode(x)  # one encode serves the reconstruction, the ranking and the heatmaps
     # variance around the held-out mean: one image has too few locations (or one vector) for its own
-    fvu = normalized_mse(x, sae.decode(code)[0], mean=state.held_out_mean(cell))
+    fvu = normalized_mse(x[0], sae.decode(code)[0], mean=state.held_out_mean(cell))
     hits = []
     for feature, activation in strongest(feature_strengths(code, sae.d_sae)[0], count):
         peak = float(stats.max_activation[feature])
         hits.append(FeatureHit(feature, stats.labels[feature], activation, activation / peak if peak > 0 else 0.0))
     heatmaps: dict[int, torch.Tensor] = {}
     if cell.pooling == "none":
-        side = round(tokens.shape[0] ** 0.5)
+        side = round(tokens.shape[1] ** 0.5)
         heatmaps = {hit.feature: feature_values(code, hit.feature)[0].reshape(side, side) for hit in hits}
     return Exploration(hits, heatmaps, fvu)
 
