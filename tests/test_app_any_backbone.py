@@ -17,9 +17,9 @@ from huggingface_hub import SpaceCard
 from PIL import Image
 
 from revelio.app.conditions import condition_inputs, generation_condition, guidance_range
+from revelio.app.events import user_errors
 from revelio.app.gpu import FORWARD_SECONDS, GENERATE_SECONDS, gpu
 from revelio.app.rendering import display_side, to_display
-from revelio.app.validation import user_errors
 from revelio.bundled import bundled_release_dir
 from revelio.release import load_release
 from revelio.release.load import Release
@@ -96,11 +96,12 @@ def test_conditions_follow_each_backbones_conditioning(backbones):
 @pytest.mark.parametrize("kind, condition, negative", [("sd", "a photo of a cat", "blurry"), ("sdxl", "a red car", None),
                                                        ("dit", "sneaker", None), ("pixel-uncond", None, None)])
 def test_the_steer_generator_draws_from_each_kind_of_condition(backbones, kind, condition, negative):
-    from revelio.app.tabs.steer import Generator, SteeringRequest
+    from revelio.app.generation import GenerationService
+    from revelio.app.steer_request import SteeringRequest
 
     backbone = backbones[kind]
     condition, negative = generation_condition(backbone, condition, negative)
-    generator = Generator(SimpleNamespace(backbone=backbone, model_lock=threading.RLock()))
+    generator = GenerationService(SimpleNamespace(backbone=backbone, model_lock=threading.RLock()))
     request = SteeringRequest(condition, negative, seed=0, steps=2, guidance=backbone.default_guidance_scale, cell=None,
                               features=[], strength=0.0, window=(999, 0), clamp_to="value", target=0)
     image = generator.baseline(request)

@@ -1,0 +1,117 @@
+"""The Steer tab's generation service: baseline and steered images under the app's model lock.
+
+One service per app: it remembers recent unsteered images (the same condition, seed and sampler
+settings give the same picture, so a second Generate with other features reuses its baseline),
+runs each generation as a ``gpu``-decorated call (ZeroGPU, see :mod:`revelio.app.gpu`) and
+reports each denoising step as it starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from PIL import Image
+
+from revelio.activations.hooks import forward_timestep
+from revelio.app.gpu import GENERATE_SECONDS, gpu
+from revelio.app.state import AppState
+from revelio.app.steer_request import Clamp, SteeringRequest
+from revelio.steering import FeatureEdit, steer
+from revelio.steering.selection import clamp_targets
+
+BASELINE_CACHE_SIZE = 32
+BASELINE = "baseline (same seed, nothing clamped)"
+
+
+@contextlib.contextmanager
+def denoising_steps(denoiser: torch.nn.Module, on_step: Callable[[int], None] | None) -> Iterator[None]:
+    """Call ``on_step(i)`` as the i-th denoising step (1, 2, ...) starts: a forward pre-hook on the
+    denoiser counts each new timestep it is called at (classifier-free guidance may call it twice
+    per step). Where the model runs in another process (ZeroGPU) the hook never fires."""
+    if on_step is None:
+        yield
+        return
+    seen: list[Any] = []
+
+    def count(_module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        t = forward_timestep(args, kwargs)
+        t = float(t.flatten()[0]) if isinstance(t, torch.Tensor) and t.numel() else t
+        if not seen or seen[-1] != t:
+            seen.append(t)
+            on_step(len(seen))
+
+    handle = denoiser.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class GenerationService:
+    """Generates under the app's model lock and remembers recent unsteered images (same seed, same picture)."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self._baselines: OrderedDict[tuple, Image.Image] = OrderedDict()
+        self._sample = gpu(GENERATE_SECONDS)(self._sample_image)
+
+    def generate(self, request: SteeringRequest, clamp: Clamp | None,
+                 on_step: Callable[[int], None] | None = None) -> Image.Image:
+        """One image; steered when ``clamp`` says what to clamp each feature of the request's SAE to."""
+        with self.state.model_lock, denoising_steps(self.state.backbone.denoiser, on_step):
+            return self._sample(request, clamp)
+
+    def _sample_image(self, request: SteeringRequest, clamp: Clamp | None) -> Image.Image:
+        # builds the edit itself: on ZeroGPU this runs in the GPU worker, with pickled arguments
+        backbone = self.state.backbone
+        kwargs = {"seed": request.seed, "num_inference_steps": request.steps, "guidance_scale": request.guidance,
+                  "negative_prompt": request.negative_prompt}
+        if clamp is None:  # no hooks at all on the unsteered run
+            return backbone.generate(request.condition, **kwargs)[0]
+        edit = FeatureEdit(self.state.sae(request.cell), clamp=clamp, timesteps=request.window, mask=request.mask)
+        with steer(backbone, [edit]):
+            return backbone.generate(request.condition, **kwargs)[0]
+
+    def _key(self, request: SteeringRequest) -> tuple:
+        return (request.condition, request.negative_prompt, request.seed, request.steps, request.guidance)
+
+    def has_baseline(self, request: SteeringRequest) -> bool:
+        return self._key(request) in self._baselines
+
+    def baseline(self, request: SteeringRequest, on_step: Callable[[int], None] | None = None) -> Image.Image:
+        key = self._key(request)
+        with self.state.model_lock:  # also guards the cache against concurrent requests
+            if key not in self._baselines:
+                self._baselines[key] = self.generate(request, None, on_step)
+                if len(self._baselines) > BASELINE_CACHE_SIZE:
+                    self._baselines.popitem(last=False)
+            self._baselines.move_to_end(key)
+            return self._baselines[key]
+
+    def clamp(self, request: SteeringRequest) -> Clamp:
+        """What each feature of the request is clamped to."""
+        if not request.features:
+            raise ValueError("pick at least one feature to steer (or use 'Suggest features')")
+        maps = self.state.class_maps(request.cell) if request.clamp_to == "class-map" else None
+        return clamp_targets(request.features, request.strength, self.state.stats(request.cell), maps, request.target)
+
+    def run(self, request: SteeringRequest, progress: Callable[..., Any] | None = None
+            ) -> tuple[Image.Image, Image.Image, Clamp]:
+        """(baseline, steered image, what each feature was clamped to); ``progress(done, total, what)``
+        after each denoising step (and as each phase starts)."""
+        clamp = self.clamp(request)
+        report = progress or (lambda *_: None)
+        cached = self.has_baseline(request)
+        total = request.steps * (1 if cached else 2)
+        if not cached:
+            report(0, total, BASELINE)
+        baseline = self.baseline(request, lambda i: report(i - 1, total, BASELINE))
+        done = 0 if cached else request.steps
+        report(done, total, "steered")
+        steered = self.generate(request, clamp, lambda i: report(done + i - 1, total, "steered"))
+        report(total, total, "probe")
+        return baseline, steered, clamp
