@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import socket
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -20,36 +18,13 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from revelio.app.uploads import MAX_UPLOAD_BYTES  # noqa: E402
+from tests.helpers import SCREENSHOTS  # noqa: E402
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 TABS = ("explore", "steer", "classify", "atlas")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_app(release: str, port: int):
-    """The app on ``release``, served in this process on 127.0.0.1:``port``; close() stops it."""
-    from revelio.app import create_demo
-
-    demo = create_demo(release)
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, max_file_size=MAX_UPLOAD_BYTES, quiet=True)
-    return demo
-
-
 @pytest.fixture(scope="module")
-def app_url():
-    port = _free_port()
-    demo = start_app("bundled", port)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
-
-
-@pytest.fixture(scope="module")
-def client(app_url):
+def client(app_url):  # app_url: conftest.py serves the app on the bundled release
     return Client(app_url, verbose=False, download_files=False)
 
 
@@ -246,16 +221,8 @@ def test_eight_concurrent_clients(app_url, examples):
     assert all(all(r) for r in results), results
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
-def test_every_tab_renders_in_a_real_browser(app_url):
-    browser = _chromium()
-    if browser is None:
-        if os.environ.get("REVELIO_REQUIRE_BROWSER"):
-            pytest.fail("chromium is required here (REVELIO_REQUIRE_BROWSER is set); apt-get install -y chromium")
-        pytest.skip("no chromium; `make test` installs it (apt-get install -y chromium)")
+@pytest.mark.browser
+def test_every_tab_renders_in_a_real_browser(app_url, chromium):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     pictures = {}
     for tab in TABS:
@@ -263,7 +230,7 @@ def test_every_tab_renders_in_a_real_browser(app_url):
         out.unlink(missing_ok=True)
         with tempfile.TemporaryDirectory() as profile:
             subprocess.run(
-                [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--window-size=1280,1400",
                  f"--screenshot={out}", f"{app_url}?tab={tab}"],

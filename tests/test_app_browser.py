@@ -11,15 +11,19 @@ The screenshots land in artifacts/screenshots/*-in-use.png (docs/screenshots com
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_app import SCREENSHOTS, _chromium, app_url  # noqa: F401 - app_url: the same module-scoped fixture
+from tests.helpers import SCREENSHOTS
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+try:
+    import playwright.sync_api as playwright_api
+except ImportError:  # conftest.py's `browser` fixture skips then (fails under REVELIO_REQUIRE_BROWSER=1)
+    playwright_api = None
+
+pytestmark = pytest.mark.browser  # app_url, browser: conftest.py
 
 BARS = r"""() => {
   const block = [...document.querySelectorAll('.block')].find(e => e.querySelector('svg.marks')
@@ -44,21 +48,6 @@ PROBE_LABEL = r"""(label) => {
       && e.querySelector('[data-testid=block-label]')?.innerText.trim() === label);
   const top = block && block.querySelector('[data-testid=label-output-value]');
   return top ? top.innerText.trim() : null; }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    path = _chromium()
-    if path is None:
-        if os.environ.get("REVELIO_REQUIRE_BROWSER"):
-            pytest.fail("chromium is required here (REVELIO_REQUIRE_BROWSER is set); apt-get install -y chromium")
-        pytest.skip("no chromium; `make test` installs it (apt-get install -y chromium)")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as driver:
-        launched = driver.chromium.launch(executable_path=path, args=["--no-sandbox", "--disable-gpu",
-                                          "--disable-background-networking", "--disable-component-update"])
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -87,6 +76,7 @@ def screenshot(page, name: str, top: str | None = None) -> None:
     if top:
         page.get_by_text(top, exact=True).first.evaluate("e => e.scrollIntoView()")
     page.wait_for_timeout(800)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}-in-use.png"))
 
 

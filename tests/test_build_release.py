@@ -18,6 +18,7 @@ from tests import tiny_models
 from tests.helpers import run
 
 HOOKS, TIMESTEPS, CLASSES = ["down_blocks.1", "mid_block", "up_blocks.1"], [50, 400], ["dark", "light"]
+pytestmark = pytest.mark.build  # the module builds a release with train/build_release.py
 
 
 @pytest.fixture(scope="module")

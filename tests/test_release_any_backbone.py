@@ -20,6 +20,7 @@ from tests import tiny_models
 from tests.helpers import SCREENSHOTS
 
 CLASSES = ["apple", "brick", "cloud"]
+pytestmark = pytest.mark.build  # the module builds a release of every backbone kind
 SIZES = [(12, 20), (32, 32), (40, 24), (17, 17)]
 SNAPSHOT = "0123456789abcdef0123456789abcdef01234567"
 

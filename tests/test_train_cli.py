@@ -3,43 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import revelio
 from revelio.cache import ActivationCache
 from revelio.sae import KSparseAutoencoder
 from revelio.storage.files import read_safetensors
+from tests.helpers import run
 
-ROOT = Path(__file__).resolve().parents[1]
 HOOKS, TIMESTEPS = ["down_blocks.1", "mid_block"], ["50", "400"]
-
-
-def run(*command: str, **env: str) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env}, timeout=600
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+pytestmark = pytest.mark.slow  # every test runs command lines, seconds each
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for label, brightness in (("dark", 40), ("light", 200)):
-        (root / label).mkdir()
-        for i in range(24):
-            pixels = np.clip(rng.normal(brightness, 30, (16, 16)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{i}.png")
-    return root
+def image_folder(make_image_folder) -> Path:
+    return make_image_folder({"dark": 40, "light": 200}, per_class=24)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +46,8 @@ def test_extraction_writes_every_cell_with_labels(cache, image_folder, model_dir
             assert pooled.manifest["metadata"]["backbone"] == str(model_dirs["pixel-class"])
 
 
+@pytest.mark.multiprocess
+@pytest.mark.training
 def test_grid_trains_across_two_processes(cache, tmp_path):
     out = tmp_path / "saes"
     result = run(
@@ -78,8 +62,8 @@ def test_grid_trains_across_two_processes(cache, tmp_path):
     for hook in HOOKS:
         for t in TIMESTEPS:
             sae = KSparseAutoencoder.from_pretrained(out, subfolder=f"{hook}/t{t}/mean")
-            assert sae.metadata["hook"] == hook and sae.metadata["timestep"] == int(t)
-            assert sae.metadata["training_tokens"] == 1600 and sae.k == 4
+            assert sae.config.hook == hook and sae.config.timestep == int(t)
+            assert sae.config.training_tokens == 1600 and sae.k == 4
             assert torch.isfinite(sae.W_enc).all()
             stats = sae.feature_stats
             assert stats is not None and len(stats.labels) == sae.d_sae
@@ -89,6 +73,7 @@ def test_grid_trains_across_two_processes(cache, tmp_path):
     assert again.stdout.count('"skipped": "finished earlier"') == 4, "a rerun keeps finished cells"
 
 
+@pytest.mark.training
 def test_probe_grid_with_baselines(cache, model_dirs, image_folder, tmp_path):
     random_cache = tmp_path / "random-cache"
     run(sys.executable, "train/extract_activations.py", "--backbone", str(model_dirs["pixel-class"]),
@@ -112,4 +97,4 @@ def test_probe_grid_with_baselines(cache, model_dirs, image_folder, tmp_path):
     for name in ("diffusion_linear", "diffusion_diff-c", "diffusion_sae-linear", "random-weights_linear"):
         assert (out / "plots" / f"probe_accuracy_{name}.png").stat().st_size > 2000
     probe = revelio.Probe.from_pretrained(out, subfolder=f"probes/mid_block/t{TIMESTEPS[0]}/linear")
-    assert probe.class_names == ["dark", "light"] and probe.metadata["metrics"]["test_accuracy"] >= 0.5
+    assert probe.class_names == ["dark", "light"] and probe.config.metrics["test_accuracy"] >= 0.5

@@ -1,0 +1,19 @@
+"""Helpers several test modules share (not a test module: test modules never import each other)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "artifacts" / "screenshots"
+
+
+def run(*command: str, **env: str) -> subprocess.CompletedProcess:
+    """Run a command in the repository root (extra environment variables as keywords); it must succeed."""
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env}, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
