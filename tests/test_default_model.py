@@ -4,11 +4,9 @@ the recipe options (v prediction, attention) give a pipeline revelio loads and s
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,16 +14,40 @@ import torch
 
 import revelio
 from revelio.storage.files import read_safetensors
-from tests.test_extract_scale import folder  # noqa: F401 - the same labelled image folder fixture
-from tests.test_train_cli import ROOT, run
+from tests.helpers import ROOT, run
 
 STEPS = 120
+pytestmark = pytest.mark.training  # the model trains twice, for seconds each time
+
+# The crash point is deterministic: the trainer SIGKILLs itself in step 55 (its 55th gradient clip), after
+# the save of step 50 and before the next one.
+_KILLED_TRAINER = """
+import os, runpy, signal, sys
+import torch
+
+clip, calls = torch.nn.utils.clip_grad_norm_, []
+
+def clip_then_die(*args, **kwargs):
+    calls.append(None)
+    if len(calls) == 55:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return clip(*args, **kwargs)
+
+torch.nn.utils.clip_grad_norm_ = clip_then_die
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def command(folder: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "train/train_default_model.py", "--dataset", str(folder), "--out", str(out), "--resolution", "16",
             "--channels", "8", "16", "--attention", "--prediction-type", "v_prediction", "--steps", str(STEPS),
             "--batch-size", "8", "--warmup-steps", "5", "--save-every", "10", "--threads", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def folder(make_image_folder) -> Path:
+    return make_image_folder({"dark": 40, "light": 200}, per_class=30, seed=5)
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:
@@ -39,17 +61,14 @@ def reference(folder, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.kill
 def test_a_killed_training_resumes_to_the_same_weights(folder, reference, tmp_path):
     out = tmp_path / "killed"
-    process = subprocess.Popen(command(folder, out), cwd=ROOT, env=os.environ.copy(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (out / "checkpoint.safetensors").is_file() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed = subprocess.run([sys.executable, "-c", _KILLED_TRAINER, *command(folder, out)[1:]], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     trained = json.loads((out / "pipeline" / "revelio.json").read_text())["trained_steps"]
-    assert trained < STEPS, f"the run finished ({trained} steps) before it could be killed"
+    assert trained == 50, "the last save before the kill"
     run(*command(folder, out))
     assert json.loads((out / "pipeline" / "revelio.json").read_text())["trained_steps"] == STEPS
     resumed, expected = weights(out), weights(reference)

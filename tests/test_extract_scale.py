@@ -8,31 +8,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from revelio.cache import ActivationCache, find_cells
 from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
 from revelio.storage.files import read_safetensors
-from tests.test_train_cli import ROOT, run
+from tests.helpers import ROOT, run
 
 HOOKS, TIMESTEPS = ["down_blocks.1", "mid_block"], ["50", "400"]
+pytestmark = pytest.mark.slow  # every test runs the extraction command line, a few seconds each
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("scale-images")
-    rng = np.random.default_rng(5)
-    for label, brightness in (("dark", 40), ("light", 200)):
-        (root / label).mkdir()
-        for i in range(30):
-            Image.fromarray(np.clip(rng.normal(brightness, 30, (16, 16)), 0, 255).astype(np.uint8)).save(root / label / f"{i}.png")
-    return root
+def folder(make_image_folder) -> Path:
+    return make_image_folder({"dark": 40, "light": 200}, per_class=30, seed=5)
 
 
 def command(model: Path, folder: Path, out: Path, *extra: str) -> list[str]:
@@ -68,17 +60,34 @@ def test_parts_merge_into_one_cache_of_every_image(reference):
     assert read_safetensors(reference / "labels.safetensors")["labels"].bincount().tolist() == [30, 30]
 
 
+# The crash point is deterministic: the extraction SIGKILLs itself when it starts writing its 6th batch
+# (batches of 4, parts of 8 images): two parts finished, the third half written.
+_KILLED_EXTRACTION = """
+import os, runpy, signal, sys
+from revelio.steps import extract_parts
+
+add, calls = extract_parts._add, []
+
+def add_then_die(*args, **kwargs):
+    calls.append(None)
+    if len(calls) == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return add(*args, **kwargs)
+
+extract_parts._add = add_then_die
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.kill
 def test_a_killed_extraction_resumes_to_the_same_cache(model_dirs, folder, reference, tmp_path):
     out = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, *command(model_dirs["pixel-class"], folder, out)], cwd=ROOT,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while len(list((out / "parts").glob("part-*/done.json"))) < 2 and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed = subprocess.run([sys.executable, "-c", _KILLED_EXTRACTION, *command(model_dirs["pixel-class"], folder, out)],
+                            cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     finished = len(list((out / "parts").glob("part-*/done.json")))
-    assert 2 <= finished < 8, f"killed after {finished} of 8 parts"
+    assert finished == 2 and (out / "parts" / "part-00002").is_dir(), "killed inside the third part"
     resumed = run(sys.executable, *command(model_dirs["pixel-class"], folder, out), OMP_NUM_THREADS="1")
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["parts_written_here"] == 8 - finished
     assert_same(rows(out), rows(reference))
@@ -90,6 +99,7 @@ def test_a_changed_command_refuses_to_resume(model_dirs, folder, reference):
     assert failed.returncode != 0 and "started with other settings" in failed.stderr and "seed: 0 -> 3" in failed.stderr
 
 
+@pytest.mark.multiprocess
 def test_two_processes_write_one_cache_equal_to_one_process(model_dirs, folder, reference, tmp_path):
     out = tmp_path / "two"
     run(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

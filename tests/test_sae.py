@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +51,7 @@ def trained(tmp_path_factory) -> tuple[KSparseAutoencoder, torch.Tensor, Path]:
     return train_sae(TensorSource(data), config, out, progress=False), directions, out
 
 
+@pytest.mark.training  # the module's SAE trains for seconds
 def test_trainer_recovers_known_sparse_directions(trained):
     sae, directions, _ = trained
     best_cosine = (directions @ sae.W_dec.detach().T).max(dim=1).values
@@ -81,11 +81,13 @@ def test_spatial_tokens_keep_their_shape():
         sae.encode(torch.randn(2, 7))
 
 
+@pytest.mark.training
 def test_decoder_rows_stay_unit_norm(trained):
     sae, _, _ = trained
     torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(sae.d_sae))
 
 
+@pytest.mark.training
 def test_training_writes_logs_plot_and_metrics(trained):
     sae, _, out = trained
     rows = [json.loads(line) for line in (out / "training" / "metrics.jsonl").read_text().splitlines()]
@@ -97,6 +99,7 @@ def test_training_writes_logs_plot_and_metrics(trained):
     assert set(config["metrics"]) >= {"normalized_mse", "fraction_variance_explained", "l0", "dead_fraction"}
 
 
+@pytest.mark.training
 def test_save_and_load_are_bit_exact(trained, tmp_path):
     sae, _, _ = trained
     data, _ = synthetic(n=600, seed=1)
@@ -112,6 +115,7 @@ def test_save_and_load_are_bit_exact(trained, tmp_path):
     assert torch.equal(loaded.feature_stats.top_images, sae.feature_stats.top_images)
 
 
+@pytest.mark.training
 def test_from_pretrained_by_repo_id_from_the_offline_cache(trained, tmp_path):
     sae, _, _ = trained
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -131,8 +135,10 @@ def test_from_pretrained_by_repo_id_from_the_offline_cache(trained, tmp_path):
 
 
 @pytest.fixture
-def saved(trained, tmp_path) -> Path:
-    trained[0].save_pretrained(tmp_path / "sae")
+def saved(tmp_path) -> Path:
+    """A saved SAE; untrained, since the format checks need only its files."""
+    torch.manual_seed(0)
+    KSparseAutoencoder(d_in=32, d_sae=128, k=3, hook="mid_block", timestep=25, pooling="mean").save_pretrained(tmp_path / "sae")
     return tmp_path / "sae"
 
 
@@ -171,32 +177,41 @@ def test_missing_subfolder_lists_what_exists(saved):
         KSparseAutoencoder.from_pretrained(saved, subfolder="up_blocks.0/t25/mean")
 
 
+# The crash point is deterministic: the process SIGKILLs itself when the trainer asks for batch 71,
+# between the checkpoints of steps 60 and 80, with log rows up to step 70 written.
+_KILLED_TRAINER = """
+import json, os, signal, sys
+from safetensors.torch import load_file
+from revelio.sae.training import SAETrainConfig, TensorSource, train_sae
+
+class DyingSource(TensorSource):
+    def batches(self, batch_size, *, seed=0, start=0):
+        for count, batch in enumerate(super().batches(batch_size, seed=seed, start=start)):
+            if count == 70:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield batch
+
+config = SAETrainConfig(**json.loads(sys.argv[1]))
+train_sae(DyingSource(load_file(sys.argv[2])["data"]), config, sys.argv[3], progress=False)
+"""
+
+
+@pytest.mark.kill
+@pytest.mark.training
 def test_killed_training_resumes_to_the_same_weights(tmp_path):
     data, _ = synthetic(n=8192)
     save_file({"data": data}, str(tmp_path / "data.safetensors"))
     config = small_config(total_tokens=200 * 256, batch_size=256, checkpoint_every=20, dead_tokens=2048)
     uninterrupted = train_sae(TensorSource(data), config, tmp_path / "straight", progress=False)
 
-    script = (
-        "import sys, torch; from safetensors.torch import load_file;"
-        "from revelio.sae.training import FusedStep, SAETrainConfig, TensorSource, train_sae;"
-        "cfg = SAETrainConfig(**__import__('json').loads(sys.argv[1]));"
-        "train_sae(TensorSource(load_file(sys.argv[2])['data']), cfg, sys.argv[3], progress=False)"
-    )
     settings = {k: v for k, v in config.__dict__.items()}
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, json.dumps(settings), str(tmp_path / "data.safetensors"), str(out)], cwd=ROOT
-    )
-    latest = out / "training" / "checkpoints" / "latest.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if latest.is_file() and json.loads(latest.read_text())["step"] >= 60:
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "training finished before it could be killed; raise total_tokens"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed = subprocess.run([sys.executable, "-c", _KILLED_TRAINER, json.dumps(settings), str(tmp_path / "data.safetensors"),
+                             str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert json.loads((out / "training" / "checkpoints" / "latest.json").read_text())["step"] == 60
+    logged = [json.loads(line)["step"] for line in (out / "training" / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1] == 70, "the killed run logged past its last checkpoint"
     assert not (out / "model.safetensors").exists()
 
     resumed = train_sae(TensorSource(data), config, out, progress=False)
@@ -271,6 +286,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     assert resumed.config.training_tokens == 40 * 256
 
 
+@pytest.mark.training
 def test_pruning_drops_only_latents_the_data_never_uses(tmp_path):
     # low-rank data (4 directions in 16 dimensions) leaves most of a 64-latent dictionary unused
     data, _ = synthetic(n=8000, d=16, m=4, active=2)
