@@ -13,6 +13,7 @@ from huggingface_hub import ModelCard
 import revelio
 from revelio.bundled import bundled_release_dir
 from revelio.data.datasets import FASHION_MNIST_CLASSES, load_image_dataset
+from tests.helpers import run
 
 ROOT = bundled_release_dir().parent.parent
 
@@ -85,7 +86,10 @@ def test_best_probe_beats_chance_by_a_wide_margin(release, backbone):
 
 def test_quality_gate_and_card(release):
     gate = release.metrics("quality_gate")
-    assert gate["reference_accuracy_on_real_test"] >= 0.91 and gate["reference_accuracy_on_samples"] >= 0.90
+    real, samples = gate["reference_accuracy_on_real_test"], gate["reference_accuracy_on_samples"]
+    assert real >= 8 * gate["chance"], "the reference classifier reads real test images"
+    assert samples >= real - 0.05, "the model's samples are about as recognisable as real images"
+    assert f"**{100 * samples:.1f}%**" in (ROOT / "README.md").read_text(), "the README states the measured figure"
     card = ModelCard.load(bundled_release_dir() / "README.md")
     assert card.data.library_name == "revelio" and card.data.datasets == ["zalando-datasets/fashion_mnist"]
     assert 'revelio.load_release("bundled")' in card.text and "{{" not in card.text
@@ -94,14 +98,15 @@ def test_quality_gate_and_card(release):
     assert info["commands"][0].startswith("python train/build_release.py")
 
 
+@pytest.mark.slow
 def test_steering_measurement_runs_on_the_release(tmp_path):
-    from tests.test_train_cli import run
-
     run(sys.executable, "train/measure_steering.py", "--release", "bundled", "--cells", "mid_block:100",
         "--features-per-class", "2", "--per-source", "1", "--steps", "2", "--strengths", "1", "4", "--budget", "1",
         "--out", str(tmp_path))
     result = json.loads((tmp_path / "steering.json").read_text())
-    assert set(result["per_class"]) == set(FASHION_MNIST_CLASSES) and 0 <= result["mean_success"] <= 1
+    assert set(result["per_class"]) == set(FASHION_MNIST_CLASSES)
+    successes = [c["success"] for c in result["per_class"].values()]
+    assert result["mean_success"] == pytest.approx(sum(successes) / len(successes)), "the mean over target classes"
     assert [row["strength"] for row in result["sweep"]] == [1, 4] and result["within_budget"]
     best = max(result["sweep"], key=lambda row: row["mean_success"])
     assert result["mean_success"] == best["mean_success"], "the most successful strength within the budget is chosen"
@@ -111,9 +116,8 @@ def test_steering_measurement_runs_on_the_release(tmp_path):
     assert result["side_effect"]["unrelated_mean_abs_pixel_change"] > 0
 
 
+@pytest.mark.slow
 def test_steering_measurement_with_constant_clamps_and_its_errors(tmp_path):
-    from tests.test_train_cli import run
-
     run(sys.executable, "train/measure_steering.py", "--release", "bundled", "--cells", "up_blocks.0:300", "--pooling", "mean",
         "--clamp-to", "max", "--features-per-class", "1", "--per-source", "1", "--steps", "2", "--out", str(tmp_path))
     result = json.loads((tmp_path / "steering.json").read_text())

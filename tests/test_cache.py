@@ -185,6 +185,7 @@ write_cache(sys.argv[1], batches(), pooling="none", shard_rows=40)
 """
 
 
+@pytest.mark.kill
 def test_sigkill_mid_write_leaves_every_listed_shard_loadable(tmp_path):
     command = [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)]
     writer = subprocess.Popen(command, stderr=subprocess.PIPE)
