@@ -19,6 +19,8 @@ QUEUE_SIZE = 64
 
 def create_demo(release: str = "bundled", device: str = "cpu") -> gr.Blocks:
     """Load a release (folder, Hub repo id or "bundled") and build the app around it."""
+    # imported here, not at the top: importing revelio.app or a light part of it (uploads, gpu)
+    # stays free of gradio, diffusers and the model stack until an app is built
     from revelio.app.state import AppState
     from revelio.app.ui import build_demo
     from revelio.release import load_release
