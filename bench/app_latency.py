@@ -58,7 +58,7 @@ def main() -> None:
     from revelio.activations.capture import extract
     from revelio.app import create_demo
     from revelio.app.state import AppState
-    from revelio.app.tabs.steer import steering_defaults
+    from revelio.app.steer_request import steering_defaults
     from revelio.app.uploads import MAX_UPLOAD_BYTES
     from revelio.release import load_release
     from revelio.steering import FeatureEdit, steer

@@ -32,8 +32,24 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | No
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
 
 
-def _flag(field: dataclasses.Field) -> str:
-    return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+def group(factory: Callable[[], Any], prefix: str, derived: tuple[str, ...] = (), help: str = "") -> Any:
+    """A field holding another step's whole config (a dataclass), e.g. a release build's SAE training.
+
+    Each of its CLI fields gets a flag ``--<prefix>-<its flag>``, so an option added to the step's
+    config is at once an option of every command that holds it. ``derived`` names the fields the
+    holder fills in itself (paths, the model, the seed): they get no flag. ``factory`` gives the
+    defaults, which may differ from the step's own.
+    """
+    return dataclasses.field(default_factory=factory, metadata={"group": True, "prefix": prefix, "derived": derived, "help": help})
+
+
+def _is_group(field: dataclasses.Field) -> bool:
+    return bool(field.metadata.get("group"))
+
+
+def _flag(field: dataclasses.Field, prefix: str = "") -> str:
+    name = (field.metadata.get("flag") or "--" + field.name.replace("_", "-"))[2:]
+    return f"--{prefix}{name}"
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
@@ -44,17 +60,35 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str, ...] = ()) -> None:
-    """One flag per CLI field of the dataclass ``cls``, typed, with its default in the help."""
+def _cli_fields(cls: type, exclude: tuple[str, ...] = ()) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True) and f.name not in exclude]
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str, ...] = (), *, prefix: str = "",
+                  dest: str = "", defaults: Any = None) -> None:
+    """One flag per CLI field of the dataclass ``cls``, typed, with its default in the help; a
+    :func:`group` field adds its step's flags under its prefix."""
     hints = typing.get_type_hints(cls)
-    group = parser.add_argument_group(cls.__name__)
-    for field in dataclasses.fields(cls):
-        if not field.metadata.get("cli", True) or field.name in exclude:
+    argument_group = parser.add_argument_group(f"{cls.__name__}" + (f" (--{prefix}*)" if prefix else ""))
+    for field in _cli_fields(cls, exclude):
+        if _is_group(field):
+            inner = field.metadata["prefix"]
+            add_arguments(parser, hints[field.name], field.metadata["derived"], prefix=f"{prefix}{inner}-",
+                          dest=f"{dest}{field.name}.", defaults=getattr(defaults, field.name) if defaults else field.default_factory())
             continue
         kind, _ = _unwrap_optional(hints[field.name])
-        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        default = None if required else (field.default if field.default is not dataclasses.MISSING else field.default_factory())
-        kwargs: dict[str, Any] = {"dest": field.name, "required": required, "default": default}
+        default = getattr(defaults, field.name) if defaults is not None else _default(field)
+        required = default is dataclasses.MISSING
+        default = None if required else default
+        kwargs: dict[str, Any] = {"dest": dest + field.name, "required": required, "default": default}
         help_text = field.metadata.get("help", "")
         kwargs["help"] = help_text + ("" if required or default in (None, False) else f" (default: {default})")
         if kind is bool:
@@ -67,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str
             kwargs.update(choices=list(typing.get_args(kind)))
         else:
             kwargs["type"] = _scalar(kind)
-        group.add_argument(_flag(field), **kwargs)
+        argument_group.add_argument(_flag(field, prefix), **kwargs)
 
 
 def _scalar(kind: Any) -> Any:
@@ -82,9 +116,18 @@ def _choices(kind: Any) -> dict[str, Any]:
     return {"choices": list(typing.get_args(kind))} if typing.get_origin(kind) is Literal else {}
 
 
-def from_arguments(cls: type[Config], namespace: argparse.Namespace, **overrides: Any) -> Config:
-    """The dataclass built from parsed flags (fields off the CLI keep their defaults)."""
-    values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls) if hasattr(namespace, f.name)}
+def from_arguments(cls: type[Config], namespace: argparse.Namespace, *, dest: str = "", defaults: Any = None, **overrides: Any) -> Config:
+    """The dataclass built from parsed flags (fields off the CLI keep their defaults; groups built from their flags)."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        if _is_group(field):
+            inner_defaults = getattr(defaults, field.name) if defaults is not None else field.default_factory()
+            values[field.name] = from_arguments(typing.get_type_hints(cls)[field.name], namespace, dest=f"{dest}{field.name}.",
+                                                defaults=inner_defaults)
+        elif hasattr(namespace, dest + field.name):
+            values[field.name] = getattr(namespace, dest + field.name)
+        elif defaults is not None:
+            values[field.name] = getattr(defaults, field.name)
     return cls(**{**values, **overrides})
 
 
@@ -106,27 +149,36 @@ def to_argv(*configs: Any) -> list[str]:
     """The flags that rebuild ``configs`` with :func:`parse_many`: required fields and those off their default."""
     argv: list[str] = []
     for config in configs:
-        for field in dataclasses.fields(config):
-            if not field.metadata.get("cli", True):
-                continue
-            value = getattr(config, field.name)
-            default = field.default if field.default is not dataclasses.MISSING else (
-                field.default_factory() if field.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
-            if value == default or value is None:
-                continue
-            flag = _flag(field)
-            if isinstance(value, bool):
-                argv.append(flag if value else "--no-" + flag[2:])
-            elif isinstance(value, (list, tuple)):
-                argv += [flag, *map(str, value)]
-            else:
-                argv += [flag, str(value)]
+        argv += _argv(config, type(config), "", None)
+    return argv
+
+
+def _argv(config: Any, cls: type, prefix: str, defaults: Any, exclude: tuple[str, ...] = ()) -> list[str]:
+    argv: list[str] = []
+    for field in _cli_fields(cls, exclude):
+        value = getattr(config, field.name)
+        if _is_group(field):
+            inner_defaults = getattr(defaults, field.name) if defaults is not None else field.default_factory()
+            argv += _argv(value, type(value), f"{prefix}{field.metadata['prefix']}-", inner_defaults, field.metadata["derived"])
+            continue
+        default = getattr(defaults, field.name) if defaults is not None else _default(field)
+        if value == default or value is None:
+            continue
+        flag = _flag(field, prefix)
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
     return argv
 
 
 def to_json(config: Any) -> dict[str, Any]:
-    """The config as JSON values (paths as strings), for the artifact it describes."""
+    """The config as JSON values (paths as strings, groups as objects), for the artifact it describes."""
     def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return to_json(value)
         if isinstance(value, Path):
             return value.as_posix()
         if isinstance(value, dict):
@@ -136,17 +188,6 @@ def to_json(config: Any) -> dict[str, Any]:
         return value
 
     return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
-
-
-def from_json(cls: type[Config], data: dict[str, Any]) -> Config:
-    """The inverse of :func:`to_json`; unknown keys are an error naming the known ones."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
-    hints = typing.get_type_hints(cls)
-    values = {k: Path(v) if _unwrap_optional(hints[k])[0] is Path and v is not None else v for k, v in data.items()}
-    return cls(**values)
 
 
 def run_script(main: Callable[[], Any]) -> None:

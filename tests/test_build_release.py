@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,9 +16,10 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 import revelio
-from revelio.storage.files import ArtifactFormatError
+from revelio.errors import ArtifactFormatError
+from revelio.storage.files import read_safetensors
 from tests import tiny_models
-from tests.helpers import run
+from tests.helpers import ROOT, run
 
 HOOKS, TIMESTEPS, CLASSES = ["down_blocks.1", "mid_block", "up_blocks.1"], [50, 400], ["dark", "light"]
 pytestmark = pytest.mark.build  # the module builds a release with train/build_release.py
@@ -27,17 +31,26 @@ def split_folder(make_image_folder) -> Path:
     return make_image_folder({"dark": 50, "light": 200}, per_class={"train": 40, "test": 16}, seed=1)
 
 
+def build_command(model: Path, split_folder: Path, out: Path, work: Path) -> list[str]:
+    return [sys.executable, "train/build_release.py", "--model", str(model), "--dataset", str(split_folder), "--hooks", *HOOKS,
+            "--timesteps", *map(str, TIMESTEPS), "--train-images", "80", "--test-images", "32", "--random-images", "80",
+            "--pooled-sae-expansion", "2", "--pooled-sae-k", "4", "--pooled-sae-tokens", "800", "--pooled-sae-batch-size", "64",
+            "--spatial-sae-expansion", "2", "--spatial-sae-k", "4", "--spatial-sae-tokens", "4000", "--spatial-sae-batch-size", "64",
+            "--spatial-sae-checkpoint-every", "20", "--probe-epochs", "2", "--probe-diffc-precision", "float32", "--gate-per-class", "4", "--gate-epochs", "2",
+            "--steering-per-source", "1", "--steering-steps", "2", "--steering-strengths", "2", "--repo-id", "someone/tiny-release",
+            "--work", str(work), "--out", str(out)]
+
+
 @pytest.fixture(scope="module")
-def release_dir(split_folder, tmp_path_factory) -> Path:
+def model(tmp_path_factory) -> Path:
+    return tiny_models.build_pixel_unet(tmp_path_factory.mktemp("model") / "model-src", CLASSES)
+
+
+@pytest.fixture(scope="module")
+def release_dir(model, split_folder, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("release")
-    model = tiny_models.build_pixel_unet(tmp / "model-src", CLASSES)
-    out = tmp / "release"
-    run(sys.executable, "train/build_release.py", "--model", str(model), "--dataset", str(split_folder), "--hooks", *HOOKS,
-        "--timesteps", *map(str, TIMESTEPS), "--train-images", "80", "--test-images", "32", "--random-images", "80",
-        "--expansion", "2", "--k", "4", "--mean-tokens", "800", "--spatial-tokens", "4000", "--sae-batch-size", "64",
-        "--probe-epochs", "2", "--per-class", "4", "--classifier-epochs", "2", "--repo-id", "someone/tiny-release",
-        "--work", str(tmp / "work"), "--out", str(out), OMP_NUM_THREADS="1")
-    return out
+    run(*build_command(model, split_folder, tmp / "release", tmp / "work"), OMP_NUM_THREADS="1")
+    return tmp / "release"
 
 
 def test_release_has_every_artifact_of_the_layout(release_dir):
@@ -119,12 +132,68 @@ def test_rerun_reuses_finished_steps(release_dir, split_folder, tmp_path):
     info = json.loads((release_dir / "release.json").read_text())
     argv = shlex.split(info["commands"][0])[2:]
     result = run(sys.executable, "train/build_release.py", *argv, OMP_NUM_THREADS="1")
-    assert result.stdout.count("finished earlier: reusing its output") == 5, "4 caches and the probes"
+    assert result.stdout.count("finished earlier: reusing its output") == 7, "the gate, 4 caches, the probes, steering"
     assert torch.equal(revelio.KSparseAutoencoder.from_pretrained(sae_dir).W_dec, before), "finished SAEs are kept"
     # other probe settings (or newer SAEs or caches) retrain the probes instead of keeping stale ones
     epochs = argv.index("--probe-epochs")
     changed = [*argv[: epochs + 1], "1", *argv[epochs + 2 :]]
     result = run(sys.executable, "train/build_release.py", *changed, OMP_NUM_THREADS="1")
-    assert result.stdout.count("finished earlier: reusing its output") == 4, "4 caches, not the probes"
+    assert result.stdout.count("finished earlier: reusing its output") == 5, "the gate and 4 caches, not the probes or steering"
     grid = json.loads((release_dir / "metrics" / "probe_grid.json").read_text())
     assert grid["config"]["epochs"] == 1
+
+
+# The crash point is deterministic: the build SIGKILLs itself at its 100th SAE training step, in the
+# SAE grid stage (after the quality gate, the caches and the pooled SAEs, 12 steps per cell), in the
+# middle of the second spatial SAE, between its checkpoints of steps 20 and 40.
+_KILLED_BUILD = """
+import os, runpy, signal, sys
+from revelio.sae import fused_step
+
+step, calls = fused_step.FusedStep.__call__, []
+
+def step_then_die(self, *args, **kwargs):
+    calls.append(None)
+    if len(calls) == 100:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return step(self, *args, **kwargs)
+
+fused_step.FusedStep.__call__ = step_then_die
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _tensors(root: Path, folder: str) -> dict[str, dict[str, torch.Tensor]]:
+    return {p.relative_to(root).as_posix(): read_safetensors(p) for p in sorted((root / folder).rglob("*.safetensors"))}
+
+
+def _results(root: Path) -> dict[str, object]:
+    """What a release measured, without the paths its configs name."""
+    metrics = {name: json.loads((root / "metrics" / f"{name}.json").read_text())
+               for name in ("probe_grid", "sae_grid", "quality_gate", "monosemanticity", "steering")}
+    for data in metrics.values():
+        data.pop("config", None)
+        data.pop("release", None)
+        data.pop("model", None)
+    return metrics
+
+
+@pytest.mark.kill
+def test_a_build_killed_mid_stage_finishes_with_the_same_release(model, split_folder, tmp_path):
+    straight_dir = tmp_path / "straight"  # not the module's release: other tests rebuild parts of it
+    run(*build_command(model, split_folder, straight_dir / "release", straight_dir / "work"), OMP_NUM_THREADS="1")
+    command = build_command(model, split_folder, tmp_path / "release", tmp_path / "work")
+    killed = subprocess.run([sys.executable, "-c", _KILLED_BUILD, *command[1:]], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    assert not (tmp_path / "release" / "release.json").exists(), "the kill came before the release was written"
+    assert list((tmp_path / "work" / "saes").rglob("checkpoints/latest.json")), "a spatial SAE was killed mid-training"
+    run(*command, OMP_NUM_THREADS="1")
+    for folder in ("saes", "probes"):
+        resumed, straight = _tensors(tmp_path / "release", folder), _tensors(straight_dir / "release", folder)
+        assert resumed.keys() == straight.keys()
+        for name in straight:
+            for key, tensor in straight[name].items():
+                torch.testing.assert_close(resumed[name][key], tensor, rtol=0, atol=0, equal_nan=True, msg=f"{name} {key}")
+    assert _results(tmp_path / "release") == _results(straight_dir / "release")

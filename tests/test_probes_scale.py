@@ -163,7 +163,7 @@ def _sequential_forward(probe: DiffCProbe, features: torch.Tensor) -> torch.Tens
 
 def test_diff_c_forward_is_the_sequential_head():
     torch.manual_seed(0)
-    probe = DiffCProbe(8, 4, NAMES)
+    probe = DiffCProbe.create(8, 4, NAMES)
     x = torch.randn(10, 16, 8)
     probe.train()  # dropout off: the fused path must equal ReLU modules then Dropout(0)
     probe.dropout = 0.0

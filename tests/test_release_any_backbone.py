@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 
 import revelio
-from revelio.release.build import ReleaseConfig, build_release
+from revelio.release.build import UNSET, ReleaseConfig, build_release
+from revelio.release.steering_measurement import SteeringMeasureConfig
+from revelio.sae.training import SAETrainConfig
+from revelio.steps.probe_grid import ProbeGridConfig
+from revelio.steps.quality_gate import QualityGateConfig
 from revelio.storage.files import read_json
 from tests import tiny_models
 from tests.helpers import SCREENSHOTS
@@ -40,13 +44,16 @@ def _hub_cache(model: Path, cache: Path, repo: str) -> None:
     (folder / "refs" / "main").write_text(SNAPSHOT)
 
 
-def _build(kind: str, model: str, folder: Path, out: Path, work: Path, **extra) -> revelio.Release:
+def _build(kind: str, model: str, folder: Path, out: Path, work: Path, pooled: dict | None = None, **extra) -> revelio.Release:
     backbone = revelio.load_backbone(model, device="cpu")
+    sae = {"expansion": 2, "k": 4, "batch_size": 32}
     config = ReleaseConfig(
         model=model, out=out, dataset=str(folder), hooks=backbone.hook_points[-2:], timesteps=[100, 500],
-        train_images=48, test_images=18, random_images=24, held_out_per_class=3, expansion=2, k=4,
-        mean_tokens=400, spatial_tokens=1600, sae_batch_size=32, probe_max_train=48, probe_epochs=1,
-        per_class=2, classifier_epochs=1, work=work, **extra,
+        train_images=48, test_images=18, random_images=24, held_out_per_class=3,
+        pooled_sae=SAETrainConfig(**{**sae, "total_tokens": 400, **(pooled or {})}),
+        spatial_sae=SAETrainConfig(**sae, total_tokens=1600), probes=ProbeGridConfig(cache=UNSET, out=UNSET, max_train=48, epochs=1),
+        gate=QualityGateConfig(model="", out=UNSET, per_class=2, epochs=1),
+        steering=SteeringMeasureConfig(cells=[], features_per_class=2, strengths=[2.0], per_source=1, steps=2), work=work, **extra,
     )
     build_release(config, f"test build of a {kind} release")
     return revelio.load_release(out)
@@ -67,7 +74,8 @@ def releases(mixed_folder, tmp_path_factory) -> dict[str, revelio.Release]:
         built["dit"] = _build("dit", str(tiny_models.build_dit(tmp / "dit-src", ["shirt", "sneaker", "bag"])), mixed_folder,
                               tmp / "dit", tmp / "work-dit")
         built["pixel-uncond"] = _build("pixel-uncond", str(tiny_models.build_pixel_unet(tmp / "uncond-src")), mixed_folder,
-                                       tmp / "uncond", tmp / "work-uncond", pooled_train_images=72, mean_expansion=1, prune_below=0.05)
+                                       tmp / "uncond", tmp / "work-uncond", pooled_train_images=72,
+                                       pooled={"expansion": 1, "prune_below": 0.05})
         yield built
     finally:
         patch.undo()

@@ -10,7 +10,8 @@ captured once and their mean is the pooled vector.
 from __future__ import annotations
 
 from revelio.config import parse, run_script
-from revelio.steps.extract import ExtractionConfig, extract_to_cache
+from revelio.steps.extract import extract_to_cache
+from revelio.steps.extraction_config import ExtractionConfig
 
 
 def main(argv: list[str] | None = None) -> dict:

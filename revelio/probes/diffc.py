@@ -88,8 +88,10 @@ class DiffCProbe(Probe):
         bfloat16 where the hardware computes it natively (CUDA, or a CPU with AVX512-BF16 or
         AMX), float32 elsewhere. Validation accuracy, and so the choice of epoch, is always
         measured in float32, as the stored probe is applied. The precision used is recorded in
-        the probe's ``training`` metadata.
+        the probe's ``training`` metadata. Weights and dropout draw from ``seed`` alone, so the
+        same data gives the same probe whatever ran before in the process (a resumed build).
         """
+        torch.manual_seed(seed)
         device = train.features.device
         precision = resolve_precision(precision, device)
         labels = train.labels.to(device)

@@ -2,26 +2,27 @@
 
 The dataset's labels are the release's classes; the backbone's own conditioning (text, its own
 classes, none) is separate. A local backbone is copied into the release; a Hub one is referenced
-by repo id and revision. Chains the pipeline steps (each printed and recorded in release.json as the train/ command that
-reproduces it): the quality gate (reference classifier + samples), activation caches of
-training, test and random-weights images, the SAE grid for both poolings, and the probe grid with
-baselines; the quality gate runs only for a backbone conditioned on the dataset's own classes
-(otherwise release.json says why it was skipped). Then: SAE metrics on the held-out test images, each feature's mean activation at every
-timestep, exemplar thumbnails, the SAE metric pictures, release.json, held-out purity, a short
-steering measurement (so the app's Steer tab starts from a measured setting; ``--no-steering``
-skips it) and the model card. The backbone is loaded once and handed to every step. Caches and
-SAE checkpoints live in ``work`` and finished steps are reused when built again.
+by repo id and revision. The build is a sequence of named stages (:data:`STAGES`), each a step of
+revelio.steps or revelio.release over one step config that :class:`ReleaseConfig` holds whole
+(so a new step option is at once a flag of train/build_release.py): the quality gate (reference
+classifier + samples; only for a backbone conditioned on the dataset's own classes), activation
+caches of training, test and random-weights images, the SAE grid for both poolings, the probe
+grid with baselines, the SAEs' held-out evaluation into the release, exemplars and held-out
+examples, release.json, held-out purity, a short steering measurement (so a fresh release's Steer
+tab starts from a measured setting; ``--no-steering`` skips it) and the model card. The backbone
+is loaded once (random-weights caches load their own copy). Every stage is resumable: its output
+is reused when it was made with the same settings from the same inputs, so a build killed
+anywhere and run again with the same command finishes with the same release. Each step is
+logged and recorded in release.json as the train/ command that reproduces it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import shlex
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,40 +30,37 @@ import diffusers
 import torch
 
 from revelio import __version__
-from revelio.analysis.statistics import activation_by_timestep
-from revelio.cache import ActivationCache
-from revelio.config import option, to_argv, to_json
+from revelio.config import group, option, to_argv, to_json
 from revelio.data.datasets import load_image_dataset
 from revelio.errors import ConfigError, DatasetError
-from revelio.formats.cache import CacheDataset
-from revelio.formats.metrics import ProbeGrid, QualityGate, SAEGrid, SAERow
+from revelio.formats.metrics import Monosemanticity, ProbeGrid, QualityGate, SAEGrid
 from revelio.formats.release import BestCell, ReleaseInfo
 from revelio.grid import POOLINGS, Cell
 from revelio.layout import (
     DATASET_FILE,
+    EXTRACTION_RUN_FILE,
     MODEL_DIR,
     PROBE_GRID,
+    PROBES_DIR,
     QUALITY_GATE,
     RELEASE_FILE,
-    SAE_GRID,
+    SAES_DIR,
     STEERING,
-    TIMESTEPS_FILE,
     WEIGHTS_FILE,
-    GridPlot,
     metrics_file,
+    sae_cells,
     sae_subfolder,
 )
 from revelio.models import Backbone, load_backbone
-from revelio.plots import grid_heatmap
 from revelio.release.card import render_card
 from revelio.release.exemplars import thumbnail_side, write_exemplars, write_held_out_examples
-from revelio.release.load import load_release
+from revelio.release.load import Release, load_release
 from revelio.release.purity_measurement import MonosemanticityConfig, measure_monosemanticity
+from revelio.release.sae_evaluation import evaluate_saes, write_sae_metrics
 from revelio.release.steering_measurement import SteeringMeasureConfig, measure_steering
-from revelio.sae.metrics import SAEEvaluator
-from revelio.sae.model import KSparseAutoencoder
 from revelio.sae.training import SAETrainConfig
-from revelio.steps.extract import ExtractionConfig, extract_to_cache
+from revelio.steps.extract import extract_to_cache
+from revelio.steps.extraction_config import ExtractionConfig
 from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
 from revelio.steps.quality_gate import QualityGateConfig, run_quality_gate
 from revelio.steps.sae_grid import SAEGridConfig, train_sae_grid
@@ -70,10 +68,23 @@ from revelio.storage.files import read_json
 
 log = logging.getLogger(__name__)
 
+# The fields of each step config that the build fills in itself (no flag of their own).
+EXTRACTION_DERIVED = ("backbone", "out", "timesteps", "revision", "dataset", "split", "image_column", "label_column", "limit",
+                      "hooks", "poolings", "seed", "device", "overwrite", "random_weights", "prompt_template")
+SAE_DERIVED = ("seed",)
+PROBE_DERIVED = ("cache", "out", "test_cache", "random_cache", "random_test_cache", "saes", "seed")
+GATE_DERIVED = ("model", "out", "dataset", "image_column", "label_column", "classifier", "seed", "device")
+STEERING_DERIVED = ("release", "out", "seed")
+UNSET = Path("")  # a derived path the build fills in
+
 
 @dataclass
 class ReleaseConfig:
-    """Everything a release is built from; its flags are train/build_release.py's."""
+    """Everything a release is built from; its flags are train/build_release.py's.
+
+    The five step configs are held whole: ``--pooled-sae-k 16`` sets ``pooled_sae.k``,
+    ``--probe-epochs 5`` sets ``probes.epochs``, and so on for every option of those steps.
+    """
 
     model: str = option(help="diffusers pipeline: a local folder (copied into the release) or a Hub repo id (referenced)")
     out: Path = option(help="the release folder")
@@ -92,29 +103,24 @@ class ReleaseConfig:
     test_images: int = option(2000, "a seeded, class-balanced subset of the test split")
     held_out_per_class: int = option(20, "test images per class kept for the app (examples, histograms)")
     random_images: int = option(4000, "training images for the random-weights baseline")
-    expansion: int = option(8)
-    mean_expansion: int | None = option(None, "the pooled SAEs' expansion (default: --expansion)")
-    prune_below: float = option(0.0, "pooled SAEs: drop latents firing on fewer than this share of training images (0: keep all)")
-    k: int = option(8)
-    mean_tokens: int = option(1_000_000, "training tokens per mean-pooled SAE")
-    spatial_tokens: int = option(2_000_000, "training tokens per spatial SAE")
-    sae_batch_size: int = option(1024)
-    probe_max_train: int = option(6000)
-    probe_epochs: int = option(20, "Diff-C epochs")
-    per_class: int = option(100, "quality-gate samples per class")
-    classifier_epochs: int = option(12)
-    steering: bool = option(True, "measure steering at the best block (spatial SAE) so the Steer tab starts from a measured setting")
-    steering_strengths: list[float] = option([1.0, 2.0, 3.0], "clamp strengths the steering measurement sweeps")
-    steering_per_source: int = option(2, "images per source class in the steering measurement")
-    steering_steps: int = option(20, "denoising steps per image in the steering measurement")
+    with_steering: bool = option(True, "end with a short steering measurement (the Steer tab starts from its setting)",
+                                    flag="--steering")
     repo_id: str = option("bundled", "the Hub repo id shown in the card's loading example")
     seed: int = option(0)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     work: Path = option(Path("artifacts/release-work"), "caches and SAE checkpoints")
+    extraction: ExtractionConfig = group(lambda: ExtractionConfig(backbone="", out=UNSET, timesteps=[]), "extract", EXTRACTION_DERIVED)
+    pooled_sae: SAETrainConfig = group(lambda: SAETrainConfig(expansion=8, k=8, total_tokens=1_000_000), "pooled-sae", SAE_DERIVED)
+    spatial_sae: SAETrainConfig = group(lambda: SAETrainConfig(expansion=8, k=8, total_tokens=2_000_000), "spatial-sae", SAE_DERIVED)
+    probes: ProbeGridConfig = group(lambda: ProbeGridConfig(cache=UNSET, out=UNSET, max_train=6000), "probe", PROBE_DERIVED)
+    gate: QualityGateConfig = group(lambda: QualityGateConfig(model="", out=UNSET), "gate", GATE_DERIVED)
+    steering: SteeringMeasureConfig = group(
+        lambda: SteeringMeasureConfig(cells=[], features_per_class=8, strengths=[1.0, 2.0, 3.0], per_source=2, steps=20),
+        "steering", STEERING_DERIVED, help="no --steering-cells: the best probe's block and timestep")
 
 
 class StepLog:
-    """Runs pipeline steps in this process and records the train/ command that reproduces each."""
+    """Runs steps in this process and records the train/ command that reproduces each."""
 
     def __init__(self) -> None:
         self.commands: list[str] = []
@@ -128,108 +134,222 @@ class StepLog:
             step()
 
 
+@dataclass
+class Build:
+    """What the stages share: the settings, the one loaded backbone, and what earlier stages made."""
+
+    config: ReleaseConfig
+    command: str
+    model: str  # the backbone as the release references it: its model/ folder, or the Hub id
+    local: bool
+    backbone: Backbone
+    hooks: list[str]
+    class_names: list[str]
+    steps: StepLog = field(default_factory=StepLog)
+    caches: dict[str, Path] = field(default_factory=dict)
+    gate_skipped: str | None = None
+    sae_grid: SAEGrid | None = None
+    exemplars: int = 0
+    held_out: int = 0
+    info: ReleaseInfo | None = None
+    release: Release | None = None
+    purity: Monosemanticity | None = None
+
+    @property
+    def out(self) -> Path:
+        return self.config.out
+
+    @property
+    def columns(self) -> dict[str, str | None]:
+        return {"image_column": self.config.image_column, "label_column": self.config.label_column}
+
+
 def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
     """Build (or finish) the release in ``config.out``; ``command`` is recorded as how it was built."""
-    out, steps = config.out, StepLog()
+    build = _start(config, command)
+    for number, (name, stage) in enumerate(STAGES, start=1):
+        log.info("== stage %d/%d: %s", number, len(STAGES), name)
+        stage(build)
+    size = sum(p.stat().st_size for p in config.out.rglob("*") if p.is_file())
+    best = build.info.best_cell
+    log.info("release written to %s: %.1f MiB; best cell %s (%s, test accuracy %.4f)",
+             config.out, size / 2**20, best.cell, best.probe, best.test_accuracy)
+    return build.info
+
+
+def _start(config: ReleaseConfig, command: str) -> Build:
+    """Check the settings against the model and the dataset, copy a local model in, load it once."""
     local = Path(config.model).is_dir()
-    model = str(out / MODEL_DIR) if local else config.model
+    model = str(config.out / MODEL_DIR) if local else config.model
     if local and Path(config.model).resolve() != Path(model).resolve():
         shutil.rmtree(model, ignore_errors=True)
         shutil.copytree(config.model, model)
-    backbone = load_backbone(model, device=config.device or ("cuda" if torch.cuda.is_available() else "cpu"), revision=config.revision)
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    backbone = load_backbone(model, device=device, revision=config.revision)
     hooks = config.hooks or backbone.hook_points
     missing = [h for h in hooks if h not in backbone.hook_points]
     if missing:
         raise ConfigError(f"{config.model} has no hook points {missing}; it has {backbone.hook_points}")
-    columns = {"image_column": config.image_column, "label_column": config.label_column}
-    class_names = load_image_dataset(config.dataset, "train", **columns).class_names
+    class_names = load_image_dataset(config.dataset, "train", config.image_column, config.label_column).class_names
     if not class_names:
         raise DatasetError(f"{config.dataset} has no class labels; a release needs a labelled dataset (name the label_column)")
+    return Build(config, command, model, local, backbone, hooks, class_names)
 
-    skipped = quality_gate_skipped(backbone, class_names)
-    if skipped is None:
-        gate = QualityGateConfig(model=model, out=out, dataset=config.dataset, per_class=config.per_class,
-                                 epochs=config.classifier_epochs, seed=config.seed, device=config.device, **columns)
-        steps.run("quality_gate.py", [gate], lambda: run_quality_gate(gate, backbone))
-    else:
-        log.info("quality gate skipped: %s", skipped)
-    caches = {}
+
+def stage_quality_gate(build: Build) -> None:
+    config = build.config
+    build.gate_skipped = quality_gate_skipped(build.backbone, build.class_names)
+    if build.gate_skipped is not None:
+        log.info("quality gate skipped: %s", build.gate_skipped)
+        return
+    gate = replace(config.gate, model=build.model, out=build.out, dataset=config.dataset, seed=config.seed, device=config.device,
+                   classifier=None, **build.columns)
+    path = metrics_file(build.out, QUALITY_GATE)
+    done = path.is_file() and QualityGate.read(path).config == to_json(gate)
+    build.steps.run("quality_gate.py", [gate], lambda: run_quality_gate(gate, build.backbone), done=done)
+
+
+def stage_extract(build: Build) -> None:
+    """The four caches (and the pooled SAEs' larger one): finished ones reused, interrupted ones resumed."""
+    config = build.config
     extractions = [("train", "train", config.train_images, False, POOLINGS), ("test", config.test_split, config.test_images, False, POOLINGS),
-                   ("random-train", "train", config.random_images, True, POOLINGS), ("random-test", config.test_split, config.test_images, True, POOLINGS)]
+                   ("random-train", "train", config.random_images, True, POOLINGS),
+                   ("random-test", config.test_split, config.test_images, True, POOLINGS)]
     if config.pooled_train_images is not None and config.pooled_train_images != config.train_images:
         extractions.append(("pooled-train", "train", config.pooled_train_images, False, ("mean",)))
     for name, split, limit, random, poolings in extractions:
-        extraction = ExtractionConfig(backbone=model, revision=config.revision, out=config.work / "caches" / name, timesteps=config.timesteps,
-                                      dataset=config.dataset, split=split, limit=limit, hooks=hooks, poolings=list(poolings), seed=config.seed,
-                                      device=config.device, overwrite=True, random_weights=random, prompt_template=config.prompt_template, **columns)
-        steps.run("extract_activations.py", [extraction], lambda e=extraction: extract_to_cache(e), done=(extraction.out / DATASET_FILE).is_file())
-        caches[name] = extraction.out
-    mean_expansion = config.mean_expansion or config.expansion
-    for pooling, tokens, expansion in (("mean", config.mean_tokens, mean_expansion), ("none", config.spatial_tokens, config.expansion)):
-        source = caches.get("pooled-train", caches["train"]) if pooling == "mean" else caches["train"]
-        grid = SAEGridConfig(cache=source, out=config.work / "saes", poolings=[pooling])
-        training = SAETrainConfig(expansion=expansion, k=config.k, total_tokens=tokens, batch_size=config.sae_batch_size,
-                                  prune_below=config.prune_below if pooling == "mean" else 0.0, seed=config.seed)
-        steps.run("train_sae.py", [grid, training], lambda g=grid, t=training: train_sae_grid(g, t))
-    probes = ProbeGridConfig(cache=caches["train"], out=out, test_cache=caches["test"], random_cache=caches["random-train"],
-                             random_test_cache=caches["random-test"], saes=config.work / "saes", max_train=config.probe_max_train,
-                             epochs=config.probe_epochs, seed=config.seed)
-    reuse_probes = _probes_done(probes, list(caches.values()))  # delete metrics/probe_grid.json to retrain
-    if not reuse_probes:
-        shutil.rmtree(out / "probes", ignore_errors=True)
-    steps.run("train_probes.py", [probes], lambda: train_probe_grid(probes), done=reuse_probes)
+        extraction = replace(config.extraction, backbone=build.model, revision=config.revision, out=config.work / "caches" / name,
+                             timesteps=config.timesteps, dataset=config.dataset, split=split, limit=limit, hooks=build.hooks,
+                             poolings=list(poolings), seed=config.seed, device=config.device, random_weights=random,
+                             prompt_template=config.prompt_template, **build.columns)
+        same = _same_extraction(extraction)
+        extraction = replace(extraction, overwrite=not same)  # other settings start that cache over
+        backbone = None if random else build.backbone  # a random-weights copy is its own model
+        build.steps.run("extract_activations.py", [extraction], lambda e=extraction, b=backbone: extract_to_cache(e, b),
+                        done=same and (extraction.out / DATASET_FILE).is_file())
+        build.caches[name] = extraction.out
 
-    shutil.rmtree(out / "saes", ignore_errors=True)
-    sae_rows = evaluate_saes(config, hooks, caches["test"])
-    write_sae_metrics(sae_rows, hooks, config.timesteps, out)
-    side = thumbnail_side(backbone.resolution)
-    exemplars = write_exemplars(out, config.dataset, config.image_column, config.label_column, side)
-    held_out = write_held_out_examples(out, config.dataset, config.test_split, config.image_column, config.label_column,
-                                       config.held_out_per_class, side)
-    probe_grid = ProbeGrid.read(metrics_file(out, PROBE_GRID))
-    quality = QualityGate.read(metrics_file(out, QUALITY_GATE)) if skipped is None else None
+
+def _same_extraction(extraction: ExtractionConfig) -> bool:
+    """The cache folder was (or is being) extracted by this very command."""
+    run = extraction.out / EXTRACTION_RUN_FILE
+    wanted = {k: v for k, v in to_json(extraction).items() if k != "overwrite"}
+    return run.is_file() and read_json(run) == wanted
+
+
+def stage_saes(build: Build) -> None:
+    """Pooled and spatial SAE grids in the work folder; finished cells kept, interrupted ones resumed."""
+    config = build.config
+    for pooling, training in (("mean", config.pooled_sae), ("none", config.spatial_sae)):
+        source = build.caches.get("pooled-train", build.caches["train"]) if pooling == "mean" else build.caches["train"]
+        grid = SAEGridConfig(cache=source, out=config.work / SAES_DIR, poolings=[pooling])
+        training = replace(training, seed=config.seed)
+        build.steps.run("train_sae.py", [grid, training], lambda g=grid, t=training: train_sae_grid(g, t))
+
+
+def stage_probes(build: Build) -> None:
+    config = build.config
+    probes = replace(config.probes, cache=build.caches["train"], out=build.out, test_cache=build.caches["test"],
+                     random_cache=build.caches["random-train"], random_test_cache=build.caches["random-test"],
+                     saes=config.work / SAES_DIR, seed=config.seed)
+    reuse = _probes_done(probes, list(build.caches.values()))  # delete metrics/probe_grid.json to retrain
+    if not reuse:
+        shutil.rmtree(build.out / PROBES_DIR, ignore_errors=True)
+    build.steps.run("train_probes.py", [probes], lambda: train_probe_grid(probes), done=reuse)
+
+
+def stage_evaluate_saes(build: Build) -> None:
+    """Each SAE into the release with its held-out metrics; cells of an earlier grid that this one lacks are removed."""
+    config = build.config
+    rows = evaluate_saes(config.work / SAES_DIR, build.out, build.hooks, config.timesteps, build.caches["test"])
+    wanted = {row.cell for row in rows}
+    for cell in sae_cells(build.out):
+        if cell not in wanted:
+            shutil.rmtree(build.out / sae_subfolder(cell))
+    build.sae_grid = write_sae_metrics(rows, build.hooks, config.timesteps, build.out)
+
+
+def stage_examples(build: Build) -> None:
+    config = build.config
+    side = thumbnail_side(build.backbone.resolution)
+    build.exemplars = write_exemplars(build.out, config.dataset, config.image_column, config.label_column, side)
+    build.held_out = write_held_out_examples(build.out, config.dataset, config.test_split, config.image_column,
+                                             config.label_column, config.held_out_per_class, side)
+
+
+def stage_release_info(build: Build) -> None:
+    config = build.config
+    probe_grid = ProbeGrid.read(metrics_file(build.out, PROBE_GRID))
     best = probe_grid.best
-    info = ReleaseInfo(
-        backbone=MODEL_DIR if local else config.model, backbone_revision=None if local else config.revision,
-        backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" and local else config.model,
-        conditioning=backbone.conditioning, backbone_class_names=backbone.class_names, prompt_template=config.prompt_template,
-        dataset=config.dataset, num_train_images=config.train_images, num_test_images=config.test_images,
-        hooks=hooks, timesteps=config.timesteps, poolings=list(POOLINGS), class_names=class_names, quality_gate_skipped=skipped,
+    pooled, spatial = config.pooled_sae, config.spatial_sae
+    build.info = ReleaseInfo(
+        backbone=MODEL_DIR if build.local else config.model, backbone_revision=None if build.local else config.revision,
+        backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" and build.local else config.model,
+        conditioning=build.backbone.conditioning, backbone_class_names=build.backbone.class_names,
+        prompt_template=config.prompt_template, dataset=config.dataset, num_train_images=config.train_images,
+        num_test_images=config.test_images, hooks=build.hooks, timesteps=config.timesteps, poolings=list(POOLINGS),
+        class_names=build.class_names, quality_gate_skipped=build.gate_skipped,
         probe_kinds=sorted({r.probe for r in probe_grid.rows if r.features == "diffusion"}),
         best_cell=BestCell(best.hook, best.cell.timestep, best.probe, best.test_accuracy),
-        sae={"expansion": config.expansion, "mean_expansion": mean_expansion, "k": config.k, "prune_below": config.prune_below, "mean_tokens": config.mean_tokens, "spatial_tokens": config.spatial_tokens,
+        sae={"expansion": spatial.expansion, "mean_expansion": pooled.expansion, "k": spatial.k, "mean_k": pooled.k,
+             "prune_below": pooled.prune_below, "mean_tokens": pooled.total_tokens, "spatial_tokens": spatial.total_tokens,
              "mean_train_images": config.pooled_train_images or config.train_images},
-        exemplar_images=exemplars, held_out_images=held_out, seed=config.seed,
+        exemplar_images=build.exemplars, held_out_images=build.held_out, seed=config.seed,
         versions={"revelio": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__},
-        commands=[command, *steps.commands], config=to_json(config),
+        commands=[build.command, *build.steps.commands], config=to_json(config),
     )
-    info.write(out / RELEASE_FILE)
-    release = load_release(out)
-    purity = measure_monosemanticity(MonosemanticityConfig(release=str(out), seed=config.seed, device=config.device), release, backbone)
-    if config.steering:
-        steering = steering_config(config, release.best_cell, out)
-        done = _steering_done(steering)
-        steps.run("measure_steering.py", [steering], lambda: measure_steering(steering, release, backbone), done=done)
-    render_card(info.to_json(), probe_grid.to_json(), [dataclasses.asdict(r) for r in sae_rows], quality.to_json() if quality else None,
-                config.repo_id, out, purity.to_json())
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    log.info("release written to %s: %.1f MiB; best cell %s (%s, test accuracy %.4f)",
-             out, size / 2**20, best.cell, best.probe, best.test_accuracy)
-    return info
+    build.info.write(build.out / RELEASE_FILE)
+    build.release = load_release(build.out)
 
 
-def steering_config(config: ReleaseConfig, best: Cell, out: Path) -> SteeringMeasureConfig:
-    """A short steering measurement at the best block and timestep's spatial SAE, over the configured strengths."""
-    return SteeringMeasureConfig(release=str(out), cells=[best.spec], pooling="none", clamp_to="class-map",
-                                 features_per_class=8, strengths=list(config.steering_strengths),
-                                 per_source=config.steering_per_source, steps=config.steering_steps, seed=config.seed,
-                                 out=metrics_file(out, STEERING).parent)
+def stage_monosemanticity(build: Build) -> None:
+    config = MonosemanticityConfig(release=str(build.out), seed=build.config.seed, device=build.config.device)
+    build.purity = measure_monosemanticity(config, build.release, build.backbone)
+
+
+def stage_steering(build: Build) -> None:
+    """A short steering measurement at the chosen cells' spatial SAEs (default: the best cell)."""
+    if not build.config.with_steering:
+        log.info("steering measurement skipped (--no-steering)")
+        return
+    config = build.config
+    cells = config.steering.cells or [build.release.best_cell.spec]
+    steering = replace(config.steering, release=str(build.out), cells=cells, seed=config.seed,
+                       out=metrics_file(build.out, STEERING).parent)
+    done = _steering_done(steering)
+    build.steps.run("measure_steering.py", [steering], lambda: measure_steering(steering, build.release, build.backbone), done=done)
+    build.info.commands = [build.command, *build.steps.commands]
+    build.info.write(build.out / RELEASE_FILE)
+
+
+def stage_card(build: Build) -> None:
+    quality_path = metrics_file(build.out, QUALITY_GATE)
+    quality = QualityGate.read(quality_path).to_json() if build.gate_skipped is None else None
+    render_card(build.info.to_json(), ProbeGrid.read(metrics_file(build.out, PROBE_GRID)).to_json(),
+                build.sae_grid.to_json()["rows"], quality, build.config.repo_id, build.out, build.purity.to_json())
+
+
+STAGES: list[tuple[str, Callable[[Build], None]]] = [
+    ("quality gate", stage_quality_gate),
+    ("activation caches", stage_extract),
+    ("SAE grid", stage_saes),
+    ("probe grid", stage_probes),
+    ("SAEs on held-out images", stage_evaluate_saes),
+    ("exemplars and held-out examples", stage_examples),
+    ("release.json", stage_release_info),
+    ("held-out purity", stage_monosemanticity),
+    ("steering measurement", stage_steering),
+    ("model card", stage_card),
+]
 
 
 def _steering_done(steering: SteeringMeasureConfig) -> bool:
-    """steering.json is there, measured with these settings (an SAE rebuild deletes it with the saes/ folder)."""
+    """steering.json is there, measured with these settings, after every SAE and probe it may use was written."""
     path = metrics_file(steering.release, STEERING)
-    return path.is_file() and read_json(path).get("config") == to_json(steering)
+    if not path.is_file() or read_json(path).get("config") != to_json(steering):
+        return False
+    inputs = [*(Path(steering.release) / SAES_DIR).rglob(WEIGHTS_FILE), metrics_file(steering.release, PROBE_GRID)]
+    return all(path.stat().st_mtime >= p.stat().st_mtime for p in inputs if p.is_file())
 
 
 def quality_gate_skipped(backbone: Backbone, class_names: list[str]) -> str | None:
@@ -251,36 +371,3 @@ def _probes_done(probes: ProbeGridConfig, caches: list[Path]) -> bool:
         return False
     inputs = [c / DATASET_FILE for c in caches] + list(Path(probes.saes).rglob(WEIGHTS_FILE))
     return all(grid.stat().st_mtime >= p.stat().st_mtime for p in inputs if p.is_file())
-
-
-def evaluate_saes(config: ReleaseConfig, hooks: list[str], test_cache: Path) -> list[SAERow]:
-    """Copy each SAE into the release with its held-out metrics and per-timestep mean activations."""
-    rows = []
-    for hook in hooks:
-        for pooling in POOLINGS:
-            caches = {t: ActivationCache(test_cache / Cell(hook, t, pooling).path) for t in config.timesteps}
-            for t in config.timesteps:
-                cell = Cell(hook, t, pooling)
-                sae = KSparseAutoencoder.from_pretrained(config.work / "saes" / cell.path)
-                evaluator = SAEEvaluator(sae)
-                for chunk in caches[t].chunks(rows=65536, columns=("activations",)):
-                    evaluator.add(chunk["activations"])
-                held_out = evaluator.result()
-                sae.config.metrics = {**sae.config.metrics, "test": held_out}
-                by_t = activation_by_timestep(sae, caches)
-                sae.extra_files[TIMESTEPS_FILE] = ({"timesteps": torch.tensor(sorted(caches)), "mean_activation": by_t}, {})
-                sae.save_pretrained(config.out / sae_subfolder(cell))
-                rows.append(SAERow(hook=hook, timestep=t, pooling=pooling, d_in=sae.d_in, d_sae=sae.d_sae, k=sae.k,
-                                   test_tokens=held_out["tokens"], **{k: v for k, v in held_out.items() if k != "tokens"}))
-                log.info(json.dumps(dataclasses.asdict(rows[-1])))
-    return rows
-
-
-def write_sae_metrics(rows: list[SAERow], hooks: list[str], timesteps: list[int], out: Path) -> None:
-    SAEGrid(split="test", hooks=hooks, timesteps=timesteps, rows=rows).write(metrics_file(out, SAE_GRID))
-    for pooling in POOLINGS:
-        cells = [r for r in rows if r.pooling == pooling]
-        for metric in ("normalized_mse", "dead_fraction"):
-            grid_heatmap({(r.hook, r.timestep): getattr(r, metric) for r in cells}, hooks, timesteps,
-                         f"SAE {metric} on test images (pooling {pooling})", GridPlot.sae_metric(metric, pooling).path(out),
-                         colorbar_label=metric, best="min")

@@ -88,14 +88,15 @@ class Release:
              pooling: Pooling | None = None) -> Cell:
         """A cell of this release, checked: ``cell``, or the best cell with any of its parts replaced."""
         best = self.best_cell
+        pooling = cell.pooling if cell is not None else pooling
+        if pooling is not None and pooling not in self.poolings:
+            raise ValueError(f"this release has SAEs for poolings {self.poolings}, not {pooling!r}")
         if cell is None:
             cell = Cell(hook or best.hook, best.timestep if timestep is None else int(timestep), pooling)
         if cell.hook not in self.hooks or cell.timestep not in self.timesteps:
             raise ValueError(
                 f"this release has no cell ({cell.hook!r}, t={cell.timestep}); hooks: {self.hooks}, timesteps: {self.timesteps}"
             )
-        if cell.pooling is not None and cell.pooling not in self.poolings:
-            raise ValueError(f"this release has SAEs for poolings {self.poolings}, not {cell.pooling!r}")
         return cell
 
     def sae(self, cell: Cell | None = None, *, hook: str | None = None, timestep: int | None = None,

@@ -12,78 +12,41 @@ listing the parts' shards in order (one logical cache, equal to a single-process
 
 from __future__ import annotations
 
-import logging
 import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+import logging
+import shutil
 
 import torch
+from accelerate import PartialState
 
-from revelio.config import option
+from revelio.data.datasets import load_image_dataset
+from revelio.errors import ConfigError
+from revelio.layout import DATASET_FILE, EXTRACTION_RUN_FILE, LABELS_FILE, PARTS_DIR
+from revelio.models import Backbone, load_backbone
+from revelio.steps.extract_parts import finished_parts, merge, write_parts
+from revelio.steps.extraction_config import ExtractionConfig
+from revelio.steps.runs import check_same_command
 
 log = logging.getLogger(__name__)
 
-RUN_FILE = "extraction.json"  # the command's config: a rerun resumes only the same command
 
+def extract_to_cache(config: ExtractionConfig, backbone: Backbone | None = None) -> dict:
+    """Run (or resume, or finish) the extraction; returns a summary (cache root, images, cells).
 
-@dataclass
-class ExtractionConfig:
-    """What to extract from which backbone and dataset, and where the cache goes."""
-
-    backbone: str = option(help="diffusers pipeline: Hub repo id or local folder")
-    out: Path = option(help="cache root folder")
-    timesteps: list[int] = option(help="denoising timesteps to capture at")
-    revision: str | None = option(None, "the backbone's Hub revision (branch, tag or commit)")
-    dataset: str = option("fashion-mnist", "fashion-mnist, a Hub dataset id, or a local image folder")
-    split: str = option("train")
-    image_column: str | None = option(None, "default: the dataset's image feature")
-    label_column: str | None = option(None, "default: the dataset's ClassLabel feature")
-    limit: int | None = option(None, "a seeded, class-balanced subset of N images (seeded by --seed)")
-    hooks: list[str] | None = option(None, "hook points (default: all block-level ones)")
-    poolings: list[Literal["mean", "none"]] = option(["mean", "none"], "poolings to store")
-    batch_size: int = option(64)
-    seed: int = option(0, "noise seed (same noise for every image)")
-    dtype: Literal["float16", "bfloat16"] = option("float16", "storage dtype")
-    device: str | None = option(None, "cpu or cuda (default: cuda when available)")
-    overwrite: bool = option(False, "start over, discarding what an earlier run of this command wrote")
-    random_weights: bool = option(False, "baseline: re-initialise the denoiser first")
-    prompt_template: str | None = option(
-        None, 'text models: each image\'s prompt from its label, e.g. "a photo of a {}" (default: the empty prompt, as the paper)')
-    part_images: int = option(1024, "images per part: the unit of resuming and of splitting over processes")
-    streaming: bool = option(False, "read the dataset as a stream (Hub datasets: no full download)")
-    tokens_per_image: int | None = option(
-        None, "spatial caches keep this many seeded random locations per image (default: all); pooled vectors use all")
-
-
-def extract_to_cache(config: ExtractionConfig) -> dict:
-    """Run (or resume, or finish) the extraction; returns a summary (cache root, images, cells)."""
-    import shutil
-
-    from accelerate import PartialState
-
-    import revelio
-    from revelio.data.datasets import load_image_dataset
-    from revelio.steps.runs import check_same_command
-    from revelio.steps.extract_parts import (
-        DATASET_FILE,
-        LABELS_FILE,
-        PARTS_DIR,
-        finished_parts,
-        merge,
-        write_parts,
-    )
-
+    A caller that already holds ``config.backbone`` loaded passes it (not for ``random_weights``,
+    which re-initialises the model it is given)."""
+    if backbone is not None and config.random_weights:
+        raise ConfigError("random_weights re-initialises the backbone; let extract_to_cache load its own copy")
     state = PartialState(cpu=not torch.cuda.is_available() or config.device == "cpu")
     if config.overwrite and state.is_main_process:
-        for name in (PARTS_DIR, RUN_FILE, DATASET_FILE, LABELS_FILE):
+        for name in (PARTS_DIR, EXTRACTION_RUN_FILE, DATASET_FILE, LABELS_FILE):
             shutil.rmtree(config.out / name, ignore_errors=True) if (config.out / name).is_dir() else (config.out / name).unlink(missing_ok=True)
     state.wait_for_everyone()
-    check_same_command(config, config.out / RUN_FILE, "an extraction", ignore=("overwrite",), record=state.is_main_process)
+    check_same_command(config, config.out / EXTRACTION_RUN_FILE, "an extraction", ignore=("overwrite",), record=state.is_main_process)
     state.wait_for_everyone()
     # each process on its own GPU under accelerate/torchrun ("cuda" alone would put all on cuda:0)
     device = state.device if state.device.type == "cuda" and config.device in (None, "cuda") else config.device
-    backbone = revelio.load_backbone(config.backbone, device=device, revision=config.revision)
+    backbone = backbone or load_backbone(config.backbone, device=device, revision=config.revision)
     if config.random_weights:
         backbone.randomize_weights(seed=config.seed)
     data = load_image_dataset(config.dataset, config.split, config.image_column, config.label_column, config.limit,

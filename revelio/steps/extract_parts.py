@@ -14,27 +14,28 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from revelio.grid import Cell
+from revelio.activations.capture import iter_extract
+from revelio.cache import CacheWriter
+from revelio.cache.format import merge_parts
+from revelio.config import to_json
+from revelio.data.datasets import ImageDataset
+from revelio.data.images import load_image
 from revelio.errors import IncompleteRunError
 from revelio.formats.cache import CacheDataset
+from revelio.grid import Cell
+from revelio.layout import DATASET_FILE, DONE_FILE, LABELS_FILE, PARTS_DIR
+from revelio.models import Backbone
+from revelio.steps.extraction_config import ExtractionConfig
+from revelio.storage.files import read_json, read_safetensors, write_json, write_safetensors
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from revelio.data.datasets import ImageDataset
-    from revelio.models import Backbone
-    from revelio.steps.extract import ExtractionConfig
-
-DATASET_FILE = "dataset.json"  # the merged cache: images, classes, parts, the command
-LABELS_FILE = "labels.safetensors"
-PARTS_DIR = "parts"
-DONE_FILE = "done.json"
-PART_LABELS = "labels.safetensors"
+PART_LABELS = LABELS_FILE  # each part's labels, merged into the root's at the end
 PREFETCH_BATCHES = 2  # decoded batches waiting for the model: bounded memory
 
 
@@ -55,8 +56,6 @@ def part_dir(root: Path, index: int) -> Path:
 
 def finished_parts(root: Path) -> dict[int, dict[str, Any]]:
     """The parts whose done marker exists (written last, after every shard and manifest)."""
-    from revelio.storage.files import read_json
-
     return {int(p.parent.name.split("-")[1]): read_json(p) for p in sorted((root / PARTS_DIR).glob(f"part-*/{DONE_FILE}"))}
 
 
@@ -82,7 +81,6 @@ def _parts(data: ImageDataset, size: int) -> Iterator[tuple[int, Sequence[Any]]]
 
 class _Rows(Sequence):
     """Rows [start, stop) of a table, read one at a time."""
-
     def __init__(self, table: Any, start: int, stop: int) -> None:
         self.table, self.start, self.stop = table, start, stop
 
@@ -137,10 +135,6 @@ def write_parts(config: ExtractionConfig, backbone: Backbone, data: ImageDataset
 
 def _write_part(config: ExtractionConfig, backbone: Backbone, data: ImageDataset, hooks: list[str], index: int,
                 examples: Sequence[Any]) -> None:
-    from revelio.activations.capture import iter_extract
-    from revelio.cache import CacheWriter
-    from revelio.data.images import load_image
-    from revelio.storage.files import write_json, write_safetensors
 
     folder, first = part_dir(config.out, index), index * config.part_images
     metadata = {"backbone": config.backbone, "dataset": config.dataset, "split": config.split, "seed": config.seed,
@@ -192,10 +186,6 @@ def _add(writers: dict, acts: dict[tuple[str, int], torch.Tensor], images: list[
 
 def merge(config: ExtractionConfig, data: ImageDataset, hooks: list[str], backbone: Backbone) -> dict[str, Any]:
     """Check every part is there, then write the root's merged manifests, labels and dataset.json."""
-    from revelio.cache.format import merge_parts
-    from revelio.config import to_json
-    from revelio.storage.files import read_safetensors, write_json, write_safetensors
-
     done = finished_parts(config.out)
     order = sorted(done)
     starts = [done[i]["first_image"] for i in order]

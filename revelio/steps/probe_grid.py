@@ -55,6 +55,8 @@ class ProbeGridConfig:
     pixels: bool = option(True, "the raw-pixel logistic-regression baseline")
     max_train: int | None = option(None, "cap on training images per probe")
     epochs: int = option(20, "Diff-C epochs")
+    diffc_precision: Literal["auto", "float32", "bfloat16"] = option(
+        "auto", "Diff-C training precision (auto: bfloat16 where native); bfloat16 on CPU is not bit-reproducible")
     seed: int = option(0)
 
 
@@ -125,7 +127,8 @@ def train_probe_grid(config: ProbeGridConfig) -> ProbeGrid:
     def fit(kind: str, train: torch.Tensor, test: torch.Tensor, source: GridData, metadata: dict):
         parts = split_train_validation(train, source.train_labels, seed=config.seed)
         if kind == "diff-c":
-            probe = DiffCProbe.fit(*parts, names, grid_side=int(round(train.shape[1] ** 0.5)), epochs=config.epochs, seed=config.seed, **metadata)
+            probe = DiffCProbe.fit(*parts, names, grid_side=int(round(train.shape[1] ** 0.5)), epochs=config.epochs, seed=config.seed,
+                                 precision=config.diffc_precision, **metadata)
         else:
             probe = LinearProbe.fit(*parts, names, **metadata)
         accuracy = probe.accuracy(test, source.test_labels)

@@ -59,7 +59,7 @@ def train_sae_grid(grid: SAEGridConfig, training: SAETrainConfig) -> None:
     import torch
     from accelerate import PartialState
 
-    from revelio.steps.extract_parts import DATASET_FILE, LABELS_FILE
+    from revelio.layout import DATASET_FILE, LABELS_FILE
     from revelio.storage.files import read_json, read_safetensors
 
     state = PartialState(cpu=not torch.cuda.is_available())
