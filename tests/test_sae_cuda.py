@@ -71,6 +71,6 @@ def test_train_sae_runs_on_cuda(tmp_path):
                             checkpoint_every=8, log_every=4, eval_tokens=1024)
     sae = train_sae(TensorSource(data), config, tmp_path, progress=False, device="cuda")
     assert sae.W_enc.device.type == "cpu", "the trained SAE comes back on the CPU, ready to save and share"
-    assert torch.isfinite(sae.W_enc).all() and sae.metadata["training_tokens"] == 20 * 256
+    assert torch.isfinite(sae.W_enc).all() and sae.config.training_tokens == 20 * 256
     reloaded = KSparseAutoencoder.from_pretrained(tmp_path)
     torch.testing.assert_close(reloaded.W_dec, sae.W_dec)
