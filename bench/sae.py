@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from revelio.sae import KSparseAutoencoder  # noqa: E402
-from revelio.sae.metrics import SAEEvaluator  # noqa: E402
+from revelio.sae.evaluation import SAEEvaluator  # noqa: E402
 from revelio.sae.training import FusedStep, initialise, make_optimizer  # noqa: E402
 
 D_IN, EXPANSION, K, BATCH = 1280, 16, 32, 1024

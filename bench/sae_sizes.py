@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from revelio.cache import ActivationCache, find_cells  # noqa: E402
-from revelio.sae.metrics import SAEEvaluator  # noqa: E402
+from revelio.sae.evaluation import SAEEvaluator  # noqa: E402
 from revelio.sae.training import SAETrainConfig, train_sae  # noqa: E402
 
 

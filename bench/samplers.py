@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from diffusers import (
     DDIMScheduler,
     DDPMScheduler,
@@ -67,7 +66,7 @@ def main() -> None:
     shipped = backbone.pipeline.scheduler
     guidances = args.guidance or [backbone.default_guidance_scale]
     print(f"{args.per_class} samples per class, {args.steps} steps; judge: reference classifier "
-          f"({judge.config.test_accuracy):.3f} on real test images); shipped: "
+          f"({judge.config.test_accuracy:.3f} on real test images); shipped: "
           f"{type(shipped).__name__} {dict((k, shipped.config[k]) for k in ('timestep_spacing', 'prediction_type'))}")
     print(f"{'sampler':24} {'guidance':>8} {'accuracy':>9} {'worst class':>12} {'vs shipped':>10} {'seconds':>8}")
     baseline = None

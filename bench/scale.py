@@ -41,7 +41,7 @@ def work(kind: str, images: int, out: Path, tokens: int | None) -> dict:
 
     sys.path.insert(0, str(ROOT))
     from revelio.steps.extract import extract_to_cache
-from revelio.steps.extraction_config import ExtractionConfig
+    from revelio.steps.extraction_config import ExtractionConfig
 
     config = ExtractionConfig(backbone="bundled", out=out, timesteps=TIMESTEPS, dataset="fashion-mnist", limit=images,
                               hooks=HOOKS, batch_size=64, part_images=1024, device="cpu", tokens_per_image=tokens)

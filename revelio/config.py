@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from revelio.errors import ConfigError, RevelioError
+from revelio.errors import RevelioError
 
 Config = TypeVar("Config")
 

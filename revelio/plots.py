@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from revelio.storage.files import write_atomic
+
 
 def grid_heatmap(
     values: dict[tuple[str, int], float], hooks: Sequence[str], timesteps: Sequence[int], title: str, path: Path,
@@ -63,7 +65,6 @@ def sample_grid(samples: np.ndarray, class_names: Sequence[str], columns: int, p
     """One labelled row per class of ``samples`` ([classes, columns, C, H, W] in [0, 1]), as a PNG."""
     from matplotlib.figure import Figure
 
-    from revelio.storage.files import write_atomic
 
     rows = len(class_names)
     figure = Figure(figsize=(columns * 0.6 + 1.4, rows * 0.6))

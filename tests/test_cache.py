@@ -20,10 +20,10 @@ from revelio.cache import (
     ActivationCache,
     CacheError,
     CacheWriter,
-    cell_path,
     write_cache,
 )
 from revelio.cache import writer as cache_module
+from revelio.grid import Cell
 
 KEY = ("mid_block", 10)
 
@@ -75,7 +75,7 @@ def test_mean_round_trip_keeps_values_image_index_and_metadata(tmp_path):
     metadata = {"backbone": "tiny", "dataset": "noise"}
     paths = write_cache(tmp_path, iter(batches), pooling="mean", shard_rows=5, metadata=metadata)
 
-    assert paths == {key: cell_path(tmp_path, *key, "mean") for key in batches[0]}
+    assert paths == {key: tmp_path / Cell(*key, "mean").path for key in batches[0]}
     for key in batches[0]:
         cache = ActivationCache(paths[key])
         expected = torch.cat([batch[key] for batch in batches])
@@ -155,7 +155,7 @@ def test_a_crash_never_leaves_a_shard_that_looks_complete(tmp_path, monkeypatch,
     batches = _spatial_batches([1] * 10, tokens=4)
     with pytest.raises(_Crash):
         write_cache(tmp_path, batches, pooling="none", shard_rows=6)
-    folder = cell_path(tmp_path, *KEY, "none")
+    folder = tmp_path / Cell(*KEY, "none").path
 
     with pytest.raises(CacheError, match="unfinished"):
         ActivationCache(folder)
@@ -189,7 +189,7 @@ write_cache(sys.argv[1], batches(), pooling="none", shard_rows=40)
 def test_sigkill_mid_write_leaves_every_listed_shard_loadable(tmp_path):
     command = [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)]
     writer = subprocess.Popen(command, stderr=subprocess.PIPE)
-    manifest = cell_path(tmp_path, *KEY, "none") / "manifest.json"
+    manifest = tmp_path / Cell(*KEY, "none").path / "manifest.json"
     deadline = time.monotonic() + 60
     try:
         while not (manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 5):

@@ -31,14 +31,13 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(path: Path, top_level_only: bool) -> set[str]:
-    """revelio modules imported by a file (TYPE_CHECKING blocks skipped: they never run)."""
+    """revelio modules imported by a file, type-only (TYPE_CHECKING) imports included: a cycle of
+    annotations is still a cycle for a reader."""
     tree = ast.parse(path.read_text())
     names: set[str] = set()
 
     def visit(nodes: list[ast.stmt], nested: bool) -> None:
         for node in nodes:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                continue
             if isinstance(node, ast.Import):
                 names.update(a.name for a in node.names if a.name.startswith("revelio"))
             elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("revelio"):

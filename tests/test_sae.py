@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from revelio.analysis.statistics import feature_stats
 from revelio.cache import ActivationCache, write_cache
 from revelio.sae import KSparseAutoencoder
-from revelio.sae.metrics import SAEEvaluator
+from revelio.sae.evaluation import SAEEvaluator
 from revelio.sae.training import FusedStep, SAETrainConfig, TensorSource, train_sae
 from revelio.storage.files import ArtifactFormatError, read_safetensors
 from tests.sae_reference import NoStep, autograd_of_the_dense_loss, double_sae_with_biases

@@ -18,8 +18,7 @@ from tqdm.auto import tqdm
 from revelio.activations.hooks import StopForward, capture_outputs
 from revelio.data.images import count_images, iter_image_batches
 from revelio.grid import Pooling
-from revelio.models.base import Backbone
-
+from revelio.models.backbone import Backbone
 
 Activations = dict[tuple[str, int], torch.Tensor]
 

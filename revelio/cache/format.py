@@ -15,33 +15,26 @@ from typing import Any
 
 import torch
 
-from revelio.grid import Cell, Pooling
+from revelio.errors import CacheError
+from revelio.grid import Cell
+from revelio.layout import MANIFEST_FILE
+from revelio.storage.files import write_atomic
 
 FORMAT = "revelio-activation-cache"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 REWRITE_HINT = "re-run the extraction with write_cache(..., overwrite=True)"
-
-
-class CacheError(Exception):
-    """A cache folder that is missing, damaged, unfinished, or would be overwritten."""
-
-
-def cell_path(root: str | os.PathLike, hook: str, timestep: int, pooling: Pooling) -> Path:
-    """The folder that holds one (hook, timestep, pooling) cell of a cache root."""
-    return Path(root) / Cell(hook, timestep, pooling).path
 
 
 def find_cells(root: str | os.PathLike) -> list[Cell]:
     """Every cell with a manifest under a cache root, in a stable order."""
     root = Path(root)
-    return sorted(Cell.from_path(m.parent.relative_to(root).as_posix()) for m in root.glob(f"*/t*/*/{MANIFEST}"))
+    return sorted(Cell.from_path(m.parent.relative_to(root).as_posix()) for m in root.glob(f"*/t*/*/{MANIFEST_FILE}"))
 
 
 def is_complete(folder: Path) -> bool:
     try:
-        return bool(json.loads((folder / MANIFEST).read_text()).get("complete"))
+        return bool(json.loads((folder / MANIFEST_FILE).read_text()).get("complete"))
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -49,12 +42,12 @@ def is_complete(folder: Path) -> bool:
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    manifest_path = path / MANIFEST
+    manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         found = [cell.path for cell in find_cells(path)]
         inside = f" It holds cache cells {found}: open one of those." if found else ""
         raise CacheError(
-            f"{path} is not an activation cache (no {MANIFEST}).{inside} Create one with "
+            f"{path} is not an activation cache (no {MANIFEST_FILE}).{inside} Create one with "
             "revelio.write_cache(root, revelio.iter_extract(...), pooling=...), which writes "
             "root/<hook>/t<timestep>/<pooling>/."
         )
@@ -98,7 +91,6 @@ def merge_parts(folder: Path, parts: list[Path]) -> dict[str, Any]:
     image numbers; the merged manifest lists their shards by relative path, so readers see one
     cache and nothing is copied.
     """
-    from revelio.storage.files import write_atomic
 
     manifests = [read_manifest(part) for part in parts]
     unfinished = [str(part) for part, manifest in zip(parts, manifests) if not manifest["complete"]]
@@ -117,5 +109,5 @@ def merge_parts(folder: Path, parts: list[Path]) -> dict[str, Any]:
         merged["num_rows"] += manifest["num_rows"]
         merged["num_images"] += manifest["num_images"]
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / MANIFEST, json.dumps(merged, indent=1).encode())
+    write_atomic(folder / MANIFEST_FILE, json.dumps(merged, indent=1).encode())
     return merged

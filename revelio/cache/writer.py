@@ -18,16 +18,10 @@ from typing import Any
 import torch
 from safetensors.torch import save
 
-from revelio.cache.format import (
-    DTYPES,
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    CacheError,
-    cell_path,
-    is_complete,
-)
-from revelio.grid import Pooling, check_pooling
+from revelio.cache.format import DTYPES, FORMAT, FORMAT_VERSION, is_complete
+from revelio.errors import CacheError
+from revelio.grid import Cell, Pooling, check_pooling
+from revelio.layout import MANIFEST_FILE
 from revelio.storage.files import write_atomic
 
 # 16384 rows is 40 MB at d_in 1280 in fp16: small enough that a writer holding one pending
@@ -167,7 +161,7 @@ class CacheWriter:
 
     def _open_cells(self, keys: list[tuple[str, int]]) -> None:
         """Check every folder before clearing any, so a refusal leaves all of them untouched."""
-        folders = {key: cell_path(self.root, key[0], key[1], self.pooling) for key in keys}
+        folders = {key: self.root / Cell(*key, self.pooling).path for key in keys}
         if not self.overwrite:
             for folder in folders.values():
                 if is_complete(folder):
@@ -297,7 +291,7 @@ class _CellWriter:
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        write_atomic(self.folder / MANIFEST, json.dumps(self.manifest, indent=1).encode())
+        write_atomic(self.folder / MANIFEST_FILE, json.dumps(self.manifest, indent=1).encode())
 
 
 
@@ -305,7 +299,7 @@ def _clear(folder: Path) -> None:
     """Remove this format's files only; the manifest goes first so no stale shard stays listed."""
     if not folder.is_dir():
         return
-    (folder / MANIFEST).unlink(missing_ok=True)
+    (folder / MANIFEST_FILE).unlink(missing_ok=True)
     for pattern in ("shard-*.safetensors", "*.tmp"):  # shards, and temporaries of interrupted writes
         for path in folder.glob(pattern):
             path.unlink()

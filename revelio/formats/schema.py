@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from revelio.errors import ArtifactFormatError
+from revelio.storage.files import write_json
 
 Schema = TypeVar("Schema", bound="JsonSchema")
 _PLAIN = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
@@ -43,7 +44,6 @@ class JsonSchema:
         return cls.from_json(data, str(path))
 
     def write(self, path: str | Path) -> None:
-        from revelio.storage.files import write_json
 
         write_json(self.to_json(), path)
 

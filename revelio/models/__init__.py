@@ -1,6 +1,6 @@
 """Diffusion backbones: diffusers pipelines wrapped with hook points, noising and generation."""
 
-from revelio.models.base import Backbone
+from revelio.models.backbone import Backbone
 from revelio.models.dit import DiTBackbone
 from revelio.models.loading import load_backbone
 from revelio.models.pixel_unet import PixelUNetBackbone

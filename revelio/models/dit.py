@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from revelio.data.images import ImageLike
-from revelio.models.base import Backbone
+from revelio.models.backbone import Backbone
 from revelio.models.class_labels import class_label_ids
 from revelio.models.latents import encode_latents, vae_scale_factor
 from revelio.models.sampling import sample_loop, to_output

@@ -9,7 +9,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from revelio.bundled import BUNDLED, bundled_release_dir
-from revelio.models.base import Backbone
+from revelio.models.backbone import Backbone
 from revelio.models.dit import DiTBackbone
 from revelio.models.pixel_unet import PixelUNetBackbone
 from revelio.models.stable_diffusion import StableDiffusionBackbone

@@ -8,7 +8,7 @@ import torch
 from diffusers import DiffusionPipeline, UNet2DModel
 from PIL import Image
 
-from revelio.models.base import Backbone
+from revelio.models.backbone import Backbone
 from revelio.models.class_labels import class_label_ids
 from revelio.models.sampling import sample_loop, to_output
 

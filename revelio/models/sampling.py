@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
 
-if TYPE_CHECKING:
-    from revelio.models.base import Backbone
+from revelio.models.backbone import Backbone
 
 
 def sample_loop(
-    backbone: "Backbone",
+    backbone: Backbone,
     predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     shape: tuple[int, ...],
     generators: list[torch.Generator],

@@ -9,7 +9,7 @@ from diffusers import DiffusionPipeline, UNet2DConditionModel
 from PIL import Image
 
 from revelio.data.images import ImageLike
-from revelio.models.base import Backbone
+from revelio.models.backbone import Backbone
 from revelio.models.latents import encode_latents, vae_scale_factor
 from revelio.models.pixel_unet import unet_hook_channels
 

@@ -3,9 +3,9 @@
 Importing the package registers both kinds, so ``Probe.from_pretrained`` can load either.
 """
 
-from revelio.probes.base import Probe, Split, split_train_validation
 from revelio.probes.diffc import DiffCProbe
 from revelio.probes.linear import LinearProbe
+from revelio.probes.probe import Probe, Split, split_train_validation
 from revelio.probes.sparse import SparseFeatures
 
 __all__ = ["DiffCProbe", "LinearProbe", "Probe", "SparseFeatures", "Split", "split_train_validation"]

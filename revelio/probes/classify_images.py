@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from revelio.activations.capture import extract
-from revelio.models.base import Backbone
+from revelio.models.backbone import Backbone
 from revelio.probes import LinearProbe, Probe, SparseFeatures
 from revelio.sae import KSparseAutoencoder
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from revelio.formats.artifacts import ProbeConfig
-from revelio.probes.base import Probe, Split
+from revelio.probes.probe import Probe, Split
 
 
 class DiffCProbe(Probe):

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from revelio.formats.artifacts import ProbeConfig
-from revelio.probes.base import Probe, Split
 from revelio.probes.logistic import fit_logistic_regression, logits
+from revelio.probes.probe import Probe, Split
 from revelio.probes.sparse import SparseFeatures
 
 # Inverse L2 strengths tried, picked on the validation split.

@@ -35,7 +35,7 @@ from revelio.data.datasets import load_image_dataset
 from revelio.errors import ConfigError, DatasetError
 from revelio.formats.metrics import Monosemanticity, ProbeGrid, QualityGate, SAEGrid
 from revelio.formats.release import BestCell, ReleaseInfo
-from revelio.grid import POOLINGS, Cell
+from revelio.grid import POOLINGS
 from revelio.layout import (
     DATASET_FILE,
     EXTRACTION_RUN_FILE,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from revelio.data.datasets import FASHION_MNIST, FASHION_MNIST_HUB
+from revelio.grid import POOLING_NAMES
+
 CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "release.md"
 
 
@@ -15,7 +18,6 @@ def markdown_table(values: dict[tuple[str, int], str], hooks: list[str], timeste
 
 def purity_tables(purity: dict | None, hooks: list[str], timesteps: list[int]) -> dict[str, str]:
     """One table per pooling of "SAE / random / neurons" purity (metrics/monosemanticity.json)."""
-    from revelio.grid import POOLING_NAMES
 
     tables = {}
     for pooling in dict.fromkeys(r["pooling"] for r in (purity or {}).get("cells", [])):
@@ -30,7 +32,6 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
     """README.md from hub_cards/release.md: YAML metadata plus the grid tables."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from revelio.data.datasets import FASHION_MNIST, FASHION_MNIST_HUB
 
     hooks, timesteps, best = info["hooks"], info["timesteps"], info["best_cell"]
     kind_rows = [r for r in probe_grid["rows"] if r["features"] == "diffusion" and r["probe"] == best["probe"]]

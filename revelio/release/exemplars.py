@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from revelio.data.datasets import load_image_dataset
+from revelio.data.images import load_image, square
 from revelio.layout import (
     EXEMPLARS_FILE,
     HELD_OUT_FILE,
@@ -21,6 +23,7 @@ from revelio.layout import (
     sae_subfolder,
 )
 from revelio.sae.model import STATS_FILE
+from revelio.storage.files import read_safetensors, write_safetensors
 
 # The thumbnails' side: the model's resolution, at most this many pixels.
 MAX_THUMBNAIL_SIDE = 128
@@ -32,7 +35,6 @@ def thumbnail_side(resolution: int) -> int:
 
 def _image_array(dataset: Sequence, column: str, index: list[int], side: int) -> torch.Tensor:
     """[N, side, side, C] uint8 of the chosen rows' images (C = 1 for greyscale), decoding only those rows."""
-    from revelio.data.images import load_image, square
 
     images = [load_image(dataset[i][column]) for i in index]
     mode = "L" if all(image.mode == "L" for image in images) else "RGB"
@@ -42,8 +44,6 @@ def _image_array(dataset: Sequence, column: str, index: list[int], side: int) ->
 
 def write_exemplars(out: Path, dataset: str, image_column: str | None, label_column: str | None, side: int) -> int:
     """Every training image that is a top exemplar of some feature, as uint8 thumbnails by dataset index."""
-    from revelio.data.datasets import load_image_dataset
-    from revelio.storage.files import read_safetensors, write_safetensors
 
     used: set[int] = set()
     for cell in sae_cells(out):
@@ -59,8 +59,6 @@ def write_exemplars(out: Path, dataset: str, image_column: str | None, label_col
 def write_held_out_examples(out: Path, dataset: str, split: str, image_column: str | None, label_column: str | None,
                             per_class: int, side: int) -> int:
     """The first ``per_class`` test images of every class, for the app's examples and activation histograms."""
-    from revelio.data.datasets import load_image_dataset
-    from revelio.storage.files import write_safetensors
 
     data = load_image_dataset(dataset, split, image_column, label_column)
     labels = data.labels or [0] * len(data.dataset)  # unlabelled data: the first images, one group

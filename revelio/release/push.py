@@ -7,8 +7,8 @@ with the same content are skipped by ``upload_folder``.
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -22,7 +22,7 @@ from revelio.formats.metrics import SAEGrid, SAERow
 from revelio.grid import POOLINGS, Cell
 from revelio.layout import CONFIG_FILE, SAE_GRID, STATS_FILE, TIMESTEPS_FILE, GridPlot, metrics_file, sae_subfolder
 from revelio.plots import grid_heatmap
-from revelio.sae.metrics import SAEEvaluator
+from revelio.sae.evaluation import SAEEvaluator
 from revelio.sae.model import KSparseAutoencoder
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,10 @@ import argparse
 from pathlib import Path
 
 from revelio.bundled import BUNDLED, bundled_release_dir
+from revelio.data.datasets import FASHION_MNIST, FASHION_MNIST_HUB
 from revelio.layout import MODEL_DIR, RELEASE_FILE
 from revelio.release.load import Release
+from revelio.storage.resolve import resolve_file
 
 SPACE_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "space.md"
 CONDITIONING_WORDS = {"text": "text-to-image", "class": "class-conditional", "none": "unconditional"}
@@ -35,7 +37,6 @@ def hub_id(name: str) -> bool:
 
 def hub_dataset(name: str) -> str | None:
     """The Hub dataset behind a release's dataset name (the Hub copy for "fashion-mnist"), if any."""
-    from revelio.data.datasets import FASHION_MNIST, FASHION_MNIST_HUB
 
     if name == FASHION_MNIST:
         return FASHION_MNIST_HUB
@@ -71,7 +72,6 @@ def render_space_card(release_id: str, release: Release) -> str:
 
 def open_release_info(name: str) -> Release:
     """A Release reading only release.json ("bundled", a folder, or a Hub repo: one small download)."""
-    from revelio.storage.resolve import resolve_file
 
     if name == BUNDLED:
         return Release(bundled_release_dir())

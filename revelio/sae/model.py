@@ -22,6 +22,7 @@ from revelio.layout import STATS_FILE
 from revelio.sae.kernels import SparseCodePattern
 from revelio.sae.stats import FeatureStats, labels_from_metadata
 from revelio.storage.artifact import ExtraFile, HubArtifact
+
 # At most this many dense pre-activations per encoder call (256 MB of float32): the TopK encoder
 # computes a dense [rows, d_sae] matrix before keeping the top k, so large inputs go in chunks.
 ENCODE_ELEMENTS = 2**26

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from revelio.activations.capture import pool, to_tokens
 from revelio.activations.hooks import forward_timestep, get_module, replace_outputs
-from revelio.models.base import Backbone
+from revelio.models.backbone import Backbone
 from revelio.sae.model import KSparseAutoencoder, pre_activations
 
 

@@ -13,17 +13,22 @@ names, null class, default guidance, this config), loadable with :func:`revelio.
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import math
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from revelio.config import option, to_json
+from revelio.data.datasets import load_image_dataset
+from revelio.data.images import load_image, to_pixels
 from revelio.errors import DatasetError
+from revelio.models.loading import EXTRAS_FILE
+from revelio.steps.runs import check_same_command
+from revelio.storage.files import read_state, write_json, write_state
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +77,6 @@ def train_default_model(config: DefaultModelConfig) -> Path:
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from revelio.data.datasets import load_image_dataset
-    from revelio.data.images import load_image, to_pixels
-    from revelio.steps.runs import check_same_command
-    from revelio.storage.files import read_state, write_state
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -172,8 +173,6 @@ def save(
     """
     from diffusers import DDPMPipeline, DPMSolverMultistepScheduler
 
-    from revelio.models.loading import EXTRAS_FILE
-    from revelio.storage.files import write_json
 
     ema_unet = type(unet).from_config(unet.config)
     ema.copy_to(ema_unet.parameters())

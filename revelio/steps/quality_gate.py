@@ -8,10 +8,11 @@ class they were generated from is the model's score (chance is 1/classes).
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 
 from revelio.config import option, to_json

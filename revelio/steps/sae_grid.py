@@ -9,23 +9,25 @@ over processes or GPUs with ``accelerate launch`` (each process trains its share
 
 from __future__ import annotations
 
-import logging
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+import torch
+from accelerate import PartialState
+
+from revelio.analysis.statistics import feature_stats
+from revelio.cache import ActivationCache, find_cells
 from revelio.config import option
 from revelio.errors import CacheError
+from revelio.grid import Cell
+from revelio.layout import DATASET_FILE, LABELS_FILE, STATS_FILE
+from revelio.sae.training import SAETrainConfig, train_sae
+from revelio.storage.files import read_json, read_safetensors
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    import torch
-    from accelerate import PartialState
-
-    from revelio.grid import Cell
-    from revelio.sae.training import SAETrainConfig
 
 
 @dataclass
@@ -42,7 +44,6 @@ class SAEGridConfig:
 
 def selected_cells(grid: SAEGridConfig) -> list[Cell]:
     """The cache's cells that pass the filters, in a stable order."""
-    from revelio.cache import find_cells
 
     cells = [
         cell for cell in find_cells(grid.cache)
@@ -56,11 +57,6 @@ def selected_cells(grid: SAEGridConfig) -> list[Cell]:
 
 def train_sae_grid(grid: SAEGridConfig, training: SAETrainConfig) -> None:
     """Train every selected cell (this process's share of them under accelerate)."""
-    import torch
-    from accelerate import PartialState
-
-    from revelio.layout import DATASET_FILE, LABELS_FILE
-    from revelio.storage.files import read_json, read_safetensors
 
     state = PartialState(cpu=not torch.cuda.is_available())
     cells = selected_cells(grid)
@@ -78,12 +74,6 @@ def train_cell(
     labels: torch.Tensor | None, class_names: list[str] | None, rows: torch.Tensor | None,
 ) -> None:
     """Train one cell's SAE and its feature statistics, unless a finished one is already there."""
-    from dataclasses import replace
-
-    from revelio.analysis.statistics import feature_stats
-    from revelio.cache import ActivationCache
-    from revelio.sae.model import STATS_FILE
-    from revelio.sae.training import train_sae
 
     out = grid.out / cell.path
     if (out / STATS_FILE).is_file() and not grid.overwrite:

@@ -19,7 +19,7 @@ from revelio.app.rendering import heatmap_overlay, table_csv
 from revelio.app.state import AppState
 from revelio.app.uploads import read_upload
 from revelio.grid import Cell
-from revelio.sae.metrics import normalized_mse
+from revelio.sae.evaluation import normalized_mse
 
 TOP_FEATURES = 8
 

@@ -18,6 +18,7 @@ from revelio.formats.artifacts import ProbeConfig
 from revelio.probes.sparse import SparseFeatures
 from revelio.storage.artifact import HubArtifact
 
+
 @dataclass
 class Split:
     """Features (dense, or :class:`SparseFeatures` for SAE codes) and integer labels of one split."""
