@@ -101,6 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str
             kwargs.update(choices=list(typing.get_args(kind)))
         else:
             kwargs["type"] = _scalar(kind)
+        if dest and "choices" not in kwargs and kind is not bool:
+            kwargs["metavar"] = field.name.upper()  # not the dotted dest
         argument_group.add_argument(_flag(field, prefix), **kwargs)
 
 

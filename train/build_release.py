@@ -1,15 +1,16 @@
-"""Build a complete release from a trained class-conditional diffusion model, with one command.
+"""Build a complete release for any diffusers backbone and any labelled image dataset, in one command.
 
   python train/build_release.py --model artifacts/default-model/pipeline --out releases/fashion-mnist \
-      --hooks down_blocks.1 down_blocks.2 mid_block up_blocks.0 up_blocks.1 --timesteps 25 100 300 600
+      --hooks down_blocks.1 mid_block up_blocks.0 up_blocks.1 --timesteps 25 100 300 600
 
-Runs the pipeline (each step is printed and recorded in release.json as the train/ command that
-reproduces it): the quality gate (reference classifier + samples), activation caches of training,
-test and random-weights images, the SAE grid for both poolings, and the probe grid with
-baselines. Then SAE metrics on the held-out test images, each feature's mean activation at every
-timestep, exemplar thumbnails, the SAE metric pictures, release.json and the model card from
-hub_cards/release.md. Caches and SAE checkpoints live in --work and are reused when the command
-is run again.
+Runs named stages (each step is logged and recorded in release.json as the train/ command that
+reproduces it): the quality gate (class-conditional backbones), activation caches of training,
+test and random-weights images, the SAE grid for both poolings, the probe grid with baselines,
+the SAEs' held-out metrics, exemplars, release.json, held-out purity, a short steering
+measurement (--no-steering skips it) and the model card. Each step's options are flags under its
+prefix: --extract-*, --pooled-sae-*, --spatial-sae-*, --probe-*, --gate-*, --steering-*. Caches and
+SAE checkpoints live in --work; run the same command again after an interruption (even kill -9)
+and the build finishes with the same release.
 """
 
 from __future__ import annotations
