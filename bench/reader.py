@@ -52,7 +52,7 @@ def write_synthetic_cache(root: Path, rows: int) -> Path:
 
 def shard_files(cell: Path) -> list[Path]:
     cache = ActivationCache(cell)
-    return [cell / shard["file"] for shard in cache.manifest["shards"]]
+    return [cell / shard.file for shard in cache.manifest.shards]
 
 
 def evict(files: list[Path]) -> bool:

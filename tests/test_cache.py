@@ -82,9 +82,9 @@ def test_mean_round_trip_keeps_values_image_index_and_metadata(tmp_path):
         manifest = cache.manifest
         assert (cache.hook, cache.timestep, cache.pooling) == (*key, "mean")
         assert (cache.d_in, cache.num_rows, cache.num_images) == (expected.shape[1], 12, 12)
-        assert manifest["format_version"] == 1 and manifest["dtype"] == "float16"
-        assert manifest["complete"] and manifest["metadata"] == metadata
-        assert [shard["rows"] for shard in manifest["shards"]] == [5, 5, 2]
+        assert manifest.format_version == 1 and manifest.dtype == "float16"
+        assert manifest.complete and manifest.metadata == metadata
+        assert [shard.rows for shard in manifest.shards] == [5, 5, 2]
         everything = cache.read_all()
         assert set(everything) == {"activations", "image_index"}
         torch.testing.assert_close(everything["activations"], expected, atol=1e-2, rtol=1e-3)
@@ -100,7 +100,7 @@ def test_spatial_round_trip_stores_one_row_per_token(tmp_path, dtype, tokens, si
     cache = ActivationCache(paths[KEY])
     expected = torch.cat([batch[KEY] for batch in batches]).reshape(-1, 8)
 
-    assert cache.manifest["dtype"] == str(dtype).removeprefix("torch.")
+    assert cache.manifest.dtype == str(dtype).removeprefix("torch.")
     assert (cache.tokens_per_image, cache.grid_side, cache.num_images) == (tokens, side, 5)
     assert cache.num_rows == 5 * tokens
     everything = cache.read_all()

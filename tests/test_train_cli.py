@@ -42,8 +42,8 @@ def test_extraction_writes_every_cell_with_labels(cache, image_folder, model_dir
             pooled = ActivationCache(cache / hook / f"t{t}" / "mean")
             spatial = ActivationCache(cache / hook / f"t{t}" / "none")
             assert pooled.num_rows == 48 and spatial.num_rows == 48 * spatial.tokens_per_image
-            assert pooled.manifest["metadata"]["dataset"] == str(image_folder)
-            assert pooled.manifest["metadata"]["backbone"] == str(model_dirs["pixel-class"])
+            assert pooled.manifest.metadata["dataset"] == str(image_folder)
+            assert pooled.manifest.metadata["backbone"] == str(model_dirs["pixel-class"])
 
 
 @pytest.mark.multiprocess

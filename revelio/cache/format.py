@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from revelio.errors import CacheError
+from revelio.formats.cache import CacheManifest
 from revelio.grid import Cell
 from revelio.layout import MANIFEST_FILE
 from revelio.storage.files import write_atomic
@@ -41,7 +42,7 @@ def is_complete(folder: Path) -> bool:
 
 
 
-def read_manifest(path: Path) -> dict[str, Any]:
+def read_manifest(path: Path) -> CacheManifest:
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         found = [cell.path for cell in find_cells(path)]
@@ -52,19 +53,17 @@ def read_manifest(path: Path) -> dict[str, Any]:
             "root/<hook>/t<timestep>/<pooling>/."
         )
     try:
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"format is {manifest.get('format')!r}, not {FORMAT!r}")
-    except (ValueError, AttributeError, OSError) as error:
-        raise CacheError(
-            f"{manifest_path} is not a readable cache manifest ({error}); {REWRITE_HINT}"
-        ) from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise CacheError(
-            f"{manifest_path} has cache format version {manifest.get('format_version')}, but this "
-            f"revelio reads version {FORMAT_VERSION}; {REWRITE_HINT} or use a matching revelio"
-        )
-    return manifest
+        data = json.loads(manifest_path.read_text())
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"format is {data.get('format') if isinstance(data, dict) else data!r}, not {FORMAT!r}")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise CacheError(
+                f"{manifest_path} has cache format version {data.get('format_version')}, but this "
+                f"revelio reads version {FORMAT_VERSION}; {REWRITE_HINT} or use a matching revelio"
+            )
+        return CacheManifest.from_json(data, str(manifest_path))
+    except (ValueError, OSError) as error:  # ArtifactFormatError is a ValueError
+        raise CacheError(f"{manifest_path} is not a readable cache manifest ({error}); {REWRITE_HINT}") from None
 
 
 
@@ -84,30 +83,28 @@ def check_size(path: Path, expected: int) -> None:
         )
 
 
-def merge_parts(folder: Path, parts: list[Path]) -> dict[str, Any]:
+def merge_parts(folder: Path, parts: list[Path]) -> CacheManifest:
     """Write ``folder/manifest.json``: one cell made of the same cell of several complete parts, in order.
 
     Parts are caches written separately (by resumed runs or other processes) with consecutive
     image numbers; the merged manifest lists their shards by relative path, so readers see one
     cache and nothing is copied.
     """
-
     manifests = [read_manifest(part) for part in parts]
-    unfinished = [str(part) for part, manifest in zip(parts, manifests) if not manifest["complete"]]
+    unfinished = [str(part) for part, manifest in zip(parts, manifests) if not manifest.complete]
     if unfinished:
         raise CacheError(f"cannot merge unfinished parts {unfinished}; finish the extraction first")
-    merged = {key: value for key, value in manifests[0].items() if key not in ("shards", "num_rows", "num_images")}
-    merged.update(first_image=0, shards=[], num_rows=0, num_images=0, parts=[os.path.relpath(p, folder) for p in parts])
+    merged = replace(manifests[0], first_image=0, shards=[], num_rows=0, num_images=0,
+                     parts=[os.path.relpath(p, folder) for p in parts])
     for part, manifest in zip(parts, manifests):
-        if manifest["first_image"] != merged["num_images"]:
-            raise CacheError(f"{part} starts at image {manifest['first_image']}, not {merged['num_images']}: parts must be consecutive")
+        if manifest.first_image != merged.num_images:
+            raise CacheError(f"{part} starts at image {manifest.first_image}, not {merged.num_images}: parts must be consecutive")
         for key in ("d_in", "dtype", "tokens_per_image", "grid_side", "hook", "timestep", "pooling"):
-            if manifest[key] != merged[key]:
-                raise CacheError(f"{part} has {key}={manifest[key]!r} but the first part has {merged[key]!r}")
-        for shard in manifest["shards"]:
-            merged["shards"].append({**shard, "file": os.path.relpath(part / shard["file"], folder)})
-        merged["num_rows"] += manifest["num_rows"]
-        merged["num_images"] += manifest["num_images"]
+            if getattr(manifest, key) != getattr(merged, key):
+                raise CacheError(f"{part} has {key}={getattr(manifest, key)!r} but the first part has {getattr(merged, key)!r}")
+        merged.shards += [replace(shard, file=os.path.relpath(part / shard.file, folder)) for shard in manifest.shards]
+        merged.num_rows += manifest.num_rows
+        merged.num_images += manifest.num_images
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / MANIFEST_FILE, json.dumps(merged, indent=1).encode())
+    write_atomic(folder / MANIFEST_FILE, json.dumps(merged.to_json(), indent=1).encode())
     return merged

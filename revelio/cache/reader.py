@@ -11,7 +11,6 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from revelio.cache.format import (
     check_size,
     read_manifest,
 )
+from revelio.formats.cache import CacheManifest
 from revelio.grid import Pooling
 
 # 262144 rows is 640 MB at d_in 1280 in fp16, and mixes rows of 16 shards per buffer.
@@ -48,56 +48,56 @@ class ActivationCache:
     def __init__(self, path: str | os.PathLike, *, allow_incomplete: bool = False) -> None:
         self.path = Path(path)
         self._manifest = read_manifest(self.path)
-        if not self._manifest["complete"] and not allow_incomplete:
+        if not self._manifest.complete and not allow_incomplete:
             raise CacheError(
                 f"the activation cache in {self.path} is unfinished ({self.num_rows} rows in "
-                f"{len(self._manifest['shards'])} shards so far): its writer is still running or "
+                f"{len(self._manifest.shards)} shards so far): its writer is still running or "
                 f"was interrupted; wait for it, {REWRITE_HINT}, or pass allow_incomplete=True"
             )
-        self._shard_rows = [int(shard["rows"]) for shard in self._manifest["shards"]]
-        for shard in self._manifest["shards"]:
-            check_size(self.path / shard["file"], shard["bytes"])
+        self._shard_rows = [shard.rows for shard in self._manifest.shards]
+        for shard in self._manifest.shards:
+            check_size(self.path / shard.file, shard.bytes)
 
     @property
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> CacheManifest:
         return copy.deepcopy(self._manifest)
 
     @property
     def hook(self) -> str:
-        return self._manifest["hook"]
+        return self._manifest.hook
 
     @property
     def timestep(self) -> int:
-        return self._manifest["timestep"]
+        return self._manifest.timestep
 
     @property
     def pooling(self) -> Pooling:
-        return self._manifest["pooling"]
+        return self._manifest.pooling
 
     @property
     def d_in(self) -> int:
-        return self._manifest["d_in"]
+        return self._manifest.d_in
 
     @property
     def dtype(self) -> torch.dtype:
         """The storage dtype; every reader method returns float32."""
-        return DTYPES[self._manifest["dtype"]]
+        return DTYPES[self._manifest.dtype]
 
     @property
     def tokens_per_image(self) -> int:
-        return self._manifest["tokens_per_image"]
+        return self._manifest.tokens_per_image
 
     @property
     def grid_side(self) -> int | None:
-        return self._manifest["grid_side"]
+        return self._manifest.grid_side
 
     @property
     def num_rows(self) -> int:
-        return self._manifest["num_rows"]
+        return self._manifest.num_rows
 
     @property
     def num_images(self) -> int:
-        return self._manifest["num_images"]
+        return self._manifest.num_images
 
     @property
     def num_shards(self) -> int:
@@ -282,7 +282,7 @@ class ActivationCache:
         self, shard: int, start: int, stop: int, columns: Sequence[str], as_float: bool = False
     ) -> dict[str, torch.Tensor]:
         """Rows [start, stop) of some columns of one shard, reading only those bytes."""
-        path = self.path / self._manifest["shards"][shard]["file"]
+        path = self.path / self._manifest.shards[shard].file
         rows = self._shard_rows[shard]
         try:
             with safe_open(path, framework="pt") as file:

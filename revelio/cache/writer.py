@@ -20,6 +20,7 @@ from safetensors.torch import save
 
 from revelio.cache.format import DTYPES, FORMAT, FORMAT_VERSION, is_complete
 from revelio.errors import CacheError
+from revelio.formats.cache import CacheManifest, Shard
 from revelio.grid import Cell, Pooling, check_pooling
 from revelio.layout import MANIFEST_FILE
 from revelio.storage.files import write_atomic
@@ -194,54 +195,41 @@ class _CellWriter:
         self.folder = folder
         self.dtype = dtype
         self.shard_rows = shard_rows
-        self.manifest: dict[str, Any] = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "hook": hook,
-            "timestep": timestep,
-            "pooling": pooling,
-            "d_in": None,
-            "dtype": next(name for name, value in DTYPES.items() if value == dtype),
-            "tokens_per_image": None,
-            "grid_side": None,
-            "num_rows": 0,
-            "num_images": 0,
-            "first_image": image_offset,
-            "complete": False,
-            "shards": [],
-            "metadata": metadata,
-        }
+        self.manifest = CacheManifest(
+            format=FORMAT, format_version=FORMAT_VERSION, hook=hook, timestep=timestep, pooling=pooling,
+            dtype=next(name for name, value in DTYPES.items() if value == dtype), first_image=image_offset, metadata=metadata,
+        )
         self._pending: list[torch.Tensor] = []
         self._pending_locations: list[torch.Tensor] = []
         self._pending_rows = 0
 
     def check(self, value: torch.Tensor) -> None:
         """Refuse a tensor whose width or token count differs from the earlier batches'."""
-        if self.manifest["d_in"] is None:
+        if self.manifest.d_in is None:
             return
         d_in, per_image = value.shape[-1], 1 if value.ndim == 2 else value.shape[1]
-        where = f"{self.manifest['hook']!r} at t={self.manifest['timestep']}"
-        if d_in != self.manifest["d_in"]:
+        where = f"{self.manifest.hook!r} at t={self.manifest.timestep}"
+        if d_in != self.manifest.d_in:
             raise ValueError(
-                f"d_in of {where} changed from {self.manifest['d_in']} to {d_in} between batches"
+                f"d_in of {where} changed from {self.manifest.d_in} to {d_in} between batches"
             )
-        if per_image != self.manifest["tokens_per_image"]:
+        if per_image != self.manifest.tokens_per_image:
             raise ValueError(
-                f"tokens per image of {where} changed from {self.manifest['tokens_per_image']} "
+                f"tokens per image of {where} changed from {self.manifest.tokens_per_image} "
                 f"to {per_image} between batches; use one image size per cache"
             )
 
     def add(self, value: torch.Tensor, locations: torch.Tensor | None = None, grid_tokens: int | None = None) -> None:
         count, d_in = value.shape[0], value.shape[-1]
         per_image = 1 if value.ndim == 2 else value.shape[1]
-        if self.manifest["d_in"] is None:
+        if self.manifest.d_in is None:
             self._start(d_in, per_image, grid_tokens or per_image)
         if locations is not None:
             self._pending_locations.append(locations.reshape(-1).to(torch.int32))
         rows = value.detach().to("cpu", self.dtype).reshape(count * per_image, d_in)
         if not torch.isfinite(rows).all():
             raise ValueError(
-                f"activations of {self.manifest['hook']!r} at t={self.manifest['timestep']} are not finite in "
+                f"activations of {self.manifest.hook!r} at t={self.manifest.timestep} are not finite in "
                 f"{self.dtype} (overflow beyond its range, or NaN from the model); store them as bfloat16"
             )
         self._pending.append(rows)
@@ -262,36 +250,36 @@ class _CellWriter:
             kept = torch.cat(self._pending_locations) if self._pending_locations else None
             self._write_shard(torch.cat(self._pending), kept)
             self._pending, self._pending_locations, self._pending_rows = [], [], 0
-        self.manifest["complete"] = True
+        self.manifest.complete = True
         self._write_manifest()
 
     def _start(self, d_in: int, per_image: int, grid_tokens: int) -> None:
         side = math.isqrt(grid_tokens)
-        self.manifest["d_in"] = d_in
-        self.manifest["tokens_per_image"] = per_image
-        spatial = self.manifest["pooling"] == "none"
-        self.manifest["grid_side"] = side if spatial and side * side == grid_tokens else None
+        self.manifest.d_in = d_in
+        self.manifest.tokens_per_image = per_image
+        spatial = self.manifest.pooling == "none"
+        self.manifest.grid_side = side if spatial and side * side == grid_tokens else None
         if grid_tokens != per_image:
-            self.manifest["grid_tokens"] = grid_tokens  # a seeded sample of each image's locations
+            self.manifest.grid_tokens = grid_tokens
         self._write_manifest()  # an unfinished cache is recognisable as such from the start
 
     def _write_shard(self, rows: torch.Tensor, locations: torch.Tensor | None = None) -> None:
         manifest = self.manifest
-        name = f"shard-{len(manifest['shards']):05d}.safetensors"
-        row = torch.arange(manifest["num_rows"], manifest["num_rows"] + len(rows))
-        per_image = manifest["tokens_per_image"]
-        tensors = {"activations": rows.contiguous(), "image_index": manifest["first_image"] + row // per_image}
-        if manifest["pooling"] == "none":
+        name = f"shard-{len(manifest.shards):05d}.safetensors"
+        row = torch.arange(manifest.num_rows, manifest.num_rows + len(rows))
+        per_image = manifest.tokens_per_image
+        tensors = {"activations": rows.contiguous(), "image_index": manifest.first_image + row // per_image}
+        if manifest.pooling == "none":
             tensors["location"] = (row % per_image).to(torch.int32) if locations is None else locations.contiguous()
         data = save(tensors)
         write_atomic(self.folder / name, data)
-        manifest["shards"].append({"file": name, "rows": len(rows), "bytes": len(data)})
-        manifest["num_rows"] += len(rows)
-        manifest["num_images"] = manifest["num_rows"] // per_image
+        manifest.shards.append(Shard(name, len(rows), len(data)))
+        manifest.num_rows += len(rows)
+        manifest.num_images = manifest.num_rows // per_image
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        write_atomic(self.folder / MANIFEST_FILE, json.dumps(self.manifest, indent=1).encode())
+        write_atomic(self.folder / MANIFEST_FILE, json.dumps(self.manifest.to_json(), indent=1).encode())
 
 
 

@@ -29,3 +29,40 @@ class CacheDataset(JsonSchema):
     image_channels: int
     parts: int
     config: dict[str, Any] = field(default_factory=dict)  # the ExtractionConfig
+
+
+@dataclass
+class Shard:
+    """One safetensors file of a cell, relative to the cell's folder."""
+
+    file: str
+    rows: int
+    bytes: int
+
+
+@dataclass
+class CacheManifest(JsonSchema):
+    """``manifest.json`` of one cache cell: its shards in order and what they hold.
+
+    A shard exists for readers only once it is listed here; ``complete`` is set only when the
+    writer closed cleanly. ``d_in``, ``tokens_per_image`` and ``grid_side`` are None until the
+    first batch arrives. A merged cell lists its parts' shards (``parts``: their folders).
+    """
+
+    format: str
+    format_version: int
+    hook: str
+    timestep: int
+    pooling: Pooling
+    dtype: str
+    d_in: int | None = None
+    tokens_per_image: int | None = None
+    grid_side: int | None = None
+    grid_tokens: int | None = None  # spatial caches that keep a seeded sample of each image's locations
+    num_rows: int = 0
+    num_images: int = 0
+    first_image: int = 0
+    complete: bool = False
+    shards: list[Shard] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    parts: list[str] = field(default_factory=list)

@@ -80,7 +80,7 @@ def train_cell(
         log.info(json.dumps({"rank": state.process_index, "cell": cell.path, "skipped": "finished earlier"}))
         return
     cache = ActivationCache(grid.cache / cell.path)
-    meta = cache.manifest.get("metadata", {})
+    meta = cache.manifest.metadata
     config = replace(training, metadata={"backbone": meta.get("backbone"), "dataset": meta.get("dataset"),
                                          "hook": cache.hook, "timestep": cache.timestep, "pooling": cache.pooling})
     sae = train_sae(cache, config, out, device=state.device)
