@@ -39,22 +39,35 @@ class SAESource:
     license: str = ""
 
 
+@dataclass(kw_only=True)
+class ReadsCell:
+    """Where in which model an artifact reads its features, and how it did (SAEs and probes)."""
+
+    backbone: str | None = None
+    hook: str | None = None
+    timestep: int | None = None
+    pooling: Pooling | None = None
+    dataset: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cell(self) -> Cell | None:
+        """The grid cell it was trained on, when its config says."""
+        if self.hook is None or self.timestep is None:
+            return None
+        return Cell(self.hook, self.timestep, self.pooling)
+
+
 @dataclass
-class SAEConfig(JsonSchema):
+class SAEConfig(ReadsCell, JsonSchema):
     """An SAE: its sizes, input scaling, the cell it reads, and its training record."""
 
     d_in: int
     d_sae: int
     k: int
     input_scale: float = 1.0  # inputs are multiplied by this before encoding (training saw a fixed mean norm)
-    backbone: str | None = None
-    hook: str | None = None
-    timestep: int | None = None
-    pooling: Pooling | None = None
-    dataset: str | None = None
     training_tokens: int | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
     source: SAESource | None = None
 
     def __post_init__(self) -> None:
@@ -62,16 +75,9 @@ class SAEConfig(JsonSchema):
         if not 0 < self.k <= self.d_sae:
             raise ValueError(f"k must be in 1..d_sae ({self.d_sae}); got {self.k}")
 
-    @property
-    def cell(self) -> Cell | None:
-        """The grid cell this SAE was trained on, when its config says."""
-        if self.hook is None or self.timestep is None:
-            return None
-        return Cell(self.hook, self.timestep, self.pooling)
-
 
 @dataclass
-class ProbeConfig(JsonSchema):
+class ProbeConfig(ReadsCell, JsonSchema):
     """A probe: its kind and shape, the cell (and SAE) whose features it reads, and its scores."""
 
     probe_type: str
@@ -81,24 +87,11 @@ class ProbeConfig(JsonSchema):
     width: int | None = None  # diff-c: hidden channels
     dropout: float | None = None
     input_normalization: str = ""
-    backbone: str | None = None
-    hook: str | None = None
-    timestep: int | None = None
-    pooling: Pooling | None = None
-    dataset: str | None = None
     split: str | None = None
     sae: str | None = None  # the SAE subfolder whose codes it reads (sae-linear)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_sizes("probe", d_in=self.d_in, classes=max(1, len(self.class_names)), **({"grid": self.grid_side**2} if self.grid_side else {}))
-
-    @property
-    def cell(self) -> Cell | None:
-        if self.hook is None or self.timestep is None:
-            return None
-        return Cell(self.hook, self.timestep, self.pooling)
 
 
 @dataclass

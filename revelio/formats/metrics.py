@@ -45,12 +45,22 @@ class ProbeGrid(JsonSchema):
 
 
 @dataclass
-class SAERow:
-    """One SAE's held-out metrics."""
+class SAECellRow:
+    """A row of a table over the SAE grid: it names its cell."""
 
     hook: str
     timestep: int
     pooling: Pooling
+
+    @property
+    def cell(self) -> Cell:
+        return Cell(self.hook, self.timestep, self.pooling)
+
+
+@dataclass
+class SAERow(SAECellRow):
+    """One SAE's held-out metrics."""
+
     d_in: int
     d_sae: int
     k: int
@@ -59,10 +69,6 @@ class SAERow:
     l0: float
     dead_fraction: float
     test_tokens: int
-
-    @property
-    def cell(self) -> Cell:
-        return Cell(self.hook, self.timestep, self.pooling)
 
 
 @dataclass
@@ -93,21 +99,14 @@ class QualityGate(JsonSchema):
 
 
 @dataclass
-class PurityRow:
+class PurityRow(SAECellRow):
     """Held-out purity of one SAE's features against random directions and the block's channels."""
 
-    hook: str
-    timestep: int
-    pooling: Pooling
     sae: float
     random_directions: float
     neurons: float
     chance: float
     sae_live_features: int
-
-    @property
-    def cell(self) -> Cell:
-        return Cell(self.hook, self.timestep, self.pooling)
 
 
 @dataclass
