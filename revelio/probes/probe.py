@@ -13,10 +13,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from revelio.artifact import HubArtifact
 from revelio.errors import ArtifactFormatError
 from revelio.formats.artifacts import ProbeConfig
 from revelio.probes.sparse import SparseFeatures
-from revelio.storage.artifact import HubArtifact
 
 
 @dataclass

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from revelio.artifact import HubArtifact
 from revelio.formats.artifacts import ReferenceClassifierConfig
-from revelio.storage.artifact import HubArtifact
 
 
 class ReferenceClassifier(nn.Module, HubArtifact[ReferenceClassifierConfig]):

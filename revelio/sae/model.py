@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from revelio.artifact import ExtraFile, HubArtifact
 from revelio.formats.artifacts import SAEConfig
 from revelio.layout import STATS_FILE
 from revelio.sae.kernels import SparseCodePattern
 from revelio.sae.stats import FeatureStats, labels_from_metadata
-from revelio.storage.artifact import ExtraFile, HubArtifact
 
 # At most this many dense pre-activations per encoder call (256 MB of float32): the TopK encoder
 # computes a dense [rows, d_sae] matrix before keeping the top k, so large inputs go in chunks.
