@@ -10,7 +10,7 @@ import revelio
 PACKAGE = Path(__file__).resolve().parent.parent / "revelio"
 # Lowest first. A module may import its own layer or lower ones, never a higher one, also lazily.
 LAYERS = [
-    ["revelio", "revelio.errors", "revelio.layout", "revelio.config", "revelio.grid", "revelio.bundled", "revelio.storage", "revelio.plots", "revelio.formats"],
+    ["revelio", "revelio.errors", "revelio.hook_points", "revelio.layout", "revelio.config", "revelio.grid", "revelio.bundled", "revelio.storage", "revelio.plots", "revelio.formats"],
     ["revelio.data", "revelio.artifact"],
     ["revelio.models", "revelio.cache"],
     ["revelio.activations", "revelio.sae"],

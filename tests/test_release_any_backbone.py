@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import revelio
+from revelio.formats.metrics import Steering
 from revelio.release.build import UNSET, ReleaseConfig, build_release
 from revelio.release.steering_measurement import SteeringMeasureConfig
 from revelio.sae.training import SAETrainConfig
@@ -94,6 +95,9 @@ def test_every_backbone_becomes_a_release_of_the_datasets_classes(releases, kind
         stats = release.sae(hook=hook, timestep=t, pooling=pooling).feature_stats
         assert stats.labels and all(label == "dead" or label.split(" (")[0] in CLASSES for label in stats.labels)
     assert release.probe().class_names == CLASSES
+    measured = release.read_metrics("steering", Steering)
+    assert measured is not None, "every build ends with a steering measurement, so the Steer tab starts from it"
+    assert measured.steered_cells == [release.best_cell.with_pooling("none")] and set(measured.per_class) == set(CLASSES)
     images, labels = release.held_out_examples()
     assert Counter(labels) == {0: 3, 1: 3, 2: 3}
     side = revelio.load_backbone(release.root / "model" if (release.root / "model").is_dir() else info.backbone).resolution

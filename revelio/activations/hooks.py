@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from revelio.hook_points import HookPoint
+
 
 class StopForward(Exception):
     """Raised inside a forward hook to end the forward pass once nothing more is needed."""
@@ -43,6 +45,30 @@ def hidden_state(output: object) -> torch.Tensor:
     raise TypeError(f"cannot find a hidden-state tensor in a block output of type {type(output)}")
 
 
+def _input_state(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden state a block was called with: its first positional argument or ``hidden_states=``."""
+    value = args[0] if args else kwargs.get("hidden_states", kwargs.get("input_tensor", kwargs.get("sample")))
+    if not isinstance(value, torch.Tensor):
+        raise TypeError("cannot find the hidden-state input of this module; read its output instead of its residual update")
+    return value
+
+
+def _residual(hook: HookPoint, args: tuple, kwargs: dict, output: torch.Tensor) -> torch.Tensor:
+    """What a block adds to its input: output minus input (same shape, or a clear error)."""
+    before = _input_state(args, kwargs)
+    if before.shape != output.shape:
+        raise ValueError(
+            f"{hook.module} maps {tuple(before.shape)} to {tuple(output.shape)}: it has no residual update; "
+            f"read its output ({hook.module!r}) instead of {hook.spec!r}"
+        )
+    return output - before
+
+
+def _register(module: nn.Module, hook: HookPoint, read: Callable[[tuple, dict, object], object]) -> torch.utils.hooks.RemovableHandle:
+    """A forward hook that hands ``read(args, kwargs, output)`` what the hook point reads."""
+    return module.register_forward_hook(lambda _module, args, kwargs, output: read(args, kwargs, output), with_kwargs=True)
+
+
 def _with_hidden_state(output: object, new: torch.Tensor) -> object:
     """The block output with its hidden state replaced, keeping the rest (e.g. skip states)."""
     if isinstance(output, torch.Tensor):
@@ -66,21 +92,25 @@ def capture_outputs(
     """
     captured: dict[str, torch.Tensor] = {}
     wanted = list(dict.fromkeys(hook_points))
-    modules = {path: get_module(model, path) for path in wanted}
+    parsed = {spec: HookPoint.parse(spec) for spec in wanted}
+    modules = {spec: get_module(model, hook.module) for spec, hook in parsed.items()}  # all found before any hook
 
-    def make_hook(path: str) -> Callable:
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            captured[path] = hidden_state(output)
+    def make_hook(spec: str) -> Callable[[tuple, dict, object], None]:
+        hook = parsed[spec]
+
+        def read(args: tuple, kwargs: dict, output: object) -> None:
+            state = hidden_state(output)
+            captured[spec] = _residual(hook, args, kwargs, state) if hook.read == "residual" else state
             if stop_when_done and len(captured) == len(wanted):
                 raise StopForward
 
-        return hook
+        return read
 
     def start_forward(module: nn.Module, args: object) -> None:
         captured.clear()
 
     handles = [model.register_forward_pre_hook(start_forward)]
-    handles += [module.register_forward_hook(make_hook(path)) for path, module in modules.items()]
+    handles += [_register(modules[spec], hook, make_hook(spec)) for spec, hook in parsed.items()]
     try:
         yield captured
     finally:
@@ -92,23 +122,28 @@ def capture_outputs(
 def replace_outputs(
     model: nn.Module, replacements: Mapping[str, Callable[[torch.Tensor], torch.Tensor | None]]
 ) -> Iterator[None]:
-    """Let ``fn(hidden_state)`` rewrite each named block's output while the body runs.
+    """Let ``fn(what the hook point reads)`` rewrite each hook point's block output while the body runs.
 
-    ``fn`` returns the new hidden state, or ``None`` to leave the output unchanged. Any other parts
-    of the output (the skip connections of a down block) pass through untouched.
+    ``fn`` returns the new value, or ``None`` to leave the output unchanged. At a residual-update
+    hook point ``fn`` rewrites the update, so the block's output moves by exactly as much. Any
+    other parts of the output (the skip connections of a down block) pass through untouched.
     """
-    modules = {path: get_module(model, path) for path in replacements}
 
-    def make_hook(fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Callable:
-        def hook(module: nn.Module, args: object, output: object) -> object:
-            new = fn(hidden_state(output))
-            return None if new is None else _with_hidden_state(output, new)
+    def make_hook(hook: HookPoint, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Callable[[tuple, dict, object], object]:
+        def rewrite(args: tuple, kwargs: dict, output: object) -> object:
+            state = hidden_state(output)
+            if hook.read == "output":
+                new = fn(state)
+                return None if new is None else _with_hidden_state(output, new)
+            update = _residual(hook, args, kwargs, state)
+            new = fn(update)
+            return None if new is None else _with_hidden_state(output, state + (new - update))
 
-        return hook
+        return rewrite
 
-    handles = [
-        modules[path].register_forward_hook(make_hook(fn)) for path, fn in replacements.items()
-    ]
+    parsed = {HookPoint.parse(spec): fn for spec, fn in replacements.items()}
+    modules = {hook: get_module(model, hook.module) for hook in parsed}  # all found before any hook
+    handles = [_register(modules[hook], hook, make_hook(hook, fn)) for hook, fn in parsed.items()]
     try:
         yield
     finally:

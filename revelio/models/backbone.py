@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from revelio.data.images import ImageLike, to_pixels
+from revelio.hook_points import HookPoint
 
 Conditioning = Literal["class", "text", "none"]
 
@@ -159,17 +160,25 @@ class Backbone(ABC):
         return checked
 
     def check_hook_points(self, hook_points: Sequence[str]) -> list[str]:
-        """Hook points as a list, or a ValueError listing the ones this backbone has."""
+        """Hook points in their canonical spelling (:mod:`revelio.hook_points`), or a ValueError
+        naming the ones this backbone has."""
         if isinstance(hook_points, str):
             hook_points = [hook_points]
         names = dict(self.denoiser.named_modules())
-        for hook in hook_points:
-            if hook not in names or hook == "":
+        checked = []
+        for spec in hook_points:
+            try:
+                hook = HookPoint.parse(spec)
+            except ValueError as err:
+                raise ValueError(f"{spec!r} is not a hook point: {err}") from None
+            if hook.module not in names:
                 raise ValueError(
-                    f"{type(self.denoiser).__name__} has no hook point {hook!r}. "
-                    f"Block-level hook points: {self.hook_points} (any module path also works)."
+                    f"{type(self.denoiser).__name__} has no hook point {spec!r} (no module {hook.module!r}). "
+                    f"Block-level hook points: {self.hook_points}; any module path also works, and "
+                    "'<module>@residual' reads its residual update."
                 )
-        return list(hook_points)
+            checked.append(hook.spec)
+        return checked
 
     def pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
         """Images as [B, C, H, W] in [-1, 1] at the model's resolution and channels."""

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from revelio.activations.capture import pool, to_tokens
-from revelio.activations.hooks import forward_timestep, get_module, replace_outputs
+from revelio.activations.hooks import forward_timestep, replace_outputs
+from revelio.hook_points import canonical
 from revelio.models.backbone import Backbone
 from revelio.sae.model import KSparseAutoencoder, pre_activations
 
@@ -56,9 +57,10 @@ class FeatureEdit:
     _prepared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.hook = self.hook or self.sae.config.hook
-        if self.hook is None:
+        hook = self.hook or self.sae.config.hook
+        if hook is None:
             raise ValueError("this SAE's config names no hook point; pass hook=")
+        self.hook = canonical(hook)
         self.clamp, self.add = dict(self.clamp or {}), dict(self.add or {})
         if not self.clamp and not self.add:
             raise ValueError("nothing to steer: pass clamp={feature: value} and/or add={feature: amount}")
@@ -98,7 +100,7 @@ class FeatureEdit:
                 "use an SAE trained on this hook point of this model"
             )
         trained_hook, trained_t = self.sae.config.hook, self.sae.config.timestep
-        if trained_hook is not None and trained_hook != self.hook:
+        if trained_hook is not None and canonical(trained_hook) != self.hook:
             warnings.warn(f"the SAE was trained on {trained_hook}, not {self.hook}; its features may mean nothing here",
                           SteeringWarning, stacklevel=4)
         if trained_t is not None and self.timesteps is not None and not self.timesteps[1] <= int(trained_t) <= self.timesteps[0]:
@@ -233,7 +235,6 @@ def steer(
         edits = [FeatureEdit(sae, hook, clamp or {}, add or {}, timesteps, mask)]
     for edit in edits:
         edit.check_against(backbone)
-        get_module(backbone.denoiser, edit.hook)
         edit._prepared.clear()  # clamp/add values may have changed since the last use
     seen: dict[str, Any] = {"timestep": None}
 
