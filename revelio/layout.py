@@ -27,6 +27,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATS_FILE = "stats.safetensors"  # an SAE's feature statistics
 TIMESTEPS_FILE = "timesteps.safetensors"  # an SAE's mean activation at every timestep of its release
+SOURCE_STATS_FILE = "source_stats.safetensors"  # an imported SAE's per-feature statistics from its source (SDXL-unbox mean.pt/std.pt)
 
 # --- an activation cache ---------------------------------------------------------------------
 MANIFEST_FILE = "manifest.json"  # one cell's shards

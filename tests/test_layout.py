@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "revelio"
 LAYERS = [
     ["revelio", "revelio.errors", "revelio.hook_points", "revelio.layout", "revelio.config", "revelio.grid", "revelio.bundled", "revelio.storage", "revelio.plots", "revelio.formats"],
     ["revelio.data", "revelio.artifact"],
-    ["revelio.models", "revelio.cache"],
+    ["revelio.models", "revelio.cache", "revelio.interop"],
     ["revelio.activations", "revelio.sae"],
     ["revelio.analysis"],
     ["revelio.probes", "revelio.steering"],

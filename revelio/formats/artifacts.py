@@ -8,7 +8,7 @@ object, checked on load before any weight is allocated. Foreign SAE formats map 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from revelio.formats.schema import JsonSchema
 from revelio.grid import Cell, Pooling
@@ -33,10 +33,11 @@ def check_sizes(what: str, **sizes: int) -> None:
 class SAESource:
     """Where an SAE came from when revelio did not train it (filled by importers)."""
 
-    format: str  # "revelio", "sparsify", "saelens", "sdxl-unbox", ...
+    format: str  # "revelio", "sparsify", "saelens", "sdxl-unbox", "paper"
     repo: str = ""  # Hub repo id or folder it was read from
     subfolder: str = ""
     license: str = ""
+    reads: str = "output"  # what it read at its hook: the module's "output" or its "residual update" (output - input)
 
 
 @dataclass(kw_only=True)
@@ -61,12 +62,23 @@ class ReadsCell:
 
 @dataclass
 class SAEConfig(ReadsCell, JsonSchema):
-    """An SAE: its sizes, input scaling, the cell it reads, and its training record."""
+    """An SAE: its sizes, how it treats its inputs, the cell it reads, and its training record.
+
+    The defaults are revelio's own SAEs. The other settings exist so that an SAE trained elsewhere
+    encodes exactly as its own code does: SAeUron's ``input_unit_norm`` and SAELens'
+    ``layer_norm`` standardise each input row (``"unit_norm"``), SAELens may skip subtracting
+    ``b_dec`` from the input (``subtract_b_pre``), and the paper's SD-kSAE keeps its top k
+    pre-activations without a ReLU (``relu``).
+    """
 
     d_in: int
     d_sae: int
     k: int
-    input_scale: float = 1.0  # inputs are multiplied by this before encoding (training saw a fixed mean norm)
+    input_scale: float = 1.0  # "scale": inputs are multiplied by this before encoding (training saw a fixed mean norm)
+    # "unit_norm": each row minus its mean, divided by (its std + 1e-5); reconstructions times that std plus that mean
+    input_normalization: Literal["scale", "unit_norm"] = "scale"
+    subtract_b_pre: bool = True  # encode x - b_pre (False: encode x itself; decoding adds b_pre either way)
+    relu: bool = True  # the kept top-k values go through a ReLU
     training_tokens: int | None = None
     source: SAESource | None = None
 
@@ -74,6 +86,10 @@ class SAEConfig(ReadsCell, JsonSchema):
         check_sizes("SAE", d_in=self.d_in, d_sae=self.d_sae)
         if not 0 < self.k <= self.d_sae:
             raise ValueError(f"k must be in 1..d_sae ({self.d_sae}); got {self.k}")
+        if self.input_normalization not in ("scale", "unit_norm"):
+            raise ValueError(f"input_normalization must be 'scale' or 'unit_norm'; got {self.input_normalization!r}")
+        if self.input_normalization == "unit_norm" and self.input_scale != 1.0:
+            raise ValueError(f"a unit_norm SAE standardises each input itself; its input_scale must be 1, not {self.input_scale}")
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The TopK sparse autoencoder (k-SAE) of Makhzani & Frey and Gao et al. (2024).
 
 x -> scale -> subtract pre-bias -> encode -> keep the top k (ReLU) -> decode with unit-norm
-decoder rows -> add pre-bias -> unscale. Decoding is sparse (``embedding_bag`` over the k active
+decoder rows -> add pre-bias -> unscale. SAEs trained elsewhere (:mod:`revelio.interop`) may instead
+standardise each input row, leave the pre-bias out of the input, or keep the top k without a
+ReLU; their :class:`SAEConfig` says which, so they encode as their own code does. Decoding is sparse (``embedding_bag`` over the k active
 rows) and so is the encoder's backward pass: only the k kept pre-activations per input get a
 gradient, so the weight gradient is a k-row accumulation per input instead of a dense matmul.
 """
@@ -11,7 +13,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,21 +22,28 @@ from torch import nn
 
 from revelio.artifact import ExtraFile, HubArtifact
 from revelio.formats.artifacts import SAEConfig
-from revelio.layout import STATS_FILE
+from revelio.interop import ForeignSAE, read_foreign_sae, write_foreign_sae
+from revelio.layout import SOURCE_STATS_FILE, STATS_FILE
 from revelio.sae.kernels import SparseCodePattern
 from revelio.sae.stats import FeatureStats, labels_from_metadata
 
 # At most this many dense pre-activations per encoder call (256 MB of float32): the TopK encoder
 # computes a dense [rows, d_sae] matrix before keeping the top k, so large inputs go in chunks.
 ENCODE_ELEMENTS = 2**26
+UNIT_NORM_EPS = 1e-5  # added to each row's std by "unit_norm" SAEs (SAeUron, SAELens layer_norm)
 
 
 @dataclass
 class SparseCode:
-    """The k active latents of each input: ``values`` and ``indices``, both [..., k]."""
+    """The k active latents of each input: ``values`` and ``indices``, both [..., k].
+
+    A "unit_norm" SAE also keeps each input's ``mean`` and ``std`` ([..., 1]): decoding restores them.
+    """
 
     values: torch.Tensor
     indices: torch.Tensor
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
 
     def to_dense(self, d_sae: int) -> torch.Tensor:
         dense = self.values.new_zeros(*self.values.shape[:-1], d_sae)
@@ -48,9 +58,11 @@ class _TopKEncode(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int):
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, k: int, relu: bool = True):
         values, indices = pre_activations(x, weight, bias).topk(k, dim=-1, sorted=False)
-        values = values.relu()
+        if relu:
+            values = values.relu()
+        ctx.relu = relu
         ctx.save_for_backward(x, weight, values, indices)
         ctx.mark_non_differentiable(indices)
         return values, indices
@@ -58,12 +70,12 @@ class _TopKEncode(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_values: torch.Tensor, _grad_indices: None):
         x, weight, values, indices = ctx.saved_tensors
-        grad = grad_values * (values > 0)
+        grad = grad_values * (values > 0) if ctx.relu else grad_values
         grad_x = F.embedding_bag(indices, weight, per_sample_weights=grad, mode="sum")
         grad_weight = SparseCodePattern(indices, weight.shape[0]).accumulate_(torch.empty_like(weight), grad, x, overwrite=True)
         grad_bias = torch.zeros(weight.shape[0], dtype=grad.dtype, device=grad.device)
         grad_bias.index_add_(0, indices.reshape(-1), grad.reshape(-1))
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 def pre_activations(centred: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -129,34 +141,62 @@ class KSparseAutoencoder(nn.Module, HubArtifact[SAEConfig]):
         """
         flat = self._flat(x)
         step = max(1, ENCODE_ELEMENTS // self.d_sae)
-        if len(flat) <= step:
-            values, indices = self._encode_flat(flat)
-        else:
-            parts = [self._encode_flat(flat[start : start + step]) for start in range(0, len(flat), step)]
-            values, indices = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        code = SparseCode(values.reshape(*x.shape[:-1], self.k), indices.reshape(*x.shape[:-1], self.k))
+        parts = [self._encode_flat(flat[start : start + step]) for start in range(0, max(len(flat), 1), step)]
+        values, indices, mean, std = (None if p[0] is None else torch.cat(p) if len(p) > 1 else p[0] for p in zip(*parts))
+        lead = x.shape[:-1]
+        code = SparseCode(values.reshape(*lead, self.k), indices.reshape(*lead, self.k),
+                          *(None if s is None else s.reshape(*lead, 1) for s in (mean, std)))
         return code.to_dense(self.d_sae) if dense else code
 
     def centre(self, x: torch.Tensor) -> torch.Tensor:
-        """Inputs in the encoder's frame: scaled to the training norm, pre-bias subtracted."""
-        return x * self.input_scale - self.b_pre
+        """Inputs in the encoder's frame: scaled to the training norm (or each row standardised, for
+        a "unit_norm" SAE), pre-bias subtracted (unless the SAE's source encodes x itself)."""
+        return self._frame(x)[0]
 
-    def _encode_flat(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _TopKEncode.apply(self.centre(x), self.W_enc, self.b_enc, self.k)
+    def _frame(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """:meth:`centre`'s result, and each row's mean and std when the SAE standardises rows."""
+        mean = std = None
+        if self.config.input_normalization == "scale":
+            normal = x * self.input_scale
+        else:
+            mean = x.mean(dim=-1, keepdim=True)
+            shifted = x - mean
+            std = shifted.std(dim=-1, keepdim=True)
+            normal = shifted / (std + UNIT_NORM_EPS)
+        return (normal - self.b_pre if self.config.subtract_b_pre else normal), mean, std
+
+    def _encode_flat(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        centred, mean, std = self._frame(x)
+        return (*_TopKEncode.apply(centred, self.W_enc, self.b_enc, self.k, self.config.relu), mean, std)
+
+    def to_input_units(self, y: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder-frame vectors ``y`` ([rows, d_in]) in the units of the inputs: unscaled, or for a
+        "unit_norm" SAE times each input's std plus its mean ([rows, 1], from its SparseCode).
+
+        A change of codes moves the input by ``to_input_units(change @ W_dec, 0, std)``: steering a
+        unit_norm SAE needs each row's std.
+        """
+        if self.config.input_normalization == "scale":
+            return y / self.input_scale
+        if mean is None or std is None:
+            raise ValueError("a unit_norm SAE decodes to input units only with the statistics of the inputs it encoded: "
+                             "decode the SparseCode that encode returned, not a dense code")
+        return y * std + mean
 
     def decode(self, code: SparseCode | torch.Tensor) -> torch.Tensor:
         """Reconstruction in input units from a :class:`SparseCode` or a dense [..., d_sae] code."""
         if isinstance(code, torch.Tensor):
             if code.shape[-1] != self.d_sae:
                 raise ValueError(f"dense codes need {self.d_sae} latents; got shape {tuple(code.shape)}")
-            return (code @ self.W_dec + self.b_pre) / self.input_scale
+            return self.to_input_units(code @ self.W_dec + self.b_pre)
         lead = code.values.shape[:-1]
         flat = self._decode_flat(code.values.reshape(-1, code.values.shape[-1]), code.indices.reshape(-1, code.indices.shape[-1]))
-        return flat.reshape(*lead, self.d_in)
+        stats = (None if s is None else s.reshape(-1, 1).to(flat) for s in (code.mean, code.std))
+        return self.to_input_units(flat, *stats).reshape(*lead, self.d_in)
 
     def _decode_flat(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        out = F.embedding_bag(indices, self.W_dec, per_sample_weights=values.to(self.W_dec.dtype), mode="sum")
-        return (out + self.b_pre) / self.input_scale
+        """The decoder's output with b_pre added, in the encoder's frame."""
+        return F.embedding_bag(indices, self.W_dec, per_sample_weights=values.to(self.W_dec.dtype), mode="sum") + self.b_pre
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reconstruction of ``x``."""
@@ -194,6 +234,39 @@ class KSparseAutoencoder(nn.Module, HubArtifact[SAEConfig]):
         return kept.to(self.W_dec.device)
 
     # --- the Hub format --------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, repo_id_or_dir: str | Path, subfolder: str | None = None, revision: str | None = None,
+                        **hub_kwargs: Any) -> KSparseAutoencoder:
+        """Load revelio's format, or a sparsify / SAeUron / SAEmnesia or SAELens TopK folder, from a
+        local folder or a Hub repo id (``subfolder`` picks one SAE). Pickled formats (SDXL-unbox,
+        the paper's .pt) are refused here: convert them once with train/convert_saes.py."""
+        foreign = read_foreign_sae(repo_id_or_dir, subfolder, revision, **hub_kwargs)
+        if foreign is None:
+            return super().from_pretrained(repo_id_or_dir, subfolder, revision, **hub_kwargs)
+        return cls.from_foreign(foreign)
+
+    @classmethod
+    def from_foreign(cls, foreign: ForeignSAE) -> KSparseAutoencoder:
+        """The SAE another format's files describe (read by :mod:`revelio.interop`)."""
+        sae = cls.from_config(foreign.config)
+        sae.load_state(foreign.tensors)
+        sae.extra_files = dict(foreign.extra_files)
+        return sae
+
+    def save_pretrained(self, directory: str | Path, format: Literal["revelio", "sparsify", "saelens"] = "revelio") -> Path:
+        """Write revelio's format, or a folder that eai-sparsify or sae-lens load with their own
+        loaders (:mod:`revelio.interop`; feature statistics are revelio's and stay behind)."""
+        if format == "revelio":
+            return super().save_pretrained(directory)
+        return write_foreign_sae(format, self.config, self.state(), Path(directory))
+
+    @property
+    def typical_activation(self) -> torch.Tensor | None:
+        """[d_sae]: each feature's typical value as its source measured it (SDXL-unbox's mean.pt,
+        which its app multiplies by strength and k for a clamp value), or None."""
+        entry = self.extra_files.get(SOURCE_STATS_FILE)
+        return None if entry is None else entry[0].get("typical_activation")
+
     @classmethod
     def from_config(cls, config: SAEConfig) -> KSparseAutoencoder:
         return cls(**{f.name: copy.deepcopy(getattr(config, f.name)) for f in dataclasses.fields(config)})

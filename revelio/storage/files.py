@@ -66,17 +66,31 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
-        with open(path, "rb") as file:
-            head = file.read(2)
-        if head[:1] == b"\x80" or head == b"PK":  # pickle protocol 2+ / torch.save's zip
-            raise ArtifactFormatError(
-                f"{path} looks like a pickle / torch.save file. revelio never unpickles files; "
-                "convert the weights to safetensors (safetensors.torch.save_file) in a trusted environment."
-            ) from None
-        raise ArtifactFormatError(
-            f"{path} is not a valid safetensors file ({err}); it may be truncated or tampered "
-            "with. Download or save it again."
-        ) from None
+        raise _unreadable(path, err) from None
+
+
+def safetensors_header(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Each tensor's dtype ("F32", "BF16", ...) and shape, read from the header alone: a file's
+    claims are checked before any of its tensors is allocated."""
+    try:
+        with safe_open(str(path), "pt") as file:
+            return {name: (file.get_slice(name).get_dtype(), tuple(file.get_slice(name).get_shape())) for name in file.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _unreadable(path, err) from None
+
+
+def _unreadable(path: str | os.PathLike, err: Exception) -> ArtifactFormatError:
+    with open(path, "rb") as file:
+        head = file.read(2)
+    if head[:1] == b"\x80" or head == b"PK":  # pickle protocol 2+ / torch.save's zip
+        return ArtifactFormatError(
+            f"{path} looks like a pickle / torch.save file. revelio never unpickles files; "
+            "convert the weights to safetensors (safetensors.torch.save_file) in a trusted environment."
+        )
+    return ArtifactFormatError(
+        f"{path} is not a valid safetensors file ({err}); it may be truncated or tampered "
+        "with. Download or save it again."
+    )
 
 
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
