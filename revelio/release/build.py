@@ -35,7 +35,7 @@ from revelio.data.datasets import load_image_dataset
 from revelio.errors import ConfigError, DatasetError
 from revelio.formats.metrics import Monosemanticity, ProbeGrid, QualityGate, SAEGrid
 from revelio.formats.release import BestCell, ReleaseInfo
-from revelio.grid import POOLINGS
+from revelio.grid import POOLINGS, Cell, Pooling
 from revelio.layout import (
     DATASET_FILE,
     EXTRACTION_RUN_FILE,
@@ -58,9 +58,11 @@ from revelio.release.load import Release, load_release
 from revelio.release.purity_measurement import MonosemanticityConfig, measure_monosemanticity
 from revelio.release.sae_evaluation import evaluate_saes, write_sae_metrics
 from revelio.release.steering_measurement import SteeringMeasureConfig, measure_steering
+from revelio.sae.model import KSparseAutoencoder
 from revelio.sae.training import SAETrainConfig
 from revelio.steps.extract import extract_to_cache
 from revelio.steps.extraction_config import ExtractionConfig
+from revelio.steps.imported_saes import ImportedSAEsConfig, install_saes, load_published
 from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
 from revelio.steps.quality_gate import QualityGateConfig, run_quality_gate
 from revelio.steps.sae_grid import SAEGridConfig, train_sae_grid
@@ -93,7 +95,10 @@ class ReleaseConfig:
     image_column: str | None = option(None)
     label_column: str | None = option(None)
     test_split: str = option("test")
-    hooks: list[str] | None = option(None, "default: every block-level hook point")
+    hooks: list[str] | None = option(None, "default: every block-level hook point (with --saes: the SAEs' own)")
+    saes: list[str] | None = option(
+        None, "published SAEs instead of training: SOURCE[:SUBFOLDER] each (Hub repo id or folder), used at their own "
+        "hook points and every --timesteps (spatial SAEs only)")
     timesteps: list[int] = option([25, 100, 300, 600])
     prompt_template: str | None = option(
         None, 'text models: extract with each image\'s prompt from its label, e.g. "a photo of a {}" (default: the empty prompt)')
@@ -145,6 +150,7 @@ class Build:
     backbone: Backbone
     hooks: list[str]
     class_names: list[str]
+    poolings: list[Pooling]  # the SAEs' (published SAEs read tokens: spatial only)
     steps: StepLog = field(default_factory=StepLog)
     caches: dict[str, Path] = field(default_factory=dict)
     gate_skipped: str | None = None
@@ -186,14 +192,19 @@ def _start(config: ReleaseConfig, command: str) -> Build:
         shutil.copytree(config.model, model)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backbone = load_backbone(model, device=device, revision=config.revision)
-    hooks = config.hooks or backbone.hook_points
-    missing = [h for h in hooks if h not in backbone.hook_points]
-    if missing:
-        raise ConfigError(f"{config.model} has no hook points {missing}; it has {backbone.hook_points}")
+    if config.saes and config.hooks:
+        raise ConfigError("with saes, the hook points are the SAEs' own; leave hooks out")
+    hooks = backbone.check_hook_points(published_hooks(config) if config.saes else config.hooks or backbone.hook_points)
     class_names = load_image_dataset(config.dataset, "train", config.image_column, config.label_column).class_names
     if not class_names:
         raise DatasetError(f"{config.dataset} has no class labels; a release needs a labelled dataset (name the label_column)")
-    return Build(config, command, model, local, backbone, hooks, class_names)
+    poolings: list[Pooling] = ["none"] if config.saes else list(POOLINGS)
+    return Build(config, command, model, local, backbone, hooks, class_names, poolings)
+
+
+def published_hooks(config: ReleaseConfig) -> list[str]:
+    """The hook points the published SAEs read, in their order (each named once)."""
+    return list(dict.fromkeys(load_published(spec, config.revision).config.hook for spec in config.saes or []))
 
 
 def stage_quality_gate(build: Build) -> None:
@@ -238,8 +249,14 @@ def _same_extraction(extraction: ExtractionConfig) -> bool:
 
 
 def stage_saes(build: Build) -> None:
-    """Pooled and spatial SAE grids in the work folder; finished cells kept, interrupted ones resumed."""
+    """Pooled and spatial SAE grids in the work folder (finished cells kept, interrupted ones
+    resumed), or the published SAEs installed there with statistics on this data."""
     config = build.config
+    if config.saes:
+        imported = ImportedSAEsConfig(saes=list(config.saes), cache=build.caches["train"], out=config.work / SAES_DIR,
+                                      timesteps=config.timesteps, revision=config.revision)
+        build.steps.run("import_saes.py", [imported], lambda: install_saes(imported))
+        return
     for pooling, training in (("mean", config.pooled_sae), ("none", config.spatial_sae)):
         source = build.caches.get("pooled-train", build.caches["train"]) if pooling == "mean" else build.caches["train"]
         grid = SAEGridConfig(cache=source, out=config.work / SAES_DIR, poolings=[pooling])
@@ -249,9 +266,10 @@ def stage_saes(build: Build) -> None:
 
 def stage_probes(build: Build) -> None:
     config = build.config
+    kinds = [k for k in config.probes.kinds if k != "sae-linear" or "mean" in build.poolings]  # it reads pooled SAEs
     probes = replace(config.probes, cache=build.caches["train"], out=build.out, test_cache=build.caches["test"],
                      random_cache=build.caches["random-train"], random_test_cache=build.caches["random-test"],
-                     saes=config.work / SAES_DIR, seed=config.seed)
+                     saes=config.work / SAES_DIR, seed=config.seed, kinds=kinds)
     reuse = _probes_done(probes, list(build.caches.values()))  # delete metrics/probe_grid.json to retrain
     if not reuse:
         shutil.rmtree(build.out / PROBES_DIR, ignore_errors=True)
@@ -261,12 +279,12 @@ def stage_probes(build: Build) -> None:
 def stage_evaluate_saes(build: Build) -> None:
     """Each SAE into the release with its held-out metrics; cells of an earlier grid that this one lacks are removed."""
     config = build.config
-    rows = evaluate_saes(config.work / SAES_DIR, build.out, build.hooks, config.timesteps, build.caches["test"])
+    rows = evaluate_saes(config.work / SAES_DIR, build.out, build.hooks, config.timesteps, build.poolings, build.caches["test"])
     wanted = {row.cell for row in rows}
     for cell in sae_cells(build.out):
         if cell not in wanted:
             shutil.rmtree(build.out / sae_subfolder(cell))
-    build.sae_grid = write_sae_metrics(rows, build.hooks, config.timesteps, build.out)
+    build.sae_grid = write_sae_metrics(rows, build.hooks, config.timesteps, build.poolings, build.out)
 
 
 def stage_examples(build: Build) -> None:
@@ -287,19 +305,32 @@ def stage_release_info(build: Build) -> None:
         backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" and build.local else config.model,
         conditioning=build.backbone.conditioning, backbone_class_names=build.backbone.class_names,
         prompt_template=config.prompt_template, dataset=config.dataset, num_train_images=config.train_images,
-        num_test_images=config.test_images, hooks=build.hooks, timesteps=config.timesteps, poolings=list(POOLINGS),
+        num_test_images=config.test_images, hooks=build.hooks, timesteps=config.timesteps, poolings=build.poolings,
         class_names=build.class_names, quality_gate_skipped=build.gate_skipped,
         probe_kinds=sorted({r.probe for r in probe_grid.rows if r.features == "diffusion"}),
         best_cell=BestCell(best.hook, best.cell.timestep, best.probe, best.test_accuracy),
-        sae={"expansion": spatial.expansion, "mean_expansion": pooled.expansion, "k": spatial.k, "mean_k": pooled.k,
-             "prune_below": pooled.prune_below, "mean_tokens": pooled.total_tokens, "spatial_tokens": spatial.total_tokens,
-             "mean_train_images": config.pooled_train_images or config.train_images},
+        sae=published_summary(build) if config.saes else {
+            "expansion": spatial.expansion, "mean_expansion": pooled.expansion, "k": spatial.k, "mean_k": pooled.k,
+            "prune_below": pooled.prune_below, "mean_tokens": pooled.total_tokens, "spatial_tokens": spatial.total_tokens,
+            "mean_train_images": config.pooled_train_images or config.train_images},
         exemplar_images=build.exemplars, held_out_images=build.held_out, seed=config.seed,
         versions={"revelio": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__},
         commands=[build.command, *build.steps.commands], config=to_json(config),
     )
     build.info.write(build.out / RELEASE_FILE)
     build.release = load_release(build.out)
+
+
+def published_summary(build: Build) -> dict[str, Any]:
+    """release.json's ``sae`` for published SAEs: where each came from, its size and hook point."""
+    sources = []
+    for cell in sorted({Cell(hook, build.config.timesteps[0], "none") for hook in build.hooks}):
+        sae = KSparseAutoencoder.from_pretrained(build.out, subfolder=sae_subfolder(cell))
+        origin = sae.config.source
+        sources.append({"hook": cell.hook, "d_sae": sae.d_sae, "k": sae.k, "format": origin.format if origin else "revelio",
+                        "repo": origin.repo if origin else "", "subfolder": origin.subfolder if origin else "",
+                        "license": origin.license if origin else ""})
+    return {"published": sources}
 
 
 def stage_monosemanticity(build: Build) -> None:

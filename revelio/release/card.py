@@ -36,8 +36,10 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
     hooks, timesteps, best = info["hooks"], info["timesteps"], info["best_cell"]
     kind_rows = [r for r in probe_grid["rows"] if r["features"] == "diffusion" and r["probe"] == best["probe"]]
     probe_table = markdown_table({(r["hook"], r["timestep"]): f"{r['test_accuracy']:.3f}" for r in kind_rows}, hooks, timesteps)
+    table_pooling = "mean" if "mean" in info["poolings"] else info["poolings"][0]
     sae_table = markdown_table(
-        {(r["hook"], r["timestep"]): f"{r['normalized_mse']:.3f} / {100 * r['dead_fraction']:.1f}%" for r in sae_rows if r["pooling"] == "mean"},
+        {(r["hook"], r["timestep"]): f"{r['normalized_mse']:.3f} / {100 * r['dead_fraction']:.1f}%" for r in sae_rows
+         if r["pooling"] == table_pooling},
         hooks, timesteps,
     )
     pixels = next((r["test_accuracy"] for r in probe_grid["rows"] if r["features"] == "pixels"), None)
@@ -53,7 +55,8 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
         hooks=hooks, timesteps=timesteps, poolings=info["poolings"], sae=info["sae"], probe_kinds=info["probe_kinds"],
         best=best, chance=probe_grid["chance"], quality=quality, repo_id=repo_id, probe_table_kind=best["probe"],
         artifact_source=out.as_posix() if repo_id == "bundled" else repo_id,
-        probe_table=probe_table, sae_table=sae_table, pixel_baseline="n/a" if pixels is None else f"{pixels:.3f}",
+        probe_table=probe_table, sae_table=sae_table, table_pooling=table_pooling,
+        table_pooling_name=POOLING_NAMES[table_pooling].split(" (")[0], pixel_baseline="n/a" if pixels is None else f"{pixels:.3f}",
         has_model=(out / "model" / "model_index.json").is_file(), commands=info["commands"],
         conditioning=info["conditioning"], prompt_template=info["prompt_template"], quality_gate_skipped=info["quality_gate_skipped"],
         purity_tables=purity_tables(purity, hooks, timesteps), purity_images=(purity or {}).get("images"),

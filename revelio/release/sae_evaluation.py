@@ -19,7 +19,7 @@ import torch
 from revelio.analysis.statistics import activation_by_timestep
 from revelio.cache import ActivationCache
 from revelio.formats.metrics import SAEGrid, SAERow
-from revelio.grid import POOLINGS, Cell
+from revelio.grid import Cell, Pooling
 from revelio.layout import CONFIG_FILE, SAE_GRID, STATS_FILE, TIMESTEPS_FILE, GridPlot, metrics_file, sae_subfolder
 from revelio.plots import grid_heatmap
 from revelio.sae.evaluation import SAEEvaluator
@@ -28,11 +28,12 @@ from revelio.sae.model import KSparseAutoencoder
 log = logging.getLogger(__name__)
 
 
-def evaluate_saes(trained: Path, out: Path, hooks: list[str], timesteps: list[int], test_cache: Path) -> list[SAERow]:
+def evaluate_saes(trained: Path, out: Path, hooks: list[str], timesteps: list[int], poolings: list[Pooling],
+                  test_cache: Path) -> list[SAERow]:
     """Write each SAE of ``trained`` (an SAE grid folder) into the release ``out`` with its held-out metrics."""
     rows = []
     for hook in hooks:
-        for pooling in POOLINGS:
+        for pooling in poolings:
             caches = {t: ActivationCache(test_cache / Cell(hook, t, pooling).path) for t in timesteps}
             for t in timesteps:
                 cell = Cell(hook, t, pooling)
@@ -62,11 +63,11 @@ def _evaluated(trained: Path, target: Path) -> bool:
     return copy.is_file() and (target / TIMESTEPS_FILE).is_file() and copy.stat().st_mtime >= source.stat().st_mtime
 
 
-def write_sae_metrics(rows: list[SAERow], hooks: list[str], timesteps: list[int], out: Path) -> SAEGrid:
+def write_sae_metrics(rows: list[SAERow], hooks: list[str], timesteps: list[int], poolings: list[Pooling], out: Path) -> SAEGrid:
     """metrics/sae_grid.json and the SAE metric pictures."""
     grid = SAEGrid(split="test", hooks=hooks, timesteps=timesteps, rows=rows)
     grid.write(metrics_file(out, SAE_GRID))
-    for pooling in POOLINGS:
+    for pooling in poolings:
         cells = [r for r in rows if r.pooling == pooling]
         for metric in ("normalized_mse", "dead_fraction"):
             grid_heatmap({(r.hook, r.timestep): getattr(r, metric) for r in cells}, hooks, timesteps,

@@ -24,6 +24,7 @@ from revelio.config import option
 from revelio.errors import CacheError
 from revelio.grid import Cell
 from revelio.layout import DATASET_FILE, LABELS_FILE, STATS_FILE
+from revelio.sae.model import KSparseAutoencoder
 from revelio.sae.training import SAETrainConfig, train_sae
 from revelio.storage.files import read_json, read_safetensors
 
@@ -42,9 +43,31 @@ class SAEGridConfig:
     overwrite: bool = option(False, "retrain cells that already have a finished SAE")
 
 
+@dataclass
+class CacheLabels:
+    """The labels of a cache root's images, for feature statistics (all None without labels)."""
+
+    labels: torch.Tensor | None
+    class_names: list[str] | None
+    rows: torch.Tensor | None  # each cache image's row in the dataset split (exemplars name rows)
+
+    @classmethod
+    def read(cls, cache: Path) -> CacheLabels:
+        labels_file, info_file = cache / LABELS_FILE, cache / DATASET_FILE
+        columns = read_safetensors(labels_file) if labels_file.is_file() else {}
+        labels = columns.get("labels")
+        class_names = read_json(info_file).get("class_names") if info_file.is_file() and labels is not None else None
+        return cls(labels, class_names, columns.get("dataset_index"))
+
+
+def save_with_stats(sae: KSparseAutoencoder, cache: ActivationCache, labels: CacheLabels, out: Path) -> None:
+    """Per-feature statistics (exemplars, firing, labels) over the cache, saved beside the SAE."""
+    sae.feature_stats = feature_stats(sae, cache, labels=labels.labels, class_names=labels.class_names, image_ids=labels.rows)
+    sae.save_pretrained(out)
+
+
 def selected_cells(grid: SAEGridConfig) -> list[Cell]:
     """The cache's cells that pass the filters, in a stable order."""
-
     cells = [
         cell for cell in find_cells(grid.cache)
         if (grid.hooks is None or cell.hook in grid.hooks) and (grid.timesteps is None or cell.timestep in grid.timesteps)
@@ -57,24 +80,16 @@ def selected_cells(grid: SAEGridConfig) -> list[Cell]:
 
 def train_sae_grid(grid: SAEGridConfig, training: SAETrainConfig) -> None:
     """Train every selected cell (this process's share of them under accelerate)."""
-
     state = PartialState(cpu=not torch.cuda.is_available())
     cells = selected_cells(grid)
-    labels_file, info_file = grid.cache / LABELS_FILE, grid.cache / DATASET_FILE
-    columns = read_safetensors(labels_file) if labels_file.is_file() else {}
-    labels, rows = columns.get("labels"), columns.get("dataset_index")
-    class_names = read_json(info_file).get("class_names") if info_file.is_file() and labels is not None else None
+    labels = CacheLabels.read(grid.cache)
     with state.split_between_processes(cells) as mine:
         for cell in mine:
-            train_cell(cell, grid, training, state, labels, class_names, rows)
+            train_cell(cell, grid, training, state, labels)
 
 
-def train_cell(
-    cell: Cell, grid: SAEGridConfig, training: SAETrainConfig, state: PartialState,
-    labels: torch.Tensor | None, class_names: list[str] | None, rows: torch.Tensor | None,
-) -> None:
+def train_cell(cell: Cell, grid: SAEGridConfig, training: SAETrainConfig, state: PartialState, labels: CacheLabels) -> None:
     """Train one cell's SAE and its feature statistics, unless a finished one is already there."""
-
     out = grid.out / cell.path
     if (out / STATS_FILE).is_file() and not grid.overwrite:
         log.info(json.dumps({"rank": state.process_index, "cell": cell.path, "skipped": "finished earlier"}))
@@ -84,9 +99,6 @@ def train_cell(
     config = replace(training, metadata={"backbone": meta.get("backbone"), "dataset": meta.get("dataset"),
                                          "hook": cache.hook, "timestep": cache.timestep, "pooling": cache.pooling})
     sae = train_sae(cache, config, out, device=state.device)
-    # Per-feature statistics (exemplars, firing, labels) over the same cache, saved beside it.
-    # Exemplars name dataset rows (the cache may hold a subset), so thumbnails can be found later.
-    sae.feature_stats = feature_stats(sae, cache, labels=labels, class_names=class_names, image_ids=rows)
-    sae.save_pretrained(out)
+    save_with_stats(sae, cache, labels, out)
     summary = {k: v for k, v in sae.config.metrics.items() if k != "density_histogram"}
     log.info(json.dumps({"rank": state.process_index, "cell": cell.path, **summary}))

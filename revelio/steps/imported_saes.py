@@ -1,0 +1,80 @@
+"""Published SAEs instead of trained ones: each at its own hook point, at every timestep of a grid.
+
+An SAE someone else trained (any format ``KSparseAutoencoder.from_pretrained`` reads) names the
+hook point it reads in its config. Installed into an SAE grid folder it becomes one spatial cell
+per timestep (``<hook>/t<timestep>/none``), with feature statistics computed on this cache's
+images exactly as for a trained one, so everything after the SAE grid (evaluation, probes,
+exemplars, the app) treats it like our own. Its config keeps where it came from.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from revelio.cache import ActivationCache
+from revelio.config import option
+from revelio.errors import ConfigError
+from revelio.grid import Cell
+from revelio.hook_points import canonical
+from revelio.layout import STATS_FILE
+from revelio.sae.model import KSparseAutoencoder
+from revelio.steps.sae_grid import CacheLabels, save_with_stats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImportedSAEsConfig:
+    """Which published SAEs, at which timesteps, described on which cache."""
+
+    saes: list[str] = option(help="SOURCE[:SUBFOLDER]: a Hub repo id or folder, and the SAE's folder inside it")
+    cache: Path = option(help="cache root of the training images (extracted at the SAEs' hook points)")
+    out: Path = option(help="SAE grid folder: <hook>/t<timestep>/none/ per SAE and timestep")
+    timesteps: list[int] = option(help="the timesteps each SAE is used at")
+    revision: str | None = option(None, "the Hub revision of every source")
+
+
+def split_source(spec: str) -> tuple[str, str | None]:
+    """``"repo/name:unet.up_blocks.1.attentions.1"`` -> (source, subfolder); no colon: no subfolder."""
+    source, colon, subfolder = spec.partition(":")
+    if not source:
+        raise ConfigError(f"an SAE source is SOURCE[:SUBFOLDER] (a Hub repo id or folder); got {spec!r}")
+    return source, (subfolder or None) if colon else None
+
+
+def load_published(spec: str, revision: str | None = None) -> KSparseAutoencoder:
+    """One published SAE, its hook point in canonical spelling (it must name one)."""
+    source, subfolder = split_source(spec)
+    sae = KSparseAutoencoder.from_pretrained(source, subfolder=subfolder, revision=revision)
+    if not sae.config.hook:
+        raise ConfigError(f"the SAE at {spec!r} does not say which hook point it reads; it cannot be placed in a grid")
+    sae.config.hook = canonical(sae.config.hook)
+    return sae
+
+
+def install_saes(config: ImportedSAEsConfig) -> list[Cell]:
+    """Every SAE at every timestep, with statistics on the cache; cells already installed are kept."""
+    labels = CacheLabels.read(config.cache)
+    cells = []
+    for spec in config.saes:
+        published = load_published(spec, config.revision)
+        for t in config.timesteps:
+            cell = Cell(published.config.hook, t, "none")
+            cells.append(cell)
+            out = config.out / cell.path
+            if (out / STATS_FILE).is_file():
+                log.info(json.dumps({"cell": cell.path, "skipped": "installed earlier"}))
+                continue
+            cache = ActivationCache(config.cache / cell.path)
+            if cache.d_in != published.d_in:
+                raise ConfigError(f"the SAE at {spec!r} reads {published.d_in} channels, but {cell.hook} has {cache.d_in} here: "
+                                  "it was trained on another model")
+            sae = copy.deepcopy(published)
+            sae.config.timestep, sae.config.pooling = t, "none"
+            save_with_stats(sae, cache, labels, out)
+            log.info(json.dumps({"cell": cell.path, "installed": spec}))
+    return cells

@@ -1,0 +1,91 @@
+"""A release built from published SAEs (not trained here) at a residual-update hook of a tiny SDXL UNet.
+
+SDXL-unbox's SAEs read the residual update of SDXL's ``mid_block.attentions.0`` and
+``up_blocks.0.attentions.*``; here one such SAE, saved the way a publisher would (its folder named
+by hook point, the ``unet.`` prefix in its config), becomes a release with ``build_release --saes``,
+and the app serves it like any other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import revelio
+from revelio.formats.artifacts import SAESource
+from revelio.formats.metrics import Steering
+from revelio.release.build import UNSET, ReleaseConfig, build_release
+from revelio.release.steering_measurement import SteeringMeasureConfig
+from revelio.steps.probe_grid import ProbeGridConfig
+from tests import tiny_models
+
+pytestmark = pytest.mark.build
+HOOK = "mid_block.attentions.0@residual"
+CLASSES = ["red", "green", "blue"]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> tuple[Path, revelio.KSparseAutoencoder]:
+    """An SAE at the residual update of the SDXL UNet's middle attention block, in a repo folder."""
+    repo = tmp_path_factory.mktemp("published")
+    torch.manual_seed(0)
+    sae = revelio.KSparseAutoencoder(64, 256, 8, hook=f"unet.{HOOK}", timestep=999,
+                                     source=SAESource(format="revelio", repo="someone/sdxl-saes", license="mit"))
+    sae.save_pretrained(repo / "unet.mid_block.attentions.0")
+    return repo, sae
+
+
+@pytest.fixture(scope="module")
+def release(published, make_image_folder, tmp_path_factory) -> revelio.Release:
+    tmp = tmp_path_factory.mktemp("published-release")
+    colours = {name: tuple(200.0 * (c == channel) for channel in range(3)) for c, name in enumerate(CLASSES)}
+    folder = make_image_folder(colours, per_class={"train": 16, "test": 6}, seed=4, noise=25.0)
+    repo, _ = published
+    config = ReleaseConfig(
+        model=str(tiny_models.build_sdxl(tmp / "sdxl-src")), out=tmp / "release", dataset=str(folder), work=tmp / "work",
+        saes=[f"{repo}:unet.mid_block.attentions.0"], timesteps=[100, 500], prompt_template="a photo of a {}",
+        train_images=48, test_images=18, random_images=24, held_out_per_class=3,
+        probes=ProbeGridConfig(cache=UNSET, out=UNSET, max_train=48, epochs=1),
+        steering=SteeringMeasureConfig(cells=[], features_per_class=2, strengths=[2.0], per_source=1, steps=2),
+    )
+    build_release(config, "test build from published SAEs")
+    return revelio.load_release(tmp / "release")
+
+
+def test_published_saes_become_a_release_at_their_own_hook_point(release, published):
+    _, original = published
+    assert release.hooks == [HOOK] and release.poolings == ["none"] and release.timesteps == [100, 500]
+    for t in release.timesteps:
+        sae = release.sae(hook=HOOK, timestep=t, pooling="none")
+        assert torch.equal(sae.W_enc, original.W_enc) and torch.equal(sae.W_dec, original.W_dec), "the weights are the publisher's"
+        assert (sae.config.hook, sae.config.timestep, sae.config.source.repo) == (HOOK, t, "someone/sdxl-saes")
+        assert sae.feature_stats.labels and sae.config.metrics["test"]["tokens"] > 0, "described on this data"
+    assert set(release.info.probe_kinds) == {"linear", "diff-c"}, "no probe on pooled SAE codes without pooled SAEs"
+    measured = release.read_metrics("steering", Steering)
+    assert measured is not None and measured.steered_cells == [release.best_cell.with_pooling("none")]
+    card = (release.root / "README.md").read_text()
+    assert "published ones, not trained here" in card and "someone/sdxl-saes" in card and "licence mit" in card
+    assert release.info.sae["published"][0]["hook"] == HOOK
+
+
+def test_the_app_serves_a_release_of_published_saes(release, serve_app, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(serve_app(str(release.root)), verbose=False, download_files=False)
+    images, labels = release.held_out_examples()
+    upload = tmp_path / "green.png"
+    images[labels.index(1)].save(upload)
+    t = release.timesteps[0]
+    fvu, _, table, heatmaps, _ = client.predict(handle_file(str(upload)), HOOK, t, "none", api_name="/explore")
+    assert fvu > 0 and table["data"] and len(heatmaps) == len(table["data"]), "heatmaps of the residual update's features"
+    feature = table["data"][0][0]
+    summary, _, _, over_time = client.predict(HOOK, t, "none", feature, api_name="/feature")
+    assert f"#{feature}" in summary and len(over_time["data"]) == len(release.timesteps)
+    baseline, steered, _, after, note = client.predict(
+        "a photo of a cloud", 0, 2, 2.0, HOOK, t, "none", [feature], "value", 1, 5.0, 999, 0, api_name="/steer")
+    assert Path(baseline["path"]).stat().st_size and Path(steered["path"]).stat().st_size and "Clamped" in note
+    prediction = client.predict(handle_file(str(upload)), release.best_cell.hook, release.best_cell.timestep,
+                                release.info.best_cell.probe, api_name="/classify")
+    assert prediction["label"] in CLASSES
