@@ -24,9 +24,11 @@ from revelio.errors import RevelioError
 Config = TypeVar("Config")
 
 
-def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, cli: bool = True, **kwargs: Any) -> Any:
-    """A config field with its help text; ``flag`` overrides the generated --name; ``cli=False`` keeps it off the CLI."""
-    metadata = {"help": help, "flag": flag, "cli": cli}
+def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, cli: bool = True,
+           positional: bool = False, **kwargs: Any) -> Any:
+    """A config field with its help text; ``flag`` overrides the generated --name; ``cli=False`` keeps it off the CLI;
+    ``positional`` makes a required field a positional argument (``convert_saes.py SOURCE OUT``)."""
+    metadata = {"help": help, "flag": flag, "cli": cli, "positional": positional}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata, **kwargs)
     return dataclasses.field(default=default, metadata=metadata, **kwargs)
@@ -103,6 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str
             kwargs["type"] = _scalar(kind)
         if dest and "choices" not in kwargs and kind is not bool:
             kwargs["metavar"] = field.name.upper()  # not the dotted dest
+        if field.metadata.get("positional"):
+            del kwargs["dest"], kwargs["required"], kwargs["default"]
+            argument_group.add_argument(dest + field.name, metavar=field.name.upper(), **kwargs)
+            continue
         argument_group.add_argument(_flag(field, prefix), **kwargs)
 
 
@@ -157,6 +163,7 @@ def to_argv(*configs: Any) -> list[str]:
 
 def _argv(config: Any, cls: type, prefix: str, defaults: Any, exclude: tuple[str, ...] = ()) -> list[str]:
     argv: list[str] = []
+    leading: list[str] = []
     for field in _cli_fields(cls, exclude):
         value = getattr(config, field.name)
         if _is_group(field):
@@ -164,6 +171,9 @@ def _argv(config: Any, cls: type, prefix: str, defaults: Any, exclude: tuple[str
             argv += _argv(value, type(value), f"{prefix}{field.metadata['prefix']}-", inner_defaults, field.metadata["derived"])
             continue
         default = getattr(defaults, field.name) if defaults is not None else _default(field)
+        if field.metadata.get("positional"):
+            leading.append(str(value))  # before any flag, which might take several values
+            continue
         if value == default or value is None:
             continue
         flag = _flag(field, prefix)
@@ -173,7 +183,7 @@ def _argv(config: Any, cls: type, prefix: str, defaults: Any, exclude: tuple[str
             argv += [flag, *map(str, value)]
         else:
             argv += [flag, str(value)]
-    return argv
+    return leading + argv
 
 
 def to_json(config: Any) -> dict[str, Any]:

@@ -185,7 +185,7 @@ def kept_values(sae: KSparseAutoencoder, x: torch.Tensor, chosen: torch.Tensor) 
         kth = torch.from_numpy(np.partition(array, position, axis=-1)[:, position : position + 1])
     else:
         kth = pre.topk(sae.k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
-    return value.relu() * (value >= kth)
+    return (value.relu() if sae.config.relu else value) * (value >= kth)
 
 
 def _to_grid(maps: torch.Tensor, output: torch.Tensor, num_tokens: int) -> torch.Tensor:
