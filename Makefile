@@ -26,11 +26,11 @@ system-packages test-system-packages:
 		echo "  Install them by hand: sudo apt-get install -y$$missing"; \
 	fi
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-interop.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch==2.13.0 is pinned first in requirements.txt so pip takes the CPU wheel, not CUDA builds.
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-interop.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
