@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow  # every test runs the extraction command line, a 
 
 @pytest.fixture(scope="module")
 def folder(make_image_folder) -> Path:
-    return make_image_folder({"dark": 40, "light": 200}, per_class=30, seed=5)
+    return make_image_folder({"dark": 40, "light": 200}, per_class={"train": 30, "test": 4}, seed=5)
 
 
 def command(model: Path, folder: Path, out: Path, *extra: str) -> list[str]:

@@ -16,7 +16,8 @@ import torch
 import revelio
 from revelio.formats.artifacts import SAESource
 from revelio.formats.metrics import Steering
-from revelio.release.build import UNSET, ReleaseConfig, build_release
+from revelio.release.build import build_release
+from revelio.release.release_config import UNSET, ReleaseConfig
 from revelio.release.steering_measurement import SteeringMeasureConfig
 from revelio.steps.probe_grid import ProbeGridConfig
 from tests import tiny_models

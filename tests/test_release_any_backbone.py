@@ -15,7 +15,8 @@ import pytest
 
 import revelio
 from revelio.formats.metrics import Steering
-from revelio.release.build import UNSET, ReleaseConfig, build_release
+from revelio.release.build import build_release
+from revelio.release.release_config import UNSET, ReleaseConfig
 from revelio.release.steering_measurement import SteeringMeasureConfig
 from revelio.sae.training import SAETrainConfig
 from revelio.steps.probe_grid import ProbeGridConfig

@@ -13,6 +13,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from revelio.data.image_folders import LAYOUTS, load_image_folder
+
 FASHION_MNIST = "fashion-mnist"
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -63,14 +65,14 @@ def load_image_dataset(
         dataset = load_fashion_mnist(split)
         dataset = dataset.to_iterable_dataset() if streaming else dataset
     elif Path(name).is_dir():
-        dataset = datasets.load_dataset("imagefolder", data_dir=name, split=split, streaming=streaming)
+        dataset = load_image_folder(Path(name), split, streaming)
     else:
         try:
             dataset = datasets.load_dataset(name, split=split, streaming=streaming)
         except (FileNotFoundError, ConnectionError, ValueError) as err:
             raise ValueError(
-                f"could not load dataset {name!r} split {split!r} ({err}). Pass a local image "
-                "folder (one subfolder per class) or a Hub dataset id reachable from here."
+                f"could not load dataset {name!r} split {split!r} ({err}). Pass a local image folder "
+                f"({LAYOUTS}) or a Hub dataset id reachable from here."
             ) from None
     features = dataset.features
     if image_column is None:

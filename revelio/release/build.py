@@ -30,9 +30,11 @@ import diffusers
 import torch
 
 from revelio import __version__
-from revelio.config import group, option, to_argv, to_json
+from revelio.config import to_argv, to_json
 from revelio.data.datasets import load_image_dataset
-from revelio.errors import ConfigError, DatasetError
+from revelio.data.fingerprint import fingerprint
+from revelio.data.image_folders import split_description
+from revelio.errors import ConfigError
 from revelio.formats.metrics import Monosemanticity, ProbeGrid, QualityGate, SAEGrid
 from revelio.formats.release import BestCell, ReleaseInfo
 from revelio.grid import POOLINGS, Cell, Pooling
@@ -56,73 +58,20 @@ from revelio.release.card import render_card
 from revelio.release.exemplars import thumbnail_side, write_exemplars, write_held_out_examples
 from revelio.release.load import Release, load_release
 from revelio.release.purity_measurement import MonosemanticityConfig, measure_monosemanticity
+from revelio.release.release_config import ReleaseConfig
 from revelio.release.sae_evaluation import evaluate_saes, write_sae_metrics
+from revelio.release.settings_check import fit_to_dataset
 from revelio.release.steering_measurement import SteeringMeasureConfig, measure_steering
 from revelio.sae.model import KSparseAutoencoder
-from revelio.sae.training import SAETrainConfig
-from revelio.steps.extract import extract_to_cache
+from revelio.steps.extract import extract_to_cache, with_inputs
 from revelio.steps.extraction_config import ExtractionConfig
 from revelio.steps.imported_saes import ImportedSAEsConfig, install_saes, load_published
 from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
-from revelio.steps.quality_gate import QualityGateConfig, run_quality_gate
+from revelio.steps.quality_gate import run_quality_gate
 from revelio.steps.sae_grid import SAEGridConfig, train_sae_grid
 from revelio.storage.files import read_json
 
 log = logging.getLogger(__name__)
-
-# The fields of each step config that the build fills in itself (no flag of their own).
-EXTRACTION_DERIVED = ("backbone", "out", "timesteps", "revision", "dataset", "split", "image_column", "label_column", "limit",
-                      "hooks", "poolings", "seed", "device", "overwrite", "random_weights", "prompt_template")
-SAE_DERIVED = ("seed",)
-PROBE_DERIVED = ("cache", "out", "test_cache", "random_cache", "random_test_cache", "saes", "seed")
-GATE_DERIVED = ("model", "out", "dataset", "image_column", "label_column", "classifier", "seed", "device")
-STEERING_DERIVED = ("release", "out", "seed")
-UNSET = Path("")  # a derived path the build fills in
-
-
-@dataclass
-class ReleaseConfig:
-    """Everything a release is built from; its flags are train/build_release.py's.
-
-    The five step configs are held whole: ``--pooled-sae-k 16`` sets ``pooled_sae.k``,
-    ``--probe-epochs 5`` sets ``probes.epochs``, and so on for every option of those steps.
-    """
-
-    model: str = option(help="diffusers pipeline: a local folder (copied into the release) or a Hub repo id (referenced)")
-    out: Path = option(help="the release folder")
-    revision: str | None = option(None, "the Hub backbone's revision (branch, tag or commit)")
-    dataset: str = option("fashion-mnist", "labelled images: fashion-mnist, a Hub dataset id, or an image folder (one subfolder per class)")
-    image_column: str | None = option(None)
-    label_column: str | None = option(None)
-    test_split: str = option("test")
-    hooks: list[str] | None = option(None, "default: every block-level hook point (with --saes: the SAEs' own)")
-    saes: list[str] | None = option(
-        None, "published SAEs instead of training: SOURCE[:SUBFOLDER] each (Hub repo id or folder), used at their own "
-        "hook points and every --timesteps (spatial SAEs only)")
-    timesteps: list[int] = option([25, 100, 300, 600])
-    prompt_template: str | None = option(
-        None, 'text models: extract with each image\'s prompt from its label, e.g. "a photo of a {}" (default: the empty prompt)')
-    train_images: int = option(12000, "a seeded, class-balanced subset of the training split")
-    pooled_train_images: int | None = option(
-        None, "more training images for the pooled SAEs alone (pooled vectors are small; e.g. the whole split); default: --train-images")
-    test_images: int = option(2000, "a seeded, class-balanced subset of the test split")
-    held_out_per_class: int = option(20, "test images per class kept for the app (examples, histograms)")
-    random_images: int = option(4000, "training images for the random-weights baseline")
-    with_steering: bool = option(True, "end with a short steering measurement (the Steer tab starts from its setting)",
-                                    flag="--steering")
-    repo_id: str = option("bundled", "the Hub repo id shown in the card's loading example")
-    seed: int = option(0)
-    device: str | None = option(None, "cpu or cuda (default: cuda when available)")
-    work: Path = option(Path("artifacts/release-work"), "caches and SAE checkpoints")
-    extraction: ExtractionConfig = group(lambda: ExtractionConfig(backbone="", out=UNSET, timesteps=[]), "extract", EXTRACTION_DERIVED)
-    pooled_sae: SAETrainConfig = group(lambda: SAETrainConfig(expansion=8, k=8, total_tokens=1_000_000), "pooled-sae", SAE_DERIVED)
-    spatial_sae: SAETrainConfig = group(lambda: SAETrainConfig(expansion=8, k=8, total_tokens=2_000_000), "spatial-sae", SAE_DERIVED)
-    probes: ProbeGridConfig = group(lambda: ProbeGridConfig(cache=UNSET, out=UNSET, max_train=6000), "probe", PROBE_DERIVED)
-    gate: QualityGateConfig = group(lambda: QualityGateConfig(model="", out=UNSET), "gate", GATE_DERIVED)
-    steering: SteeringMeasureConfig = group(
-        lambda: SteeringMeasureConfig(cells=[], features_per_class=8, strengths=[1.0, 2.0, 3.0], per_source=2, steps=20),
-        "steering", STEERING_DERIVED, help="no --steering-cells: the best probe's block and timestep")
-
 
 class StepLog:
     """Runs steps in this process and records the train/ command that reproduces each."""
@@ -195,9 +144,8 @@ def _start(config: ReleaseConfig, command: str) -> Build:
     if config.saes and config.hooks:
         raise ConfigError("with saes, the hook points are the SAEs' own; leave hooks out")
     hooks = backbone.check_hook_points(published_hooks(config) if config.saes else config.hooks or backbone.hook_points)
+    config = fit_to_dataset(config, backbone, hooks)
     class_names = load_image_dataset(config.dataset, "train", config.image_column, config.label_column).class_names
-    if not class_names:
-        raise DatasetError(f"{config.dataset} has no class labels; a release needs a labelled dataset (name the label_column)")
     poolings: list[Pooling] = ["none"] if config.saes else list(POOLINGS)
     return Build(config, command, model, local, backbone, hooks, class_names, poolings)
 
@@ -214,7 +162,7 @@ def stage_quality_gate(build: Build) -> None:
         log.info("quality gate skipped: %s", build.gate_skipped)
         return
     gate = replace(config.gate, model=build.model, out=build.out, dataset=config.dataset, seed=config.seed, device=config.device,
-                   classifier=None, **build.columns)
+                   classifier=None, inputs=fingerprint(config.dataset), **build.columns)
     path = metrics_file(build.out, QUALITY_GATE)
     done = path.is_file() and QualityGate.read(path).config == to_json(gate)
     build.steps.run("quality_gate.py", [gate], lambda: run_quality_gate(gate, build.backbone), done=done)
@@ -229,11 +177,11 @@ def stage_extract(build: Build) -> None:
     if config.pooled_train_images is not None and config.pooled_train_images != config.train_images:
         extractions.append(("pooled-train", "train", config.pooled_train_images, False, ("mean",)))
     for name, split, limit, random, poolings in extractions:
-        extraction = replace(config.extraction, backbone=build.model, revision=config.revision, out=config.work / "caches" / name,
-                             timesteps=config.timesteps, dataset=config.dataset, split=split, limit=limit, hooks=build.hooks,
-                             poolings=list(poolings), seed=config.seed, device=config.device, random_weights=random,
-                             prompt_template=config.prompt_template, **build.columns)
-        same = _same_extraction(extraction)
+        extraction = with_inputs(replace(
+            config.extraction, backbone=build.model, revision=config.revision, out=config.work / "caches" / name,
+            timesteps=config.timesteps, dataset=config.dataset, split=split, limit=limit, hooks=build.hooks, poolings=list(poolings),
+            seed=config.seed, device=config.device, random_weights=random, prompt_template=config.prompt_template, **build.columns))
+        same = _same_extraction(extraction, name)
         extraction = replace(extraction, overwrite=not same)  # other settings start that cache over
         backbone = None if random else build.backbone  # a random-weights copy is its own model
         build.steps.run("extract_activations.py", [extraction], lambda e=extraction, b=backbone: extract_to_cache(e, b),
@@ -241,11 +189,20 @@ def stage_extract(build: Build) -> None:
         build.caches[name] = extraction.out
 
 
-def _same_extraction(extraction: ExtractionConfig) -> bool:
-    """The cache folder was (or is being) extracted by this very command."""
+def _same_extraction(extraction: ExtractionConfig, name: str) -> bool:
+    """The cache folder was (or is being) extracted by this very command from these very files;
+    when it was not, the log says what changed."""
     run = extraction.out / EXTRACTION_RUN_FILE
+    if not run.is_file():
+        return False
+    started = read_json(run)
     wanted = {k: v for k, v in to_json(extraction).items() if k != "overwrite"}
-    return run.is_file() and read_json(run) == wanted
+    changed = sorted(k for k in set(started) | set(wanted) if started.get(k) != wanted.get(k))
+    if changed:
+        log.info("the %s cache was extracted with other %s (%s): extracting it again", name,
+                 "inputs" if changed == ["inputs"] else "settings",
+                 "; ".join(f"{k}: {started.get(k)!r} -> {wanted.get(k)!r}" for k in changed))
+    return not changed
 
 
 def stage_saes(build: Build) -> None:
@@ -304,7 +261,8 @@ def stage_release_info(build: Build) -> None:
         backbone=MODEL_DIR if build.local else config.model, backbone_revision=None if build.local else config.revision,
         backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" and build.local else config.model,
         conditioning=build.backbone.conditioning, backbone_class_names=build.backbone.class_names,
-        prompt_template=config.prompt_template, dataset=config.dataset, num_train_images=config.train_images,
+        prompt_template=config.prompt_template, dataset=config.dataset, dataset_split=dataset_split(config),
+        num_train_images=config.train_images,
         num_test_images=config.test_images, hooks=build.hooks, timesteps=config.timesteps, poolings=build.poolings,
         class_names=build.class_names, quality_gate_skipped=build.gate_skipped,
         probe_kinds=sorted({r.probe for r in probe_grid.rows if r.features == "diffusion"}),
@@ -319,6 +277,13 @@ def stage_release_info(build: Build) -> None:
     )
     build.info.write(build.out / RELEASE_FILE)
     build.release = load_release(build.out)
+
+
+def dataset_split(config: ReleaseConfig) -> str:
+    """How the release's train and test images were chosen, in words."""
+    if Path(config.dataset).is_dir():
+        return split_description(Path(config.dataset))
+    return f"the dataset's own 'train' and {config.test_split!r} splits"
 
 
 def published_summary(build: Build) -> dict[str, Any]:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 
 import torch
 from accelerate import PartialState
 
 from revelio.data.datasets import load_image_dataset
+from revelio.data.fingerprint import fingerprint
 from revelio.errors import ConfigError
 from revelio.layout import DATASET_FILE, EXTRACTION_RUN_FILE, LABELS_FILE, PARTS_DIR
 from revelio.models import Backbone, load_backbone
@@ -37,6 +39,7 @@ def extract_to_cache(config: ExtractionConfig, backbone: Backbone | None = None)
     which re-initialises the model it is given)."""
     if backbone is not None and config.random_weights:
         raise ConfigError("random_weights re-initialises the backbone; let extract_to_cache load its own copy")
+    config = with_inputs(config)
     state = PartialState(cpu=not torch.cuda.is_available() or config.device == "cpu")
     if config.overwrite and state.is_main_process:
         for name in (PARTS_DIR, EXTRACTION_RUN_FILE, DATASET_FILE, LABELS_FILE):
@@ -62,3 +65,10 @@ def extract_to_cache(config: ExtractionConfig, backbone: Backbone | None = None)
         log.info(json.dumps(summary))
     state.wait_for_everyone()
     return summary
+
+
+def with_inputs(config: ExtractionConfig) -> ExtractionConfig:
+    """The config with the fingerprints of its dataset and model, so changed files are a changed command."""
+    if config.inputs:
+        return config
+    return replace(config, inputs=f"dataset {fingerprint(config.dataset)}, model {fingerprint(config.backbone, config.revision)}")

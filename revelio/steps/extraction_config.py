@@ -34,5 +34,7 @@ class ExtractionConfig:
         None, 'text models: each image\'s prompt from its label, e.g. "a photo of a {}" (default: the empty prompt, as the paper)')
     part_images: int = option(1024, "images per part: the unit of resuming and of splitting over processes")
     streaming: bool = option(False, "read the dataset as a stream (Hub datasets: no full download)")
+    inputs: str = option("", "fingerprints of the dataset and the model (filled in when empty): a rerun on changed "
+                                "files is another extraction", cli=False)
     tokens_per_image: int | None = option(
         None, "spatial caches keep this many seeded random locations per image (default: all); pooled vectors use all")

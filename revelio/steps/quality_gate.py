@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from revelio.config import option, to_json
 from revelio.data.datasets import load_image_dataset
+from revelio.data.fingerprint import fingerprint
 from revelio.data.images import to_pixels
 from revelio.errors import ConfigError, DatasetError
 from revelio.formats.metrics import QualityGate
@@ -46,6 +47,8 @@ class QualityGateConfig:
     grid_columns: int = option(10, "samples per class in plots/samples.png")
     seed: int = option(0)
     device: str | None = option(None)
+    inputs: str = option("", "fingerprint of the dataset (filled in when empty): a reference classifier of other files is retrained",
+                         cli=False)
 
 
 def real_images(config: QualityGateConfig, split: str, resolution: int, channels: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -62,7 +65,9 @@ def reference_classifier(config: QualityGateConfig, resolution: int, channels: i
     test_x, test_y, names = real_images(config, "test", resolution, channels)
     if (folder / CONFIG_FILE).is_file():
         classifier = ReferenceClassifier.from_pretrained(folder)
-        return classifier, classifier.accuracy(test_x, test_y)
+        if classifier.config.config.get("inputs", config.inputs) == config.inputs:
+            return classifier, classifier.accuracy(test_x, test_y)
+        log.info("the reference classifier in %s was trained on other files of %s: training it again", folder, config.dataset)
     train_x, train_y, _ = real_images(config, "train", resolution, channels)
     classifier = ReferenceClassifier.fit(train_x, train_y, names, epochs=config.epochs, seed=config.seed, width=config.classifier_width,
                                          dataset=config.dataset, trained_on="real training images", config=to_json(config))
@@ -75,6 +80,7 @@ def run_quality_gate(config: QualityGateConfig, backbone: Backbone | None = None
     """Judge the model's samples of every class; writes quality_gate.json and samples.png, returns the metrics.
     A caller that already holds the backbone passes it."""
     backbone = backbone or load_backbone(config.model, device=config.device)
+    config = config if config.inputs else replace(config, inputs=fingerprint(config.dataset))
     names = backbone.class_names
     if not names:
         raise ConfigError(f"{config.model} is not class-conditional; the quality gate generates per class")

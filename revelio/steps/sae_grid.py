@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -91,9 +92,14 @@ def train_sae_grid(grid: SAEGridConfig, training: SAETrainConfig) -> None:
 def train_cell(cell: Cell, grid: SAEGridConfig, training: SAETrainConfig, state: PartialState, labels: CacheLabels) -> None:
     """Train one cell's SAE and its feature statistics, unless a finished one is already there."""
     out = grid.out / cell.path
-    if (out / STATS_FILE).is_file() and not grid.overwrite:
-        log.info(json.dumps({"rank": state.process_index, "cell": cell.path, "skipped": "finished earlier"}))
-        return
+    stats, extracted = out / STATS_FILE, grid.cache / DATASET_FILE
+    if stats.is_file() and not grid.overwrite:
+        if not extracted.is_file() or stats.stat().st_mtime >= extracted.stat().st_mtime:
+            log.info(json.dumps({"rank": state.process_index, "cell": cell.path, "skipped": "finished earlier"}))
+            return
+        log.info(json.dumps({"rank": state.process_index, "cell": cell.path, "retrained": "its cache was extracted again since"}))
+    if stats.is_file() or grid.overwrite:
+        shutil.rmtree(out, ignore_errors=True)  # no checkpoint of the old data resumes
     cache = ActivationCache(grid.cache / cell.path)
     meta = cache.manifest.metadata
     config = replace(training, metadata={"backbone": meta.get("backbone"), "dataset": meta.get("dataset"),
