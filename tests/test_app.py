@@ -98,9 +98,19 @@ def test_feature_view_shows_exemplars_histogram_and_timesteps(client):
     assert [t for t, _ in over_time["data"]] == [25, 100, 300, 600]
 
 
-def test_a_cleared_feature_choice_leaves_the_view_as_it_was(client):
-    # changing block or timestep clears the feature dropdown, whose change event then sends None
-    assert client.predict("up_blocks.0", 300, "none", None, api_name="/feature") is not None
+def test_a_cleared_feature_choice_clears_the_view(client):
+    # changing the SAE clears the feature dropdown, whose change event then sends None: nothing of the
+    # previous SAE's feature may stay on screen
+    summary, exemplars, histogram, over_time = client.predict("up_blocks.0", 300, "none", None, api_name="/feature")
+    assert summary.startswith("Pick a feature of the SAE up_blocks.0 at t=300") and exemplars == []
+    assert histogram["data"] == [] and over_time["data"] == []
+
+
+def test_the_feature_view_explains_its_label_and_statistics(client):
+    summary = client.predict("up_blocks.0", 25, "none", 286, api_name="/feature")[0]
+    assert "Label: " in summary and "exact binomial" in summary and "effective training images" in summary
+    for term in ("*Firing frequency*", "*Image frequency*", "*Purity*"):
+        assert term in summary
 
 
 def test_feature_list_is_sorted_by_purity(client):
@@ -314,7 +324,8 @@ def test_chart_table_and_heatmaps_describe_the_same_request(client, examples):
                                           ("Trouser", "up_blocks.1", 25, "none")):
         _, bars, table, heatmaps, feature = client.predict(handle_file(examples[name]), hook, timestep, pooling, api_name="/explore")
         from_table = [f"#{row[0]} {row[1]}" for row in table["data"]]
-        assert _bar_labels(bars) == from_table, (name, hook, timestep, pooling)
+        short = [f"#{row[0]} {'mixed' if row[1].startswith('mixed') else row[1]}" for row in table["data"]]
+        assert _bar_labels(bars) == short, (name, hook, timestep, pooling)  # a mixed feature's classes are in the table
         assert "y_lim" not in bars  # set once on the chart: a response that changes it redraws stale data
         if pooling == "none":
             assert [h["caption"].rsplit(" · ", 1)[0] for h in heatmaps] == from_table
@@ -556,7 +567,68 @@ def test_suggesting_fewer_features_than_asked_says_so(bundled_state, monkeypatch
     said = []
     monkeypatch.setattr(gr, "Info", lambda message, *a, **k: said.append(message))
     found = SteerTab(bundled_state).suggest("mid_block", 100, "mean", 1, 64)
-    assert len(found) < 64 and said and f"Only {len(found)} of this pooled SAE's features have Trouser" in said[0]
+    assert len(found) < 64 and said and f"Only {len(found)} of this pooled SAE's features are labelled Trouser" in said[0]
+    labels = bundled_state.labels(bundled_state.cell("mid_block", 100, "mean"))
+    assert found and all(labels[f].name == "Trouser" for f in found)  # the one label rule: named, not mixed
+
+
+def test_without_an_image_a_changed_sae_or_probe_clears_the_old_result(bundled_state):
+    from revelio.app.tabs.classify import ClassifyTab
+    from revelio.app.tabs.explore import PICK_IMAGE, ExploreTab
+
+    explore = ExploreTab(bundled_state)
+    fvu, _, table, heatmaps, feature = explore.refresh(None, "mid_block", 300, "mean")
+    pooled = bundled_state.cell("mid_block", 300, "mean")
+    assert fvu is None and table.empty and heatmaps == [] and feature.value is None
+    assert len(feature.choices) == bundled_state.sae(pooled).d_sae  # the new SAE's features, none picked
+    assert explore.note(None, "mid_block", 300, "mean", None) == PICK_IMAGE
+    classify = ClassifyTab(bundled_state)
+    assert classify.refresh(None, "mid_block", 300, "linear") is None
+    assert classify.note(None, None).startswith("Pick an image")
+
+
+def test_uploads_unlike_the_training_data_get_a_note(bundled_state, examples):
+    from sklearn.datasets import load_sample_image
+
+    from revelio.app.familiarity import classify_note, explore_note
+    from revelio.app.tabs.explore import explore_image
+
+    cell = bundled_state.cell("mid_block", 100, "none")
+    trouser = Image.open(examples["Trouser"])
+    assert explore_note(bundled_state, cell, explore_image(bundled_state, trouser, cell).fvu, trouser) == ""
+    assert classify_note(bundled_state, 0.95, trouser) == ""
+    photo = Image.fromarray(load_sample_image("flower.jpg"))
+    note = explore_note(bundled_state, cell, explore_image(bundled_state, photo, cell).fvu, photo)
+    assert "unlike the training data" in note and "fashion-mnist (28×28 px greyscale images)" in note
+    high = float(bundled_state.held_out_fvu(cell).max())
+    assert high < 0.6 and "worse than every held-out test image" in explore_note(bundled_state, cell, high + 0.1, trouser)
+    assert "the probe is unsure (its top class has 31%)" in classify_note(bundled_state, 0.31, trouser)
+
+
+def test_steer_says_before_generate_what_will_not_steer(bundled_state):
+    from revelio.app.tabs.steer import SteerTab
+
+    tab = SteerTab(bundled_state)
+    assert "pooled SAE will not steer" in tab.advice("up_blocks.1", 100, "mean", "value")
+    assert "mask will not keep the change inside it at up_blocks.1" in tab.advice("up_blocks.1", 100, "none", "class-map")
+    assert "Constant clamps rarely change the class" in tab.advice("up_blocks.0", 100, "none", "value")
+    assert tab.advice("up_blocks.0", 600, "none", "class-map") == ""  # where masks and class maps were measured to work
+
+
+def test_suggestions_and_the_steer_summary_show_what_the_selection_used(bundled_state):
+    from revelio.app.tabs.steer import SteerTab
+
+    tab = SteerTab(bundled_state)
+    features = tab.suggest("up_blocks.1", 100, "none", 1, 4)
+    why = tab.chosen("up_blocks.1", 100, "none", 1, features)
+    assert why.count("on Trouser maps") == 4 and "its average" in why
+    request = tab.request(0, 0, 2, 2.5, "up_blocks.1", 100, "none", features, "class-map", 1, 3, 999, 0)
+    note = tab.note(request, tab.generator.clamp(request))
+    assert note.count("on Trouser maps") == 4 and "3 × its Trouser map" in note
+    for f in features:  # one label definition: the summary names each feature as the dropdowns do
+        assert bundled_state.feature_label(request.cell, f) in note
+    pooled = tab.suggest("mid_block", 100, "mean", 1, 4)
+    assert tab.chosen("mid_block", 100, "mean", 1, pooled).count("of its activation on Trouser") == len(pooled)
 
 
 @pytest.fixture(scope="module")
@@ -574,11 +646,24 @@ def test_the_feature_list_searches_labels_and_ids(client):
     assert listed and all("Trouser" in row[1] for row in listed)
     assert [row[0] for row in client.predict("mid_block", 100, "none", "36", api_name="/features")["data"]] == [36]
     assert [row[0] for row in client.predict("mid_block", 100, "none", "#36", api_name="/features")["data"]] == [36]
-    assert client.predict("mid_block", 100, "none", "no such label", api_name="/features")["data"] in ([], [["", "", "", "", ""]])
+    nothing = client.predict("mid_block", 100, "none", "no such label", api_name="/features")
+    assert nothing["data"] in ([], [["", "", "", "", ""]])
     with pytest.raises(AppError, match="does not exist"):
         client.predict("mid_block", 100, "none", "99999", api_name="/features")
     everything = client.predict("mid_block", 100, "none", api_name="/features")["data"]  # the search is optional
     assert len(everything) > len(listed)
+
+
+def test_a_search_without_a_match_says_so(bundled_state):
+    from revelio.app.tabs.atlas import AtlasTab
+
+    tab = AtlasTab(bundled_state)
+    empty = {"headers": ["feature", "label"], "data": [["", ""]]}
+    message, table = tab.search_note("mid_block", 100, "none", "zebra", empty)
+    assert message.startswith("**No feature of the SAE mid_block at t=100") and "'zebra'" in message
+    assert table.visible is False  # no empty table: the message instead
+    message, table = tab.search_note("mid_block", 100, "none", "Bag", {"headers": ["feature"], "data": [[3], [7]]})
+    assert message == "2 features whose label contains 'Bag'." and table.visible is True
 
 
 def test_tables_download_as_csv():

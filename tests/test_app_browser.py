@@ -32,6 +32,8 @@ BARS = r"""() => {
   // left to right on screen: Vega keeps a label's node when it moves, so DOM order is not bar order
   return axis ? [...axis.querySelectorAll('g.role-axis-label text')].map(t => [t.getBoundingClientRect().x, t.textContent])
       .sort((a, b) => a[0] - b[0]).map(p => p[1]) : []; }"""
+# the chart names a feature as the table does, a mixed one without its classes (long axis labels are cut)
+SHORT = "(rows) => rows.map(r => `#${r[0]} ${r[1].startsWith('mixed') ? 'mixed' : r[1]}`)"
 TABLE = r"""(label) => {
   const block = [...document.querySelectorAll('.block')].find(e => e.offsetParent && e.innerText.includes(label)
       && e.querySelector('.virtual-body'));
@@ -96,14 +98,14 @@ def test_clicked_examples_are_explored_and_the_chart_shows_the_tables_features(a
         examples.nth(index).click()  # no Explore click: the example runs on its own
         # a new table, and the chart (redrawn after it, slowly on a busy machine) naming the same features in order
         settled = (f"(old) => {{ const table = ({TABLE})('click a row'); return JSON.stringify(table) !== JSON.stringify(old)"
-                   f" && JSON.stringify(({BARS})()) === JSON.stringify(table.map(r => `#${{r[0]}} ${{r[1]}}`)); }}")
+                   f" && JSON.stringify(({BARS})()) === JSON.stringify(({SHORT})(table)); }}")
         try:
             page.wait_for_function(settled, arg=previous, timeout=30_000)
         except playwright_api.TimeoutError:
             pass
         table = page.evaluate(TABLE, "click a row")
         assert table != previous, index
-        assert page.evaluate(BARS) == [f"#{row[0]} {row[1]}" for row in table], index
+        assert page.evaluate(BARS) == page.evaluate(SHORT, table), index
         previous = table
     examples.nth(1).click()  # the trousers again, then a row: its feature's details
     page.wait_for_timeout(2500)
@@ -249,3 +251,119 @@ def test_a_clicked_example_is_classified(app_url, page):
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=label-output-value]')]"
                            ".some(e => e.offsetParent && e.innerText.includes('Trouser'))", timeout=30_000)
     screenshot(page, "classify")
+
+
+H3_STARTS = "(prefix) => [...document.querySelectorAll('h3')].some(h => h.offsetParent && h.innerText.startsWith(prefix))"
+
+
+def test_every_explore_control_reruns_it_for_the_image_on_screen(app_url, page):
+    page.goto(app_url)
+    page.wait_for_function(f"() => ({BARS})().length > 0", timeout=60_000)
+    previous = page.evaluate(TABLE, "click a row")
+    for label, value in (("Block", "mid_block"), ("Timestep", "300"), ("SAE", "pooled (one code per image)")):
+        if label == "SAE":
+            page.locator("label:visible", has_text=value).first.click()
+        else:
+            choose(page, label, value)
+        # a new table for the new SAE, the chart naming its features, and the panel showing its first one
+        settled = (f"(old) => {{ const table = ({TABLE})('click a row'); return table.length > 0 && "
+                   f"JSON.stringify(table) !== JSON.stringify(old) && "
+                   f"JSON.stringify(({BARS})()) === JSON.stringify(({SHORT})(table)) && "
+                   f"({H3_STARTS})(`#${{table[0][0]}} `); }}")
+        page.wait_for_function(settled, arg=previous, timeout=60_000)
+        previous = page.evaluate(TABLE, "click a row")
+    assert page.get_by_text("No heatmaps with the pooled SAE").is_visible()
+    page.locator(".revelio-input:visible button[aria-label='Remove Image']").first.click()  # no image any more
+    choose(page, "Block", "up_blocks.0")
+    page.wait_for_function("() => document.body.innerText.includes('Pick an image (upload one, or click an example) "
+                           "to explore this SAE.')", timeout=30_000)
+    page.wait_for_function(f"() => ({TABLE})('click a row').length === 0 && ({BARS})().length === 0", timeout=30_000)
+    page.wait_for_function("() => document.body.innerText.includes('Pick a feature of the SAE up_blocks.0')", timeout=30_000)
+    screenshot(page, "explore-no-image")
+
+
+def test_an_upload_unlike_the_training_data_gets_a_note(app_url, page, tmp_path):
+    page.goto(app_url)
+    page.wait_for_function(f"() => ({BARS})().length > 0", timeout=60_000)
+    jeans = Image.new("RGB", (200, 300), (230, 215, 180))
+    jeans.paste((40, 60, 140), (60, 20, 140, 290))
+    jeans.save(tmp_path / "jeans.png")
+    page.locator(".revelio-input input[type=file]").first.set_input_files(str(tmp_path / "jeans.png"))
+    page.wait_for_function("() => document.body.innerText.includes('looks unlike the training data')", timeout=60_000)
+    assert page.get_by_text("fashion-mnist (28×28 px greyscale images)").first.is_visible()
+    screenshot(page, "explore-unlike")
+
+
+def test_classify_reruns_for_each_probe_and_cell(app_url, page):
+    page.goto(app_url + "?tab=classify")
+    page.wait_for_timeout(3000)
+    page.locator("button.gallery-item:visible").nth(1).click()  # the trousers
+    read = ("() => [...document.querySelectorAll('.block')].filter(e => e.offsetParent && "
+            "e.querySelector('[data-testid=label-output-value]')).map(e => e.innerText).join('|')")
+    page.wait_for_function(f"() => ({read})().includes('Trouser')", timeout=30_000)
+    seen = {page.evaluate(read)}
+    for label, value in (("Probe", "linear"), ("Probe", "sae-linear"), ("Block", "mid_block"), ("Timestep", "600")):
+        before = page.evaluate(read)
+        choose(page, label, value)
+        page.wait_for_function(f"(old) => {{ const now = ({read})(); return now && now !== old; }}", arg=before, timeout=30_000)
+        seen.add(page.evaluate(read))
+    assert len(seen) == 5  # each control gave a new answer for the same image
+    page.locator(".revelio-input:visible button[aria-label='Remove Image']").first.click()
+    choose(page, "Probe", "diff-c")
+    page.wait_for_function("() => document.body.innerText.includes('Pick an image (upload one, or click an example) "
+                           "to classify it.')", timeout=30_000)
+    assert not page.evaluate(read).strip() or "Trouser" not in page.evaluate(read)
+
+
+def test_steer_says_what_will_not_steer_before_generate(app_url, page):
+    page.goto(app_url + "?tab=steer")
+    page.wait_for_timeout(3000)
+    advice = page.locator(".block.revelio-advice")
+    assert "will not keep the change inside it at up_blocks.1" in advice.inner_text()  # the default block
+    page.get_by_text("Why these features").click()
+    page.wait_for_function("() => document.body.innerText.includes('on Trouser maps')", timeout=10_000)
+    page.locator("label:visible", has_text="pooled (one code per image)").click()
+    page.wait_for_function("() => document.querySelector('.revelio-advice').innerText.includes('pooled SAE will not steer')",
+                           timeout=10_000)
+    page.locator("label:visible", has_text="spatial (one code per location)").click()
+    choose(page, "Block", "up_blocks.0")
+    page.wait_for_function("() => document.querySelector('.revelio-advice').innerText.includes('Constant clamps')",
+                           timeout=10_000)  # the pooled SAE switched the clamp to a value, which stays
+    page.locator("label:visible", has_text="the target class's mean map").click()
+    page.wait_for_function("() => !document.querySelector('.revelio-advice').innerText.trim()", timeout=10_000)
+    # the progress shows on its own line: the help text under Generate stays readable while it runs
+    page.get_by_role("button", name="Suggest features").click()
+    page.wait_for_timeout(1500)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("() => /\\d+\\/\\d+ steps/.test(document.querySelector('.block.revelio-status').innerText)",
+                           timeout=30_000)
+    help_box = page.get_by_text("Generates the baseline (same seed").bounding_box()
+    overlays = page.locator(".wrap.default, .wrap.center").evaluate_all(
+        "els => els.filter(e => e.offsetParent).map(e => e.getBoundingClientRect().toJSON())")
+    for box in overlays:
+        assert box["y"] >= help_box["y"] + help_box["height"] or box["y"] + box["height"] <= help_box["y"] or \
+            box["x"] >= help_box["x"] + help_box["width"] or box["x"] + box["width"] <= help_box["x"], (box, help_box)
+    screenshot(page, "steer-progress")
+    page.wait_for_function(f"() => ({IMAGE_SRC})('Steered') !== null", timeout=60_000)
+
+
+def test_atlas_tables_show_every_column_and_a_search_without_match_says_so(app_url, page):
+    page.goto(app_url + "?tab=atlas")
+    page.wait_for_timeout(3000)
+    # every column's header ends inside its table's box: none is cut off or scrolled out of sight
+    cut = page.evaluate("""() => [...document.querySelectorAll('.block.revelio-grid-table')].filter(e => e.offsetParent).map(e => {
+        const headers = [...e.querySelectorAll('[role=columnheader], th')].filter(h => h.offsetParent);
+        const last = headers[headers.length - 1];
+        return [headers.length, last.getBoundingClientRect().right - e.getBoundingClientRect().right]; })""")
+    assert len(cut) == 7 and all(count >= 5 and overflow <= 1 for count, overflow in cut), cut  # probes, SAE error, purity
+    screenshot(page, "atlas-grids")
+    search = page.get_by_placeholder("e.g. Trouser, or 36")
+    search.fill("zebra")
+    search.press("Enter")
+    page.wait_for_function("() => document.body.innerText.includes(\"has a label containing 'zebra'\")", timeout=30_000)
+    assert not page.locator(".block", has_text="Features by purity").first.is_visible()
+    search.fill("mixed")
+    search.press("Enter")
+    page.wait_for_function(f"() => ({TABLE})('Features by purity').length > 0", timeout=30_000)
+    assert all(row[1].startswith("mixed: ") for row in page.evaluate(TABLE, "Features by purity"))
+    screenshot(page, "atlas-search", top="Feature browser")

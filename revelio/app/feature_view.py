@@ -16,6 +16,12 @@ from revelio.app.state import AppState
 from revelio.grid import Cell
 from revelio.layout import TIMESTEPS_FILE
 
+EMPTY_HISTOGRAM = (np.zeros(0), np.zeros(1))
+STATISTICS_HELP = ("*Firing frequency*: the share of training tokens (locations; images for a pooled SAE) where the "
+                   "feature is active. *Image frequency*: the share of training images where it is active anywhere. "
+                   "*Purity*: the share of its activation (summed over images, each at its strongest location) that "
+                   "falls on its top class; the *share* rows give every class's.")
+
 
 @dataclass
 class FeatureView:
@@ -23,6 +29,7 @@ class FeatureView:
 
     feature: int
     label: str
+    evidence: str  # why it is named, or mixed
     summary: dict[str, float]
     exemplars: list[tuple[Image.Image, str]]  # training images, strongest first, with captions
     histogram: tuple[np.ndarray, np.ndarray]  # (counts, bin edges) over held-out images where it fires
@@ -56,7 +63,8 @@ def feature_view(state: AppState, cell: Cell, feature: int, bins: int = 12) -> F
     }
     if names and stats.label_distribution.shape[1] == len(names):
         summary |= {f"share: {names[c]}": float(stats.label_distribution[feature, c]) for c in range(len(names))}
-    return FeatureView(feature, state.feature_label(cell, feature), summary, exemplars,
+    evidence = state.labels(cell)[feature].evidence(1 / max(1, len(names)))
+    return FeatureView(feature, state.feature_label(cell, feature), evidence, summary, exemplars,
                        (histogram[0], histogram[1]), (len(firing), len(strengths)), timesteps)
 
 
@@ -80,13 +88,15 @@ class FeatureDetail:
 
     def feature(self, hook: str, timestep: Any, pooling: str, feature: Any) -> tuple:
         """Summary markdown, exemplar gallery, histogram and timestep curve of one feature."""
-        if feature is None:  # the dropdown was just cleared (another block or timestep): nothing to show yet
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         cell = self.state.cell(hook, timestep, pooling)
+        if feature is None:  # the dropdown was cleared (another SAE): nothing of the old SAE's feature stays
+            return (f"Pick a feature of the SAE {cell} above to see its details.", [], histogram_frame(*EMPTY_HISTOGRAM),
+                    timesteps_frame([]))
         view = feature_view(self.state, cell, self.state.check_feature(cell, feature))
         fires, total = view.held_out_firing
-        lines = [f"### {view.label}", f"Fires on **{fires} of {total}** held-out test images.", "",
+        lines = [f"### {view.label}", view.evidence, "", f"Fires on **{fires} of {total}** held-out test images.", "",
                  "| statistic (training images) | value |", "|---|---|"]
         lines += [f"| {name} | {value:.4g} |" for name, value in view.summary.items()]
+        lines += ["", STATISTICS_HELP]
         exemplars = [(to_display(image, 112), caption) for image, caption in view.exemplars]
         return "\n".join(lines), exemplars, histogram_frame(*view.histogram), timesteps_frame(view.timesteps)

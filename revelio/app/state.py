@@ -17,12 +17,14 @@ import torch
 from PIL import Image
 
 from revelio.activations.capture import extract, pool
+from revelio.analysis.labels import FeatureLabel, evidence_labels
 from revelio.analysis.queries import feature_strengths
 from revelio.app.gpu import FORWARD_SECONDS, gpu
 from revelio.app.inputs import class_id, feature_id, feature_ids, whole
 from revelio.grid import POOLING_NAMES, Cell
 from revelio.probes.classify_images import classify
 from revelio.release import Release
+from revelio.sae.evaluation import normalized_mse
 from revelio.sae.model import KSparseAutoencoder
 from revelio.sae.stats import FeatureStats
 from revelio.steering.selection import ClassCodeMaps
@@ -70,8 +72,16 @@ class AppState:
             raise ValueError(f"the SAE {cell} ships no feature statistics; rebuild the release")
         return stats
 
-    def feature_label(self, cell: Cell, feature: int) -> str:
-        label = self.stats(cell).labels[feature]
+    @cache  # noqa: B019 - one AppState lives as long as the server
+    def labels(self, cell: Cell) -> list[FeatureLabel]:
+        """Every feature's label with its evidence (:mod:`revelio.analysis.labels`): the one
+        definition Explore, Atlas, the feature panel, suggestions and Steer's summary show."""
+        return evidence_labels(self.stats(cell), self.class_names)
+
+    def feature_label(self, cell: Cell, feature: int, short: bool = False) -> str:
+        """"#12 Trouser (72%)", "#12 mixed: Pullover 22%, Shirt 21%" ("#12 mixed" when ``short``)."""
+        found = self.labels(cell)[feature]
+        label = found.short if short else str(found)
         return f"#{feature} {label}" if label else f"#{feature}"
 
     @cache  # noqa: B019 - one AppState lives as long as the server
@@ -145,3 +155,13 @@ class AppState:
         """The mean activation vector on held-out images: the reference point of per-image FVU."""
         x = pool(self.held_out_tokens(cell.hook, cell.timestep), cell.pooling)
         return x.reshape(-1, x.shape[-1]).mean(0)
+
+    @cache  # noqa: B019
+    def held_out_fvu(self, cell: Cell) -> torch.Tensor:
+        """[held-out images]: each one's FVU under the SAE, computed as Explore computes an upload's:
+        the range an image like the training data falls in."""
+        x = pool(self.held_out_tokens(cell.hook, cell.timestep), cell.pooling)
+        sae, mean = self.sae(cell), self.held_out_mean(cell)
+        with torch.no_grad():
+            x_hat = sae.decode(sae.encode(x))
+        return torch.tensor([normalized_mse(x[i], x_hat[i], mean=mean) for i in range(len(x))])

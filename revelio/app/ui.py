@@ -32,6 +32,7 @@ CSS = """
 .revelio-gallery .grid-wrap { height: auto !important; max-height: none !important; overflow-y: visible !important; }
 .revelio-gallery { height: auto !important; }
 .revelio-status { min-height: 4.5em; }
+.revelio-note { min-height: 2.5em; }
 .revelio-help p { font-size: var(--text-sm); color: var(--body-text-color-subdued); }
 """
 
@@ -51,7 +52,7 @@ def header(release: Release) -> str:
     info, best = release.info, release.info.best_cell
     return (
         f"# revelio\nSparse-autoencoder features and probes of **{info.backbone_name or info.backbone}** "
-        f"({info.dataset}): {len(release.hooks)} blocks × {len(release.timesteps)} timesteps. "
+        f"({info.dataset_name or info.dataset}): {len(release.hooks)} blocks × {len(release.timesteps)} timesteps. "
         f"Best cell: **{best.hook} at t={best.timestep}** ({best.probe} probe, test accuracy {best.test_accuracy:.3f})."
     )
 

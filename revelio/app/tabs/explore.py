@@ -11,9 +11,11 @@ import torch
 from PIL import Image
 
 from revelio.activations.capture import pool
+from revelio.analysis.labels import RULE
 from revelio.analysis.queries import feature_strengths, feature_values, strongest
-from revelio.app.cell_picker import cell_inputs, follow_cell
+from revelio.app.cell_picker import cell_inputs
 from revelio.app.events import wire
+from revelio.app.familiarity import explore_note
 from revelio.app.feature_view import FeatureDetail
 from revelio.app.rendering import heatmap_overlay, table_csv
 from revelio.app.state import AppState
@@ -22,6 +24,7 @@ from revelio.grid import Cell
 from revelio.sae.evaluation import normalized_mse
 
 TOP_FEATURES = 8
+TABLE_COLUMNS = ["feature", "label", "activation", "% of its max"]
 
 
 @dataclass
@@ -44,14 +47,14 @@ def explore_image(state: AppState, image: Image.Image, cell: Cell, count: int = 
     """The ``count`` strongest features of ``image`` at ``cell``, their heatmaps and the image's FVU."""
     tokens = state.tokens([image], cell.hook, cell.timestep)  # [1, locations, C]
     x = pool(tokens, cell.pooling)  # [1, locations, C] (spatial) or [1, C] (pooled)
-    sae, stats = state.sae(cell), state.stats(cell)
+    sae, stats, labels = state.sae(cell), state.stats(cell), state.labels(cell)
     code = sae.encode(x)  # one encode serves the reconstruction, the ranking and the heatmaps
     # variance around the held-out mean: one image has too few locations (or one vector) for its own
     fvu = normalized_mse(x[0], sae.decode(code)[0], mean=state.held_out_mean(cell))
     hits = []
     for feature, activation in strongest(feature_strengths(code, sae.d_sae)[0], count):
         peak = float(stats.max_activation[feature])
-        hits.append(FeatureHit(feature, stats.labels[feature], activation, activation / peak if peak > 0 else 0.0))
+        hits.append(FeatureHit(feature, str(labels[feature]), activation, activation / peak if peak > 0 else 0.0))
     heatmaps: dict[int, torch.Tensor] = {}
     if cell.pooling == "none":
         side = round(tokens.shape[1] ** 0.5)
@@ -68,6 +71,11 @@ def heatmap_label(pooling: Any) -> Any:
     """The heatmap panel's title and the note under it, for the chosen SAE (UI only)."""
     pooled = pooling == "mean"
     return gr.Gallery(label=HEATMAPS + (" (spatial SAEs only)" if pooled else ""), visible=not pooled), gr.Markdown(visible=pooled)
+
+
+PICK_IMAGE = "Pick an image (upload one, or click an example) to explore this SAE."
+FVU_HELP = ("Fraction of variance unexplained: the share of this image's activation variance (around the held-out "
+            "images' mean) that the SAE's reconstruction misses; 0 is perfect.")
 
 
 class ExploreTab:
@@ -89,9 +97,10 @@ class ExploreTab:
         labels = {h.feature: self.state.feature_label(cell, h.feature) for h in found.hits}
         table = pd.DataFrame(
             [(h.feature, h.label, round(h.activation, 4), round(100 * h.relative, 1)) for h in found.hits],
-            columns=["feature", "label", "activation", "% of its max"],
+            columns=TABLE_COLUMNS,
         )
-        bars = pd.DataFrame({"feature": list(labels.values()), "activation": [h.activation for h in found.hits]})
+        bars = pd.DataFrame({"feature": [self.state.feature_label(cell, h.feature, short=True) for h in found.hits],
+                             "activation": [h.activation for h in found.hits]})
         peaks = self.state.stats(cell).max_activation
         overlays = [(heatmap_overlay(image, found.heatmaps[h.feature], float(peaks[h.feature])),
                      f"{labels[h.feature]} · {h.activation:.2f}")
@@ -99,6 +108,24 @@ class ExploreTab:
         first = found.hits[0].feature if found.hits else None
         return (round(found.fvu, 4), gr.BarPlot(bars), table, overlays,
                 gr.Dropdown(choices=self.state.feature_choices(cell), value=first))
+
+    def refresh(self, upload: Any, hook: str, timestep: Any, pooling: str) -> tuple:
+        """The exploration for the controls now on screen (block, timestep or SAE changed): the
+        current image's, or, with no image, every result of the previous SAE cleared."""
+        if upload in (None, ""):
+            cell = self.state.cell(hook, timestep, pooling)
+            empty = pd.DataFrame({"feature": [], "activation": []})
+            return (None, gr.BarPlot(empty), pd.DataFrame(columns=TABLE_COLUMNS), [],
+                    gr.Dropdown(choices=self.state.feature_choices(cell), value=None))
+        return self.explore(upload, hook, timestep, pooling)
+
+    def note(self, upload: Any, hook: str, timestep: Any, pooling: str, fvu: Any) -> str:
+        """The line under the results: what to do without an image, or why an upload's features
+        may mean little (:mod:`revelio.app.familiarity`)."""
+        if upload in (None, "") or fvu is None:
+            return PICK_IMAGE
+        cell = self.state.cell(hook, timestep, pooling)
+        return explore_note(self.state, cell, float(fvu), read_upload(upload))
 
     def pick_row(self, evt: gr.SelectData) -> Any:
         """A click on a table row picks that row's feature (its id is the first column)."""
@@ -116,13 +143,15 @@ class ExploreTab:
                                       examples_per_page=12)
                 cell = cell_inputs(self.state)
             with gr.Column(scale=2):
-                fvu = gr.Number(label="FVU on this image (share of activation variance the SAE misses; 0 is perfect)")
+                status = gr.Markdown(elem_classes=["revelio-note"])  # progress, what to do, notes on the image
+                fvu = gr.Number(label="FVU on this image", info=FVU_HELP)
                 # y_lim is set once here and never in a response: a response that changes it makes the
                 # chart rebuild from the previous value (Gradio's plot redraws before its data updates)
                 bars = gr.BarPlot(x="feature", y="activation", label="Top features (strongest activation on this image)",
                                   sort="-y", height=280, x_label_angle=-30, y_lim=[0, None])
                 table = gr.Dataframe(label="Top features: click a row for its details below", interactive=False,
                                      wrap=True, column_widths=["14%", "46%", "20%", "20%"])
+                gr.Markdown(f"Labels: {RULE}.", elem_classes=["revelio-help"])
                 download = gr.DownloadButton("Download the table (CSV)", size="sm", variant="secondary")
                 heatmaps = gr.Gallery(label=HEATMAPS, columns=4, object_fit="contain",
                                       elem_classes=["revelio-heatmaps", "revelio-gallery"], visible=self.state.default_cell.pooling == "none")
@@ -131,13 +160,17 @@ class ExploreTab:
                               label="Feature (type to search by label or id)", filterable=True)
         outputs = [fvu, bars, table, heatmaps, feature]
         inputs = [image, *cell]
-        status = {"show_progress_on": [fvu]}  # an error marks the FVU box only: the last result stays readable
-        for event in (wire(button.click, self.explore, inputs, outputs, api_name="explore", **status),
-                      wire(gallery.load_input_event.then, self.explore, inputs, outputs, api_visibility="private", **status),
-                      wire(image.upload, self.explore, inputs, outputs, api_visibility="private", **status),
-                      wire(demo.load, self.explore, inputs, outputs, api_visibility="private", **status)):  # a first look
+        # progress and errors show on the status line: the last result and the help texts stay readable
+        status_on = {"show_progress_on": [status]}
+        changed = wire(lambda *args, **kwargs: gr.on([*(c.change for c in cell), image.clear], *args, **kwargs), self.refresh, inputs,
+                       outputs, api_visibility="private", trigger_mode="always_last", **status_on)
+        for event in (wire(button.click, self.explore, inputs, outputs, api_name="explore", **status_on),
+                      wire(gallery.load_input_event.then, self.explore, inputs, outputs, api_visibility="private", **status_on),
+                      wire(image.upload, self.explore, inputs, outputs, api_visibility="private", **status_on),
+                      wire(demo.load, self.explore, inputs, outputs, api_visibility="private", **status_on),  # a first look
+                      changed):
             wire(event.success, table_csv, table, download, api_visibility="private", show_progress="hidden")
+            wire(event.success, self.note, [*inputs, fvu], status, api_visibility="private", show_progress="hidden")
         table.select(self.pick_row, None, feature, api_visibility="private")
         FeatureDetail(self.state).build(feature.change, [*cell, feature], api_name="feature")
-        follow_cell(self.state, feature, cell)
         cell[2].change(heatmap_label, cell[2], [heatmaps, no_heatmaps], api_visibility="private", queue=False)

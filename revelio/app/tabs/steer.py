@@ -23,6 +23,7 @@ from revelio.app.inputs import whole
 from revelio.app.masks import is_painted
 from revelio.app.rendering import PROBE_KINDS, display_side, to_display
 from revelio.app.state import AppState
+from revelio.app.steer_advice import advice, selection_reason, selection_table
 from revelio.app.steer_request import (
     COUNT_SLIDER,
     SEEDS,
@@ -56,16 +57,21 @@ class SteerTab:
     # --- events -------------------------------------------------------------------------------
     def suggest(self, hook: str, timestep: Any, pooling: str, target: Any, count: Any) -> list[int]:
         """The features that steer towards a class: from its class maps on spatial SAEs; on pooled
-        ones every feature whose dominant label it is counts, however spread its activation (there
-        may be fewer than asked: the message says so)."""
+        ones the features labelled with it (:mod:`revelio.analysis.labels`), heaviest on it first
+        (there may be fewer than asked: the message says so)."""
         cell = self.state.cell(hook, timestep, pooling)
         count = whole(count, "number of features", *SUGGEST)
         target = self.state.check_class(target)
         maps = self.state.class_maps(cell) if cell.pooling == "none" else None
-        found = steering_features(self.state.stats(cell), target, count, maps=maps, min_purity=0.0)
+        name = self.state.class_names[target]
+        if maps is None:
+            labels = self.state.labels(cell)
+            ranked = steering_features(self.state.stats(cell), target, self.state.sae(cell).d_sae, min_purity=0.0)
+            found = [f for f in ranked if labels[f].name == name][:count]
+        else:
+            found = steering_features(self.state.stats(cell), target, count, maps=maps)
         if len(found) < count:
-            name = self.state.class_names[target]
-            gr.Info(f"Only {len(found)} of this pooled SAE's features have {name} as their main class, so "
+            gr.Info(f"Only {len(found)} of this pooled SAE's features are labelled {name} (see the label rule), so "
                     f"{len(found)} are suggested, not {count}." if maps is None else
                     f"Only {len(found)} features of this SAE are more active on {name} than elsewhere; "
                     f"{len(found)} are suggested, not {count}.")
@@ -97,13 +103,13 @@ class SteerTab:
     def note(self, request: SteeringRequest, clamp: Clamp) -> str:
         names, cell = self.state.class_names, request.cell
         target_name = names[request.target] if request.target < len(names) else request.target
-        clamps = ", ".join(
-            f"{self.state.feature_label(cell, f)} → "
+        clamps = "\n".join(
+            f"- {self.state.feature_label(cell, f)} [{selection_reason(self.state, cell, f, request.target)}] → "
             + (f"{request.strength:g} × its {target_name} map" if isinstance(v, torch.Tensor) else f"{v:.3g}")
             for f, v in clamp.items())
         where = (f" inside the painted mask ({100 * float(request.mask.mean()):.0f}% of the image)"
                  if request.mask is not None else "")
-        return f"Clamped at {cell}{where}, from t={request.window[0]} down to t={request.window[1]}: {clamps}"
+        return f"Clamped at {cell}{where}, from t={request.window[0]} down to t={request.window[1]}:\n\n{clamps}"
 
     def cell_changed(self, pooling: Any, clamp_to: Any) -> tuple:
         """Clamp modes and the mask painter for the chosen SAE (UI only): class maps and masks where
@@ -112,6 +118,15 @@ class SteerTab:
         mode = clamp_to if clamp_to in [m for _, m in clamp_modes(pooling)] else "value"
         painter = gr.ImageEditor(visible=True) if spatial else gr.ImageEditor(value=None, visible=False)
         return gr.Radio(choices=clamp_modes(pooling), value=mode), painter, gr.Markdown(visible=spatial)
+
+    def advice(self, hook: Any, timestep: Any, pooling: Any, clamp_to: Any) -> str:
+        """The note before Generate on settings measured or known not to steer (UI only)."""
+        return advice(self.state, hook, pooling, clamp_to)
+
+    def chosen(self, hook: Any, timestep: Any, pooling: Any, target: Any, features: Any) -> str:
+        """The chosen features with their labels and what ranks each for the target (UI only)."""
+        cell = self.state.cell(hook, timestep, pooling)
+        return selection_table(self.state, cell, self.state.check_features(cell, features), self.state.check_class(target))
 
     def paint_on(self, baseline: Any, mask: Any) -> Any:
         """After a Generate without a mask, the baseline becomes the painter's background."""
@@ -140,8 +155,11 @@ class SteerTab:
             with gr.Column(scale=1, min_width=320):
                 condition, negative_prompt = condition_inputs(state)
                 generate = gr.Button("Generate", variant="primary")
-                status = gr.Markdown("Generates the baseline (same seed, nothing clamped, reused when unchanged) "
-                                     "and the steered image; progress shows here.", elem_classes=["revelio-status"])
+                gr.Markdown("Generates the baseline (same seed, nothing clamped, reused when unchanged) and the steered "
+                            "image; progress shows below.", elem_classes=["revelio-help"])
+                status = gr.Markdown(elem_classes=["revelio-status"])
+                warning = gr.Markdown(self.advice(steer_cell.hook, steer_cell.timestep, steer_cell.pooling,
+                                                  "class-map" if spatial else "value"), elem_classes=["revelio-advice"])
                 with gr.Accordion("Sampling: seed, steps, guidance", open=False):
                     seed = gr.Number(0, precision=0, label=f"Seed (0..{SEEDS[1]})", minimum=SEEDS[0], maximum=SEEDS[1])
                     steps = gr.Slider(*STEPS, 25, step=1, label="Denoising steps")
@@ -156,6 +174,8 @@ class SteerTab:
                 suggest = gr.Button("Suggest features", size="sm")
                 features = gr.Dropdown(state.feature_choices(steer_cell), value=suggested, multiselect=True, filterable=True,
                                        label="Features to clamp (type to search by label or id)")
+                with gr.Accordion("Why these features", open=False):
+                    why = gr.Markdown(selection_table(state, steer_cell, suggested, target_class) if classes else "")
                 clamp_to = gr.Radio(clamp_modes(steer_cell.pooling), value="class-map" if spatial else "value",
                                     label="Clamp each feature to")
                 strength = gr.Slider(*STRENGTH, defaults.strength, step=0.25, label="Value")
@@ -184,6 +204,11 @@ class SteerTab:
         wire(suggest.click, self.suggest, [*cell, target, count], features, api_name="suggest_features",
              show_progress_on=[features])
         follow_cell(state, features, cell)
+        if classes:
+            wire(lambda *args, **kwargs: gr.on([features.change, target.change], *args, **kwargs), self.chosen,
+                 [*cell, target, features], why, api_visibility="private", show_progress="hidden", trigger_mode="always_last")
+        wire(lambda *args, **kwargs: gr.on([*(c.change for c in cell), clamp_to.change], *args, **kwargs), self.advice,
+             [*cell, clamp_to], warning, api_visibility="private", show_progress="hidden")
         cell[2].change(self.cell_changed, [cell[2], clamp_to], [clamp_to, mask, mask_help], api_visibility="private",
                        queue=False)
         event = wire(generate.click, self.steer,
