@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import revelio
+from revelio.data.datasets import load_image_dataset
 from revelio.data.image_folders import LAYOUTS
 from revelio.errors import DatasetError
 from revelio.storage.files import read_safetensors
@@ -44,6 +45,9 @@ def test_a_flat_class_folder_builds_first_try_and_a_fixed_folder_rebuilds_what_c
     release = revelio.load_release(tmp_path / "release")
     assert release.class_names == CLASSES and "seeded class-stratified split" in release.info.dataset_split
     assert release.info.num_train_images == 72 and release.info.num_test_images == 18, "30 per class, 20% of each to test"
+    card = (tmp_path / "release" / "README.md").read_text()
+    assert f'revelio.load_release("{(tmp_path / "release").as_posix()}")' in card, "the card loads what loads it"
+    assert "revelio release: shapes" in card and release.info.dataset_name == "shapes", "named by the folder, not its path"
 
     next((shapes / "circle").iterdir()).rename(shapes / "square" / "moved.png")  # a mislabelled image, fixed in place
     second = _build(model, shapes, tmp_path)
@@ -59,5 +63,5 @@ def test_a_flat_class_folder_builds_first_try_and_a_fixed_folder_rebuilds_what_c
 def test_an_image_folder_in_neither_layout_is_refused_naming_both(tmp_path):
     (tmp_path / "train" / "cat").mkdir(parents=True)
     with pytest.raises(DatasetError, match="no test/ one") as refused:
-        revelio.data.datasets.load_image_dataset(str(tmp_path), "train")
+        load_image_dataset(str(tmp_path), "train")
     assert LAYOUTS in str(refused.value)

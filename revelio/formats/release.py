@@ -39,6 +39,7 @@ class ReleaseInfo(JsonSchema):
     backbone_class_names: list[str] | None = None  # a class-conditional backbone's classes
     prompt_template: str | None = None  # text models: extraction prompt per label, e.g. "a photo of a {}"; None = empty prompt
     dataset: str = ""
+    dataset_name: str = ""  # how to call the dataset: a local folder's name, else the dataset's id
     dataset_split: str = ""  # how the train and test images were chosen (an image folder may be split here)
     class_names: list[str] | None = None  # the dataset's labels: what probes predict and steering targets
     quality_gate_skipped: str | None = None  # why there is no quality gate / reference classifier

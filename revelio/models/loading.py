@@ -14,7 +14,7 @@ from revelio.models.dit import DiTBackbone
 from revelio.models.pixel_unet import PixelUNetBackbone
 from revelio.models.stable_diffusion import StableDiffusionBackbone
 from revelio.storage.files import ArtifactFormatError, read_json
-from revelio.storage.resolve import resolve_file
+from revelio.storage.resolve import hub_unreachable, resolve_file
 
 # Optional file beside model_index.json with what diffusers has no place for: class names,
 # the null class id, the default guidance scale.
@@ -63,7 +63,8 @@ def load_backbone(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     cls = _backbone_class(_read_json(name, "model_index.json", required=True, revision=revision), name)
-    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "revision": revision}  # never fall back to pickled .bin
+    kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "revision": revision,  # never fall back to pickled .bin
+                              "local_files_only": not Path(name).is_dir() and hub_unreachable() is not None}
     if cls is StableDiffusionBackbone:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipeline = DiffusionPipeline.from_pretrained(name, **kwargs).to(device)

@@ -262,6 +262,7 @@ def stage_release_info(build: Build) -> None:
         backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" and build.local else config.model,
         conditioning=build.backbone.conditioning, backbone_class_names=build.backbone.class_names,
         prompt_template=config.prompt_template, dataset=config.dataset, dataset_split=dataset_split(config),
+        dataset_name=Path(config.dataset).name if Path(config.dataset).is_dir() else config.dataset,
         num_train_images=config.train_images,
         num_test_images=config.test_images, hooks=build.hooks, timesteps=config.timesteps, poolings=build.poolings,
         class_names=build.class_names, quality_gate_skipped=build.gate_skipped,
@@ -322,7 +323,8 @@ def stage_card(build: Build) -> None:
     quality_path = metrics_file(build.out, QUALITY_GATE)
     quality = QualityGate.read(quality_path).to_json() if build.gate_skipped is None else None
     render_card(build.info.to_json(), ProbeGrid.read(metrics_file(build.out, PROBE_GRID)).to_json(),
-                build.sae_grid.to_json()["rows"], quality, build.config.repo_id, build.out, build.purity.to_json())
+                build.sae_grid.to_json()["rows"], quality, build.config.repo_id or build.out.as_posix(), build.out,
+                build.purity.to_json())
 
 
 STAGES: list[tuple[str, Callable[[Build], None]]] = [

@@ -27,9 +27,10 @@ def purity_tables(purity: dict | None, hooks: list[str], timesteps: list[int]) -
     return tables
 
 
-def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dict | None, repo_id: str, out: Path,
+def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dict | None, load_name: str, out: Path,
                 purity: dict | None = None) -> None:
-    """README.md from hub_cards/release.md: YAML metadata plus the grid tables."""
+    """README.md from hub_cards/release.md: YAML metadata plus the grid tables; ``load_name`` is what
+    ``load_release`` takes to open this release (its Hub repo id, "bundled", or its folder)."""
     from huggingface_hub import ModelCard, ModelCardData
 
 
@@ -50,11 +51,11 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
         metrics=["accuracy", "normalized_mse"],
     )
     card = ModelCard.from_template(
-        data, template_path=str(CARD_TEMPLATE), title=f"revelio release: {info['dataset']}",
-        backbone_name=info["backbone_name"], dataset=info["dataset"], num_train_images=info["num_train_images"],
+        data, template_path=str(CARD_TEMPLATE), title=f"revelio release: {info.get('dataset_name') or info['dataset']}",
+        backbone_name=info["backbone_name"], dataset=info.get("dataset_name") or info["dataset"], num_train_images=info["num_train_images"],
         hooks=hooks, timesteps=timesteps, poolings=info["poolings"], sae=info["sae"], probe_kinds=info["probe_kinds"],
-        best=best, chance=probe_grid["chance"], quality=quality, repo_id=repo_id, probe_table_kind=best["probe"],
-        artifact_source=out.as_posix() if repo_id == "bundled" else repo_id,
+        best=best, chance=probe_grid["chance"], quality=quality, repo_id=load_name, probe_table_kind=best["probe"],
+        artifact_source=out.as_posix() if load_name == "bundled" else load_name,
         probe_table=probe_table, sae_table=sae_table, table_pooling=table_pooling,
         table_pooling_name=POOLING_NAMES[table_pooling].split(" (")[0], pixel_baseline="n/a" if pixels is None else f"{pixels:.3f}",
         has_model=(out / "model" / "model_index.json").is_file(), commands=info["commands"],

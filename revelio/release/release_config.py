@@ -61,7 +61,8 @@ class ReleaseConfig:
     random_images: int = option(4000, "training images for the random-weights baseline")
     with_steering: bool = option(True, "end with a short steering measurement (the Steer tab starts from its setting)",
                                     flag="--steering")
-    repo_id: str = option("bundled", "the Hub repo id shown in the card's loading example")
+    repo_id: str | None = option(None, "the Hub repo id the release will be pushed to, for the card's title and Load snippet "
+                                 "(default: the release folder)")
     seed: int = option(0)
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     work: Path = option(Path("artifacts/release-work"), "caches and SAE checkpoints")

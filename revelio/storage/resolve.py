@@ -8,10 +8,15 @@ no absolute paths, no ``..``, no symlinks pointing out of it.
 
 from __future__ import annotations
 
+import functools
+import socket
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from revelio.storage.files import ArtifactFormatError
+
+CONNECT_SECONDS = 3.0
 
 
 def resolve_file(
@@ -45,11 +50,21 @@ def resolve_file(
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HFValidationError,
+        LocalEntryNotFoundError,
         RepositoryNotFoundError,
     )
 
+    problem = hub_unreachable()
     try:
-        return Path(hf_hub_download(str(repo_id_or_dir), filename, subfolder=subfolder, revision=revision, **hub_kwargs))
+        return Path(hf_hub_download(str(repo_id_or_dir), filename, subfolder=subfolder, revision=revision,
+                                    local_files_only=bool(problem), **hub_kwargs))
+    except LocalEntryNotFoundError:
+        if not required:
+            return None
+        raise ArtifactFormatError(
+            f"{str(repo_id_or_dir)!r} is not a local folder, and {problem or 'the Hub download failed'}: only files already "
+            "in the local Hugging Face cache can be used. Pass a local folder, or go online once."
+        ) from None
     except EntryNotFoundError:
         if not required:
             return None
@@ -75,13 +90,37 @@ def resolve_folder(repo_id_or_dir: str | Path, revision: str | None = None, what
         RepositoryNotFoundError,
     )
 
+    problem = hub_unreachable()
     try:
-        return Path(snapshot_download(str(repo_id_or_dir), revision=revision))
+        return Path(snapshot_download(str(repo_id_or_dir), revision=revision, local_files_only=bool(problem)))
     except (HFValidationError, RepositoryNotFoundError, LocalEntryNotFoundError) as err:
+        why = f"{problem}, and it is not in the local Hugging Face cache" if problem else type(err).__name__
         raise ArtifactFormatError(
-            f"{str(repo_id_or_dir)!r} is neither a local {what} nor a Hub repo id we can reach "
-            f"({type(err).__name__}){'; ' + hint if hint else ''}."
+            f"{str(repo_id_or_dir)!r} is neither a local {what} nor a Hub repo id we can reach ({why})"
+            f"{'; ' + hint if hint else ''}."
         ) from None
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hub cannot be asked (HF_HUB_OFFLINE, or no connection to its endpoint within
+    :data:`CONNECT_SECONDS`), or None. Asked once per endpoint and process, so a name that is not
+    a local folder fails in seconds offline instead of after the Hub client's retries."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "Hub access is off (HF_HUB_OFFLINE is set)"
+    return _unreachable(constants.ENDPOINT)
+
+
+@functools.cache
+def _unreachable(url: str) -> str | None:
+    endpoint = urlsplit(url)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=CONNECT_SECONDS).close()
+    except OSError as err:
+        return f"the Hub at {url} cannot be reached from here ({err})"
+    return None
 
 
 def check_inside(name: str, what: str) -> None:
