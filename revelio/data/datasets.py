@@ -1,4 +1,5 @@
-"""Image datasets for the train/ scripts: Fashion-MNIST, a Hub dataset id, or a local image folder.
+"""Image datasets for the train/ scripts: Fashion-MNIST (grey, or colour-fashion-mnist: tinted and
+captioned, see revelio.data.colour_fashion), a Hub dataset id, or a local image folder.
 
 Everything comes back as a ``datasets.Dataset`` with its image column (and label column, with
 class names when the dataset declares them), so the same scripts run on users' own data.
@@ -13,9 +14,11 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from revelio.data.colour_fashion import colour_fashion_mnist
 from revelio.data.image_folders import LAYOUTS, load_image_folder
 
 FASHION_MNIST = "fashion-mnist"
+COLOUR_FASHION_MNIST = "colour-fashion-mnist"
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
@@ -63,6 +66,9 @@ def load_image_dataset(
     """
     if name == FASHION_MNIST:
         dataset = load_fashion_mnist(split)
+        dataset = dataset.to_iterable_dataset() if streaming else dataset
+    elif name == COLOUR_FASHION_MNIST:
+        dataset = colour_fashion_mnist(load_fashion_mnist(split), split)
         dataset = dataset.to_iterable_dataset() if streaming else dataset
     elif Path(name).is_dir():
         dataset = load_image_folder(Path(name), split, streaming)
