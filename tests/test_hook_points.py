@@ -90,3 +90,23 @@ def test_an_sae_at_a_residual_update_steers_generation(backbones):
     assert (steered - plain).abs().max() > 1e-3, "clamping features of the update changes the image"
     again = backbone.generate("a photo", **kwargs)
     torch.testing.assert_close(again, plain), "the hooks are gone after the block"
+
+
+def test_steering_a_unit_norm_sae_moves_the_input_by_its_decoded_change(backbones):
+    """An SAE that standardises each input row (SAeUron's input_unit_norm): clamping a feature moves the
+    block output by exactly what decoding the changed code adds, in input units (times the row's std)."""
+    backbone = backbones["sd"]
+    channels = backbone.denoiser.get_submodule(ATTENTION).proj_out.out_channels
+    torch.manual_seed(1)
+    sae = revelio.KSparseAutoencoder(channels, 4 * channels, 4, hook=ATTENTION, input_normalization="unit_norm")
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    _, before = _block_input_and_output(backbone, ATTENTION, x, 500)
+    tokens = revelio.activations.capture.pool(before, "none")[0]
+    code = sae.encode(tokens)
+    feature = int(code.indices[0, 0])
+    with steer(backbone, [FeatureEdit(sae, clamp={feature: 50.0})]), capture_outputs(backbone.denoiser, [ATTENTION]) as seen, \
+            torch.no_grad():
+        backbone.denoise(x, 500, "a photo")
+    old = code.to_dense(sae.d_sae)[:, feature:feature + 1]
+    expected = tokens + (50.0 - old) * sae.W_dec[feature] * code.std
+    torch.testing.assert_close(revelio.activations.capture.pool(seen[ATTENTION], "none")[0][0], expected[0], rtol=1e-4, atol=1e-4)

@@ -151,9 +151,9 @@ class KSparseAutoencoder(nn.Module, HubArtifact[SAEConfig]):
     def centre(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs in the encoder's frame: scaled to the training norm (or each row standardised, for
         a "unit_norm" SAE), pre-bias subtracted (unless the SAE's source encodes x itself)."""
-        return self._frame(x)[0]
+        return self.frame(x)[0]
 
-    def _frame(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def frame(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """:meth:`centre`'s result, and each row's mean and std when the SAE standardises rows."""
         mean = std = None
         if self.config.input_normalization == "scale":
@@ -166,7 +166,7 @@ class KSparseAutoencoder(nn.Module, HubArtifact[SAEConfig]):
         return (normal - self.b_pre if self.config.subtract_b_pre else normal), mean, std
 
     def _encode_flat(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        centred, mean, std = self._frame(x)
+        centred, mean, std = self.frame(x)
         return (*_TopKEncode.apply(centred, self.W_enc, self.b_enc, self.k, self.config.relu), mean, std)
 
     def to_input_units(self, y: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:

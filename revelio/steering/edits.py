@@ -118,10 +118,12 @@ class FeatureEdit:
         with torch.no_grad():
             like = sae.W_dec[:1, :1]  # the SAE's device and dtype
             chosen, is_clamp, clamp_to, amounts, directions = self._targets(output, tokens.shape[1], read.shape[1], like)
-            flat = read.reshape(-1, sae.d_in).to(like)
-            old = kept_values(sae, flat, chosen).view(*read.shape[:-1], -1)  # [N, T', n_chosen]
+            centred, _, std = sae.frame(read.reshape(-1, sae.d_in).to(like))
+            old = _kept(sae, centred, chosen).view(*read.shape[:-1], -1)  # [N, T', n_chosen]
             new = torch.where(is_clamp, clamp_to, old + amounts)
             delta = (new - old) @ directions  # [N, T', C]
+            if std is not None:  # a unit_norm SAE: its frame is each row's input divided by the row's std
+                delta = delta * std.view(*read.shape[:-1], 1)
         delta = delta.to(output.device, output.dtype)  # the SAE may live on another device
         weight = self._location_weight(output, tokens.shape[1])
         if weight is not None:
@@ -152,7 +154,7 @@ class FeatureEdit:
                 torch.tensor([f in self.clamp for f in self.features], device=like.device),
                 torch.stack(columns, dim=-1),
                 torch.tensor([float(self.add.get(f, 0.0)) for f in self.features], device=like.device, dtype=like.dtype),
-                self.sae.W_dec[chosen].detach() / self.sae.input_scale,
+                self.sae.W_dec[chosen].detach() / (self.sae.input_scale if self.sae.config.input_normalization == "scale" else 1.0),
             )
         return self._prepared[key]
 
@@ -177,7 +179,12 @@ def kept_values(sae: KSparseAutoencoder, x: torch.Tensor, chosen: torch.Tensor) 
     every denoising step, and on CPU numpy's partition finds that value about twice as fast as
     ``torch.topk`` (per-row overhead dominates for a few thousand short rows).
     """
-    pre = pre_activations(sae.centre(x), sae.W_enc, sae.b_enc)
+    return _kept(sae, sae.centre(x), chosen)
+
+
+def _kept(sae: KSparseAutoencoder, centred: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """:func:`kept_values` of inputs already in the encoder's frame (:meth:`KSparseAutoencoder.frame`)."""
+    pre = pre_activations(centred, sae.W_enc, sae.b_enc)
     value = pre[:, chosen]
     if pre.device.type == "cpu" and pre.dtype in (torch.float32, torch.float64):
         array = pre.detach().numpy()
