@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 
 from revelio.activations.capture import extract
+from revelio.analysis.labels import evidence_labels
 from revelio.config import option, to_json
 from revelio.errors import ConfigError, DatasetError
 from revelio.formats.metrics import ClassSteering, SideEffect, Steering, SteeringSource, SweepPoint
@@ -164,9 +165,10 @@ def _load(config: SteeringMeasureConfig, cells: list[Cell], release: Release, ba
     return _Steering(config, backbone, list(zip(saes, maps)))
 
 
-def _chosen(edits: list[FeatureEdit]) -> tuple[list[list[int]], list[list[str]]]:
-    """The clamped features of each edit, and their automatic labels."""
-    return [list(e.clamp) for e in edits], [[e.sae.feature_stats.labels[f] for f in e.clamp] for e in edits]
+def _chosen(edits: list[FeatureEdit], class_names: list[str]) -> tuple[list[list[int]], list[list[str]]]:
+    """The clamped features of each edit, and their labels (named only with evidence, as the app shows them)."""
+    labels = [evidence_labels(e.sae.feature_stats, class_names) for e in edits]
+    return [list(e.clamp) for e in edits], [[str(named[f]) for f in e.clamp] for e, named in zip(edits, labels)]
 
 
 def _mean(values: list[float]) -> float:
@@ -230,7 +232,7 @@ def _measure_at(strength: float, steering: _Steering, origins: list[Source], nam
             total += len(predicted)
             class_moves.append((steered - baseline[origin.index]).abs().mean().item())
             class_flips.append(float((predicted != baseline_pred[origin.index]).float().mean()))
-        features, labels = _chosen(edits)
+        features, labels = _chosen(edits, names)
         per_class[name] = {"features": features, "labels": labels, "success": hits / total, "baseline": base_hits / total}
         log.info(json.dumps({"strength": strength, "target": name, **per_class[name]}))
     unrelated = steering.edits(None, strength)
@@ -239,7 +241,7 @@ def _measure_at(strength: float, steering: _Steering, origins: list[Source], nam
         steered = steering.images(origin, unrelated)
         moves.append((steered - baseline[origin.index]).abs().mean().item())
         flips.append(float((predict(steered) != baseline_pred[origin.index]).float().mean()))
-    side_features, side_labels = _chosen(unrelated)
+    side_features, side_labels = _chosen(unrelated, names)
     measured = {
         "strength": strength,
         "mean_success": _mean([c["success"] for c in per_class.values()]),
