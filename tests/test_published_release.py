@@ -1,26 +1,28 @@
 """A release built from published SAEs (not trained here) at a residual-update hook of a tiny SDXL UNet.
 
 SDXL-unbox's SAEs read the residual update of SDXL's ``mid_block.attentions.0`` and
-``up_blocks.0.attentions.*``; here one such SAE, saved the way a publisher would (its folder named
-by hook point, the ``unet.`` prefix in its config), becomes a release with ``build_release --saes``,
-and the app serves it like any other.
+``up_blocks.0.attentions.*``; here one such SAE, pickled the way its code saves one, is converted
+once with train/convert_saes.py, becomes a release with ``build_release --saes`` at the hook point
+its source says (the residual update), and the app serves it like any other.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import revelio
-from revelio.formats.artifacts import SAESource
 from revelio.formats.metrics import Steering
 from revelio.release.build import build_release
 from revelio.release.release_config import UNSET, ReleaseConfig
 from revelio.release.steering_measurement import SteeringMeasureConfig
 from revelio.steps.probe_grid import ProbeGridConfig
 from tests import tiny_models
+from tests.helpers import run
 
 pytestmark = pytest.mark.build
 HOOK = "mid_block.attentions.0@residual"
@@ -28,14 +30,25 @@ CLASSES = ["red", "green", "blue"]
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory) -> tuple[Path, revelio.KSparseAutoencoder]:
-    """An SAE at the residual update of the SDXL UNet's middle attention block, in a repo folder."""
-    repo = tmp_path_factory.mktemp("published")
+def published(tmp_path_factory) -> tuple[Path, str, revelio.KSparseAutoencoder]:
+    """An SDXL-unbox checkpoint folder for the SDXL UNet's middle attention block, written the way its
+    code saves one (torch.save of the state dict, mean.pt and std.pt), converted once with
+    train/convert_saes.py; returns the converted repo folder and the SAE it holds."""
+    root = tmp_path_factory.mktemp("published")
+    block = root / "checkpoints" / "unet.mid_block.attentions.0_k8_hidden256_auxk16_bs4096_lr0.0001" / "final"
+    block.mkdir(parents=True)
     torch.manual_seed(0)
-    sae = revelio.KSparseAutoencoder(64, 256, 8, hook=f"unet.{HOOK}", timestep=999,
-                                     source=SAESource(format="revelio", repo="someone/sdxl-saes", license="mit"))
-    sae.save_pretrained(repo / "unet.mid_block.attentions.0")
-    return repo, sae
+    d_in, d_sae = 64, 256
+    encoder = torch.randn(d_sae, d_in) / d_in**0.5
+    (block / "config.json").write_text(json.dumps({"n_dirs_local": d_sae, "d_model": d_in, "k": 8, "auxk": 16, "dead_steps_threshold": 2441}))
+    state = {"encoder.weight": encoder, "decoder.weight": encoder.T.contiguous(), "pre_bias": torch.zeros(d_in),
+             "latent_bias": torch.zeros(d_sae), "stats_last_nonzero": torch.zeros(d_sae, dtype=torch.long)}
+    torch.save({"state_dict": state}, block / "state_dict.pth")
+    torch.save(torch.rand(d_sae) + 1, block / "mean.pt")
+    torch.save(torch.rand(d_sae), block / "std.pt")
+    run(sys.executable, "train/convert_saes.py", str(root / "checkpoints"), str(root / "converted"), "--license", "mit")
+    subfolder = block.relative_to(root / "checkpoints").as_posix()
+    return root / "converted", subfolder, revelio.KSparseAutoencoder.from_pretrained(root / "converted", subfolder=subfolder)
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +56,10 @@ def release(published, make_image_folder, tmp_path_factory) -> revelio.Release:
     tmp = tmp_path_factory.mktemp("published-release")
     colours = {name: tuple(200.0 * (c == channel) for channel in range(3)) for c, name in enumerate(CLASSES)}
     folder = make_image_folder(colours, per_class={"train": 16, "test": 6}, seed=4, noise=25.0)
-    repo, _ = published
+    repo, subfolder, _ = published
     config = ReleaseConfig(
         model=str(tiny_models.build_sdxl(tmp / "sdxl-src")), out=tmp / "release", dataset=str(folder), work=tmp / "work",
-        saes=[f"{repo}:unet.mid_block.attentions.0"], timesteps=[100, 500], prompt_template="a photo of a {}",
+        saes=[f"{repo}:{subfolder}"], timesteps=[100, 500], prompt_template="a photo of a {}",
         train_images=48, test_images=18, random_images=24, held_out_per_class=3,
         probes=ProbeGridConfig(cache=UNSET, out=UNSET, max_train=48, epochs=1),
         steering=SteeringMeasureConfig(cells=[], features_per_class=2, strengths=[2.0], per_source=1, steps=2),
@@ -56,18 +69,18 @@ def release(published, make_image_folder, tmp_path_factory) -> revelio.Release:
 
 
 def test_published_saes_become_a_release_at_their_own_hook_point(release, published):
-    _, original = published
+    _, _, original = published
     assert release.hooks == [HOOK] and release.poolings == ["none"] and release.timesteps == [100, 500]
     for t in release.timesteps:
         sae = release.sae(hook=HOOK, timestep=t, pooling="none")
         assert torch.equal(sae.W_enc, original.W_enc) and torch.equal(sae.W_dec, original.W_dec), "the weights are the publisher's"
-        assert (sae.config.hook, sae.config.timestep, sae.config.source.repo) == (HOOK, t, "someone/sdxl-saes")
+        assert (sae.config.hook, sae.config.timestep, sae.config.source.format) == (HOOK, t, "sdxl-unbox")
         assert sae.feature_stats.labels and sae.config.metrics["test"]["tokens"] > 0, "described on this data"
     assert set(release.info.probe_kinds) == {"linear", "diff-c"}, "no probe on pooled SAE codes without pooled SAEs"
     measured = release.read_metrics("steering", Steering)
     assert measured is not None and measured.steered_cells == [release.best_cell.with_pooling("none")]
     card = (release.root / "README.md").read_text()
-    assert "published ones, not trained here" in card and "someone/sdxl-saes" in card and "licence mit" in card
+    assert "published ones, not trained here" in card and "sdxl-unbox format" in card and "licence mit" in card
     assert release.info.sae["published"][0]["hook"] == HOOK
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from revelio.formats.schema import JsonSchema
 from revelio.grid import Cell, Pooling
+from revelio.hook_points import HookPoint
 
 # No config may ask for more weights than this (float32: 32 GiB), so a hostile or mistaken file
 # is refused before anything is allocated. The paper's largest SAE has 1280 x 81920 = 1e8.
@@ -90,6 +91,17 @@ class SAEConfig(ReadsCell, JsonSchema):
             raise ValueError(f"input_normalization must be 'scale' or 'unit_norm'; got {self.input_normalization!r}")
         if self.input_normalization == "unit_norm" and self.input_scale != 1.0:
             raise ValueError(f"a unit_norm SAE standardises each input itself; its input_scale must be 1, not {self.input_scale}")
+
+    @property
+    def hook_point(self) -> str | None:
+        """Where it reads, in revelio's spelling (:mod:`revelio.hook_points`): its hook without foreign
+        prefixes, read at the residual update when its source says it was trained on those."""
+        if self.hook is None:
+            return None
+        point = HookPoint.parse(self.hook)
+        if self.source is not None and self.source.reads == "residual update" and point.read == "output":
+            point = HookPoint(point.module, "residual")
+        return point.spec
 
 
 @dataclass

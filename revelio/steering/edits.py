@@ -57,7 +57,7 @@ class FeatureEdit:
     _prepared: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        hook = self.hook or self.sae.config.hook
+        hook = self.hook or self.sae.config.hook_point
         if hook is None:
             raise ValueError("this SAE's config names no hook point; pass hook=")
         self.hook = canonical(hook)
@@ -100,7 +100,7 @@ class FeatureEdit:
                 "use an SAE trained on this hook point of this model"
             )
         trained_hook, trained_t = self.sae.config.hook, self.sae.config.timestep
-        if trained_hook is not None and canonical(trained_hook) != self.hook:
+        if trained_hook is not None and self.sae.config.hook_point != self.hook:
             warnings.warn(f"the SAE was trained on {trained_hook}, not {self.hook}; its features may mean nothing here",
                           SteeringWarning, stacklevel=4)
         if trained_t is not None and self.timesteps is not None and not self.timesteps[1] <= int(trained_t) <= self.timesteps[0]:

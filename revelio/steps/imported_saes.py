@@ -19,7 +19,6 @@ from revelio.cache import ActivationCache
 from revelio.config import option
 from revelio.errors import ConfigError
 from revelio.grid import Cell
-from revelio.hook_points import canonical
 from revelio.layout import STATS_FILE
 from revelio.sae.model import KSparseAutoencoder
 from revelio.steps.sae_grid import CacheLabels, save_with_stats
@@ -52,7 +51,7 @@ def load_published(spec: str, revision: str | None = None) -> KSparseAutoencoder
     sae = KSparseAutoencoder.from_pretrained(source, subfolder=subfolder, revision=revision)
     if not sae.config.hook:
         raise ConfigError(f"the SAE at {spec!r} does not say which hook point it reads; it cannot be placed in a grid")
-    sae.config.hook = canonical(sae.config.hook)
+    sae.config.hook = sae.config.hook_point
     return sae
 
 
