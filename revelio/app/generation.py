@@ -21,7 +21,7 @@ from revelio.app.gpu import GENERATE_SECONDS, gpu
 from revelio.app.state import AppState
 from revelio.app.steer_request import Clamp, SteeringRequest
 from revelio.steering import FeatureEdit, steer
-from revelio.steering.selection import clamp_targets
+from revelio.steering.selection import clamp_targets, value_unit
 
 BASELINE_CACHE_SIZE = 32
 BASELINE = "baseline (same seed, nothing clamped)"
@@ -97,7 +97,8 @@ class GenerationService:
         if not request.features:
             raise ValueError("pick at least one feature to steer (or use 'Suggest features')")
         maps = self.state.class_maps(request.cell) if request.clamp_to == "class-map" else None
-        return clamp_targets(request.features, request.strength, self.state.stats(request.cell), maps, request.target)
+        return clamp_targets(request.features, request.strength, self.state.stats(request.cell), maps, request.target,
+                             value_unit(self.state.sae(request.cell)))
 
     def run(self, request: SteeringRequest, progress: Callable[..., Any] | None = None
             ) -> tuple[Image.Image, Image.Image, Clamp]:

@@ -32,7 +32,8 @@ SEEDS = (0, 2**31 - 1)
 SUGGEST = (1, 64)
 COUNT_SLIDER = (1, 32)  # the "How many" slider; API clients may ask for up to SUGGEST[1]
 CLASS_MAP = ("the target class's mean map × value (spatial SAEs)", "class-map")
-VALUE = ("value × the feature's largest training activation (0 switches it off)", "value")
+VALUE = ("value × the feature's largest training activation (or its publisher's typical activation × k); 0 switches it off",
+         "value")
 CLAMP_MODES = [CLASS_MAP, VALUE]
 
 Clamp = dict[int, float | torch.Tensor]  # what each feature is clamped to: a value, or a map over locations

@@ -127,12 +127,21 @@ def steering_features(
     return class_selective_features(stats, target, n, min_frequency, min_purity)
 
 
+def value_unit(sae: KSparseAutoencoder) -> torch.Tensor:
+    """[d_sae]: what a clamp "value" multiplies: the publisher's typical activation x k when the SAE
+    brings one (SDXL-unbox's app clamps to strength x mean x k), else the largest training activation."""
+    typical = sae.typical_activation
+    return typical * sae.k if typical is not None else sae.feature_stats.max_activation
+
+
 def clamp_targets(
     features: Sequence[int], strength: float, stats: FeatureStats, maps: ClassCodeMaps | None = None,
-    target: int | None = None,
+    target: int | None = None, unit: torch.Tensor | None = None,
 ) -> dict[int, float | torch.Tensor]:
     """What each chosen feature is clamped to: ``strength`` x its map on class ``target`` (with maps;
-    ``target`` None: its mean map over all images), else ``strength`` x its largest training activation."""
+    ``target`` None: its mean map over all images), else ``strength`` x ``unit`` (default: its largest
+    training activation; :func:`value_unit` gives an SAE's own)."""
     if maps is None:
-        return {f: strength * float(stats.max_activation[f]) for f in features}
+        unit = stats.max_activation if unit is None else unit
+        return {f: strength * float(unit[f]) for f in features}
     return {f: strength * (maps.overall[..., f].clone() if target is None else maps.map(target, f)) for f in features}
