@@ -11,6 +11,7 @@ is what caches, SAE configs, release folders and the app use.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,7 @@ Read = Literal["output", "residual"]
 READS: tuple[Read, ...] = ("output", "residual")
 FOREIGN_PREFIXES = ("unet.", "transformer.")
 SEPARATOR = "@"
+MODULE_PATH = re.compile(r"\w+(\.\w+)*")  # also what keeps a hook point a safe folder name
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class HookPoint:
     read: Read = "output"
 
     def __post_init__(self) -> None:
-        if not self.module or self.module.startswith(".") or self.module.endswith("."):
+        if not MODULE_PATH.fullmatch(self.module):
             raise ValueError(f"a hook point names a module path such as 'mid_block' or 'up_blocks.1.attentions.0'; got {self.module!r}")
         if self.read not in READS:
             raise ValueError(f"a hook point reads one of {list(READS)}; got {self.read!r}")

@@ -62,5 +62,9 @@ def load_image_folder(root: Path, split: str, streaming: bool = False) -> datase
     small = [name for index, name in enumerate(whole.features[label].names) if counts[index] < 2]
     if small:
         raise DatasetError(f"{root}: every class needs at least 2 images to be split into train and test; {small} have fewer")
-    parts = whole.train_test_split(test_size=TEST_FRACTION, stratify_by_column=label, seed=SPLIT_SEED)
+    try:
+        parts = whole.train_test_split(test_size=TEST_FRACTION, stratify_by_column=label, seed=SPLIT_SEED)
+    except ValueError as err:  # fewer test images than classes: no stratified split exists
+        raise DatasetError(f"{root} is too small to split {TEST_FRACTION:.0%} of each class into a test set ({err}); "
+                           f"add images, or make the split yourself as train/ and test/ folders") from None
     return parts[split]

@@ -38,7 +38,7 @@ class SAESource:
     repo: str = ""  # Hub repo id or folder it was read from
     subfolder: str = ""
     license: str = ""
-    reads: str = "output"  # what it read at its hook: the module's "output" or its "residual update" (output - input)
+    reads: Literal["output", "residual update"] = "output"  # what it read at its hook: the module's "output" or its "residual update" (output - input)
 
 
 @dataclass(kw_only=True)

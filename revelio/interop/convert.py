@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from revelio.errors import ArtifactFormatError
-from revelio.formats.artifacts import SAESource
 import revelio.interop.paper as paper
 import revelio.interop.sdxl_unbox as sdxl_unbox
+from revelio.errors import ArtifactFormatError
+from revelio.formats.artifacts import SAESource
 from revelio.interop.files import ForeignSAE
 from revelio.storage.resolve import contained, resolve_folder
 

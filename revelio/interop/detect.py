@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from revelio.errors import ArtifactFormatError
-from revelio.formats.artifacts import SAEConfig, SAESource
 import revelio.interop.saelens as saelens
 import revelio.interop.sdxl_unbox as sdxl_unbox
 import revelio.interop.sparsify as sparsify
+from revelio.errors import ArtifactFormatError
+from revelio.formats.artifacts import SAEConfig, SAESource
 from revelio.interop.files import ForeignSAE
 from revelio.interop.folding import fold_input_scale
 from revelio.layout import CARD_FILE

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from revelio.data.images import ImageLike, to_pixels
+from revelio.errors import ConfigError
 from revelio.hook_points import HookPoint
 
 Conditioning = Literal["class", "text", "none"]
@@ -151,9 +152,9 @@ class Backbone(ABC):
         checked = []
         for t in timesteps:
             if isinstance(t, bool) or not float(t).is_integer():
-                raise ValueError(f"timesteps must be whole numbers; got {t!r}")
+                raise ConfigError(f"timesteps must be whole numbers; got {t!r}")
             if not 0 <= int(t) < self.num_train_timesteps:
-                raise ValueError(
+                raise ConfigError(
                     f"timestep {t} is outside this scheduler's range 0..{self.num_train_timesteps - 1}"
                 )
             checked.append(int(t))
@@ -170,9 +171,9 @@ class Backbone(ABC):
             try:
                 hook = HookPoint.parse(spec)
             except ValueError as err:
-                raise ValueError(f"{spec!r} is not a hook point: {err}") from None
+                raise ConfigError(f"{spec!r} is not a hook point: {err}") from None
             if hook.module not in names:
-                raise ValueError(
+                raise ConfigError(
                     f"{type(self.denoiser).__name__} has no hook point {spec!r} (no module {hook.module!r}). "
                     f"Block-level hook points: {self.hook_points}; any module path also works, and "
                     "'<module>@residual' reads its residual update."

@@ -32,9 +32,7 @@ import torch
 from revelio import __version__
 from revelio.config import to_argv, to_json
 from revelio.data.datasets import load_image_dataset
-from revelio.data.fingerprint import fingerprint
 from revelio.data.image_folders import split_description
-from revelio.errors import ConfigError
 from revelio.formats.metrics import Monosemanticity, ProbeGrid, QualityGate, SAEGrid
 from revelio.formats.release import BestCell, ReleaseInfo
 from revelio.grid import POOLINGS, Cell, Pooling
@@ -45,6 +43,7 @@ from revelio.layout import (
     PROBE_GRID,
     PROBES_DIR,
     QUALITY_GATE,
+    REFERENCE_CLASSIFIER_DIR,
     RELEASE_FILE,
     SAES_DIR,
     STEERING,
@@ -60,7 +59,7 @@ from revelio.release.load import Release, load_release
 from revelio.release.purity_measurement import MonosemanticityConfig, measure_monosemanticity
 from revelio.release.release_config import ReleaseConfig
 from revelio.release.sae_evaluation import evaluate_saes, write_sae_metrics
-from revelio.release.settings_check import fit_to_dataset
+from revelio.release.settings_check import check_settings, fit_to_dataset
 from revelio.release.steering_measurement import SteeringMeasureConfig, measure_steering
 from revelio.sae.model import KSparseAutoencoder
 from revelio.steps.extract import extract_to_cache, with_inputs
@@ -68,6 +67,7 @@ from revelio.steps.extraction_config import ExtractionConfig
 from revelio.steps.imported_saes import ImportedSAEsConfig, install_saes, load_published
 from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
 from revelio.steps.quality_gate import run_quality_gate
+from revelio.steps.quality_gate import with_inputs as gate_with_inputs
 from revelio.steps.sae_grid import SAEGridConfig, train_sae_grid
 from revelio.storage.files import read_json
 
@@ -134,6 +134,7 @@ def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
 
 def _start(config: ReleaseConfig, command: str) -> Build:
     """Check the settings against the model and the dataset, copy a local model in, load it once."""
+    check_settings(config)
     local = Path(config.model).is_dir()
     model = str(config.out / MODEL_DIR) if local else config.model
     if local and Path(config.model).resolve() != Path(model).resolve():
@@ -141,8 +142,6 @@ def _start(config: ReleaseConfig, command: str) -> Build:
         shutil.copytree(config.model, model)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     backbone = load_backbone(model, device=device, revision=config.revision)
-    if config.saes and config.hooks:
-        raise ConfigError("with saes, the hook points are the SAEs' own; leave hooks out")
     hooks = backbone.check_hook_points(published_hooks(config) if config.saes else config.hooks or backbone.hook_points)
     config = fit_to_dataset(config, backbone, hooks)
     class_names = load_image_dataset(config.dataset, "train", config.image_column, config.label_column).class_names
@@ -160,9 +159,11 @@ def stage_quality_gate(build: Build) -> None:
     build.gate_skipped = quality_gate_skipped(build.backbone, build.class_names)
     if build.gate_skipped is not None:
         log.info("quality gate skipped: %s", build.gate_skipped)
+        metrics_file(build.out, QUALITY_GATE).unlink(missing_ok=True)  # an earlier build's gate judged another model
+        shutil.rmtree(build.out / REFERENCE_CLASSIFIER_DIR, ignore_errors=True)
         return
-    gate = replace(config.gate, model=build.model, out=build.out, dataset=config.dataset, seed=config.seed, device=config.device,
-                   classifier=None, inputs=fingerprint(config.dataset), **build.columns)
+    gate = gate_with_inputs(replace(config.gate, model=build.model, out=build.out, dataset=config.dataset, seed=config.seed,
+                                    device=config.device, classifier=None, test_split=config.test_split, **build.columns))
     path = metrics_file(build.out, QUALITY_GATE)
     done = path.is_file() and QualityGate.read(path).config == to_json(gate)
     build.steps.run("quality_gate.py", [gate], lambda: run_quality_gate(gate, build.backbone), done=done)
@@ -182,9 +183,9 @@ def stage_extract(build: Build) -> None:
             timesteps=config.timesteps, dataset=config.dataset, split=split, limit=limit, hooks=build.hooks, poolings=list(poolings),
             seed=config.seed, device=config.device, random_weights=random, prompt_template=config.prompt_template, **build.columns))
         same = _same_extraction(extraction, name)
-        extraction = replace(extraction, overwrite=not same)  # other settings start that cache over
+        run = replace(extraction, overwrite=not same)  # other settings start that cache over (not recorded: a rerun resumes)
         backbone = None if random else build.backbone  # a random-weights copy is its own model
-        build.steps.run("extract_activations.py", [extraction], lambda e=extraction, b=backbone: extract_to_cache(e, b),
+        build.steps.run("extract_activations.py", [extraction], lambda e=run, b=backbone: extract_to_cache(e, b),
                         done=same and (extraction.out / DATASET_FILE).is_file())
         build.caches[name] = extraction.out
 
@@ -308,6 +309,7 @@ def stage_steering(build: Build) -> None:
     """A short steering measurement at the chosen cells' spatial SAEs (default: the best cell)."""
     if not build.config.with_steering:
         log.info("steering measurement skipped (--no-steering)")
+        metrics_file(build.out, STEERING).unlink(missing_ok=True)  # an earlier build's would describe other SAEs
         return
     config = build.config
     cells = config.steering.cells or [build.release.best_cell.spec]

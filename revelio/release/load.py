@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from revelio.bundled import BUNDLED, bundled_release_dir
-from revelio.errors import ArtifactFormatError
+from revelio.errors import ArtifactFormatError, ConfigError
 from revelio.formats.release import ReleaseInfo
 from revelio.formats.schema import JsonSchema
 from revelio.grid import Cell, Pooling
@@ -90,19 +90,20 @@ class Release:
         best = self.best_cell
         pooling = cell.pooling if cell is not None else pooling
         if pooling is not None and pooling not in self.poolings:
-            raise ValueError(f"this release has SAEs for poolings {self.poolings}, not {pooling!r}")
+            raise ConfigError(f"this release has SAEs for poolings {self.poolings}, not {pooling!r}")
         if cell is None:
             cell = Cell(hook or best.hook, best.timestep if timestep is None else int(timestep), pooling)
         if cell.hook not in self.hooks or cell.timestep not in self.timesteps:
-            raise ValueError(
+            raise ConfigError(
                 f"this release has no cell ({cell.hook!r}, t={cell.timestep}); hooks: {self.hooks}, timesteps: {self.timesteps}"
             )
         return cell
 
     def sae(self, cell: Cell | None = None, *, hook: str | None = None, timestep: int | None = None,
-            pooling: Pooling = "mean") -> KSparseAutoencoder:
+            pooling: Pooling | None = None) -> KSparseAutoencoder:
         """The SAE of one cell: ``release.sae(Cell("mid_block", 100, "none"))``, or by keywords with the
-        best cell's hook and timestep as defaults (pooling "mean" unless the cell says)."""
+        best cell's hook and timestep as defaults (pooling: "mean" when the release has pooled SAEs, else its own)."""
+        pooling = pooling or ("mean" if "mean" in self.poolings else self.poolings[0])
         cell = self.cell(cell, hook=hook, timestep=timestep, pooling=pooling)
         return self._load_sae(cell if cell.pooling else cell.with_pooling(pooling))
 
@@ -112,7 +113,7 @@ class Release:
         cell = self.cell(cell, hook=hook, timestep=timestep).with_pooling(None)
         kind = kind or self.info.best_cell.probe
         if kind not in self.info.probe_kinds:
-            raise ValueError(f"this release has probe kinds {self.info.probe_kinds}, not {kind!r}")
+            raise ConfigError(f"this release has probe kinds {self.info.probe_kinds}, not {kind!r}")
         return self._load_probe(cell, kind)
 
     def probe_sae(self, probe: Probe) -> KSparseAutoencoder | None:

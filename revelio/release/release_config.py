@@ -23,7 +23,7 @@ EXTRACTION_DERIVED = ("backbone", "out", "timesteps", "revision", "dataset", "sp
                       "hooks", "poolings", "seed", "device", "overwrite", "random_weights", "prompt_template")
 SAE_DERIVED = ("seed",)
 PROBE_DERIVED = ("cache", "out", "test_cache", "random_cache", "random_test_cache", "saes", "seed")
-GATE_DERIVED = ("model", "out", "dataset", "image_column", "label_column", "classifier", "seed", "device")
+GATE_DERIVED = ("model", "out", "dataset", "image_column", "label_column", "classifier", "seed", "device", "test_split")
 STEERING_DERIVED = ("release", "out", "seed")
 UNSET = Path("")  # a derived path the build fills in
 

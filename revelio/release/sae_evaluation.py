@@ -20,7 +20,7 @@ from revelio.analysis.statistics import activation_by_timestep
 from revelio.cache import ActivationCache
 from revelio.formats.metrics import SAEGrid, SAERow
 from revelio.grid import Cell, Pooling
-from revelio.layout import CONFIG_FILE, SAE_GRID, STATS_FILE, TIMESTEPS_FILE, GridPlot, metrics_file, sae_subfolder
+from revelio.layout import CONFIG_FILE, DATASET_FILE, SAE_GRID, STATS_FILE, TIMESTEPS_FILE, GridPlot, metrics_file, sae_subfolder
 from revelio.plots import grid_heatmap
 from revelio.sae.evaluation import SAEEvaluator
 from revelio.sae.model import KSparseAutoencoder
@@ -38,7 +38,7 @@ def evaluate_saes(trained: Path, out: Path, hooks: list[str], timesteps: list[in
             for t in timesteps:
                 cell = Cell(hook, t, pooling)
                 target = out / sae_subfolder(cell)
-                if _evaluated(trained / cell.path, target):
+                if _evaluated(trained / cell.path, target, test_cache):
                     sae = KSparseAutoencoder.from_pretrained(target)
                     held_out = sae.config.metrics["test"]
                 else:
@@ -57,10 +57,14 @@ def evaluate_saes(trained: Path, out: Path, hooks: list[str], timesteps: list[in
     return rows
 
 
-def _evaluated(trained: Path, target: Path) -> bool:
-    """The release already holds this SAE's evaluated copy, written after the SAE was trained."""
-    copy, source = target / CONFIG_FILE, trained / STATS_FILE
-    return copy.is_file() and (target / TIMESTEPS_FILE).is_file() and copy.stat().st_mtime >= source.stat().st_mtime
+def _evaluated(trained: Path, target: Path, test_cache: Path) -> bool:
+    """The release already holds this SAE's evaluated copy, written after the SAE was trained and the
+    test images were extracted."""
+    copy = target / CONFIG_FILE
+    if not copy.is_file() or not (target / TIMESTEPS_FILE).is_file():
+        return False
+    inputs = [trained / STATS_FILE, test_cache / DATASET_FILE]
+    return all(copy.stat().st_mtime >= p.stat().st_mtime for p in inputs if p.is_file())
 
 
 def write_sae_metrics(rows: list[SAERow], hooks: list[str], timesteps: list[int], poolings: list[Pooling], out: Path) -> SAEGrid:

@@ -14,11 +14,26 @@ from dataclasses import replace
 
 from revelio.activations.capture import extract
 from revelio.data.datasets import ImageDataset, load_image_dataset
-from revelio.errors import DatasetError
+from revelio.errors import ConfigError, DatasetError
 from revelio.models import Backbone
 from revelio.release.release_config import ReleaseConfig
 
 log = logging.getLogger(__name__)
+
+
+def check_settings(config: ReleaseConfig) -> None:
+    """Settings that cannot work whatever the data, refused before anything loads."""
+    if not config.timesteps:
+        raise ConfigError("timesteps is empty: name at least one denoising timestep (--timesteps)")
+    if config.with_steering and not config.steering.strengths:
+        raise ConfigError("--steering-strengths is empty: give at least one strength, or --no-steering")
+    if not config.probes.kinds:
+        raise ConfigError("--probe-kinds is empty: name at least one probe kind")
+    if config.saes and config.hooks:
+        raise ConfigError("with --saes the hook points are the SAEs' own; leave --hooks out")
+    if "diff-c" in config.probes.kinds and config.extraction.tokens_per_image is not None:
+        raise ConfigError("diff-c probes read whole activation maps, but --extract-tokens-per-image keeps sampled "
+                          "locations: leave diff-c out of --probe-kinds, or drop --extract-tokens-per-image")
 
 
 def fit_to_dataset(config: ReleaseConfig, backbone: Backbone, hooks: list[str]) -> ReleaseConfig:

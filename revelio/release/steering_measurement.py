@@ -36,7 +36,7 @@ from revelio.probes.classify_images import classify
 from revelio.release.load import Release, load_release
 from revelio.sae import KSparseAutoencoder
 from revelio.steering import FeatureEdit, steer
-from revelio.steering.selection import ClassCodeMaps, clamp_targets, steering_features, unrelated_features
+from revelio.steering.selection import ClassCodeMaps, clamp_targets, steering_features, unrelated_features, value_unit
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class _Steering:
     config: SteeringMeasureConfig
     backbone: Backbone
     saes: list[tuple[KSparseAutoencoder, ClassCodeMaps | None]]
+    labels: dict[int, list[str]]  # id(sae) -> its features' labels by the app's evidence rule, computed once
 
     def edits(self, target: int | None, strength: float) -> list[FeatureEdit]:
         """One FeatureEdit per SAE: class ``target``'s selective features, or (None) unrelated ones."""
@@ -94,7 +95,7 @@ class _Steering:
                 chosen = unrelated_features(stats, n, config.min_frequency, used, None if maps is None else maps.mass())
             else:
                 chosen = select(target)
-            clamp = clamp_targets(chosen, strength, stats, maps, target)
+            clamp = clamp_targets(chosen, strength, stats, maps, target, value_unit(sae))
             if clamp:  # an SAE may have no feature that qualifies
                 edits.append(FeatureEdit(sae, clamp=clamp, timesteps=(config.window[0], config.window[1])))
         return edits
@@ -162,13 +163,13 @@ def _load(config: SteeringMeasureConfig, cells: list[Cell], release: Release, ba
             hook, t = cell.hook, cell.timestep
             tokens = extract(backbone, images, [hook], [t], pooling="none", seed=release.info.seed)[(hook, t)]
             maps[i] = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
-    return _Steering(config, backbone, list(zip(saes, maps)))
+    labels = {id(sae): [str(label) for label in evidence_labels(sae.feature_stats, release.class_names)] for sae in saes}
+    return _Steering(config, backbone, list(zip(saes, maps)), labels)
 
 
-def _chosen(edits: list[FeatureEdit], class_names: list[str]) -> tuple[list[list[int]], list[list[str]]]:
+def _chosen(edits: list[FeatureEdit], labels: dict[int, list[str]]) -> tuple[list[list[int]], list[list[str]]]:
     """The clamped features of each edit, and their labels (named only with evidence, as the app shows them)."""
-    labels = [evidence_labels(e.sae.feature_stats, class_names) for e in edits]
-    return [list(e.clamp) for e in edits], [[str(named[f]) for f in e.clamp] for e, named in zip(edits, labels)]
+    return [list(e.clamp) for e in edits], [[labels[id(e.sae)][f] for f in e.clamp] for e in edits]
 
 
 def _mean(values: list[float]) -> float:
@@ -232,7 +233,7 @@ def _measure_at(strength: float, steering: _Steering, origins: list[Source], nam
             total += len(predicted)
             class_moves.append((steered - baseline[origin.index]).abs().mean().item())
             class_flips.append(float((predicted != baseline_pred[origin.index]).float().mean()))
-        features, labels = _chosen(edits, names)
+        features, labels = _chosen(edits, steering.labels)
         per_class[name] = {"features": features, "labels": labels, "success": hits / total, "baseline": base_hits / total}
         log.info(json.dumps({"strength": strength, "target": name, **per_class[name]}))
     unrelated = steering.edits(None, strength)
@@ -241,7 +242,7 @@ def _measure_at(strength: float, steering: _Steering, origins: list[Source], nam
         steered = steering.images(origin, unrelated)
         moves.append((steered - baseline[origin.index]).abs().mean().item())
         flips.append(float((predict(steered) != baseline_pred[origin.index]).float().mean()))
-    side_features, side_labels = _chosen(unrelated, names)
+    side_features, side_labels = _chosen(unrelated, steering.labels)
     measured = {
         "strength": strength,
         "mean_success": _mean([c["success"] for c in per_class.values()]),

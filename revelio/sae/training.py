@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from revelio.config import option, to_json
 from revelio.plots import training_curves
-from revelio.sae.fused_step import FusedStep
 from revelio.sae.evaluation import SAEEvaluator, density_histogram
+from revelio.sae.fused_step import FusedStep
 from revelio.sae.model import KSparseAutoencoder
 from revelio.storage.files import (
     read_safetensors,

@@ -20,6 +20,7 @@ from dataclasses import replace
 import torch
 from accelerate import PartialState
 
+from revelio.cache import find_cells
 from revelio.data.datasets import load_image_dataset
 from revelio.data.fingerprint import fingerprint
 from revelio.errors import ConfigError
@@ -41,7 +42,9 @@ def extract_to_cache(config: ExtractionConfig, backbone: Backbone | None = None)
         raise ConfigError("random_weights re-initialises the backbone; let extract_to_cache load its own copy")
     config = with_inputs(config)
     state = PartialState(cpu=not torch.cuda.is_available() or config.device == "cpu")
-    if config.overwrite and state.is_main_process:
+    if config.overwrite and state.is_main_process and config.out.is_dir():
+        for cell in find_cells(config.out):  # merged manifests list shards of the parts removed below
+            shutil.rmtree(config.out / cell.path, ignore_errors=True)
         for name in (PARTS_DIR, EXTRACTION_RUN_FILE, DATASET_FILE, LABELS_FILE):
             shutil.rmtree(config.out / name, ignore_errors=True) if (config.out / name).is_dir() else (config.out / name).unlink(missing_ok=True)
     state.wait_for_everyone()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,8 @@ from revelio.cache import ActivationCache
 from revelio.config import option
 from revelio.errors import ConfigError
 from revelio.grid import Cell
-from revelio.layout import STATS_FILE
 from revelio.sae.model import KSparseAutoencoder
-from revelio.steps.sae_grid import CacheLabels, save_with_stats
+from revelio.steps.sae_grid import CacheLabels, save_with_stats, stale_cell
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,11 @@ class ImportedSAEsConfig:
 
 
 def split_source(spec: str) -> tuple[str, str | None]:
-    """``"repo/name:unet.up_blocks.1.attentions.1"`` -> (source, subfolder); no colon: no subfolder."""
-    source, colon, subfolder = spec.partition(":")
+    """``"repo/name:unet.up_blocks.1.attentions.1"`` -> (source, subfolder); an existing path (``C:\\saes``
+    included) or no colon: no subfolder."""
+    if Path(spec).exists():
+        return spec, None
+    source, colon, subfolder = spec.rpartition(":") if ":" in spec else (spec, "", "")
     if not source:
         raise ConfigError(f"an SAE source is SOURCE[:SUBFOLDER] (a Hub repo id or folder); got {spec!r}")
     return source, (subfolder or None) if colon else None
@@ -58,22 +61,29 @@ def load_published(spec: str, revision: str | None = None) -> KSparseAutoencoder
 def install_saes(config: ImportedSAEsConfig) -> list[Cell]:
     """Every SAE at every timestep, with statistics on the cache; cells already installed are kept."""
     labels = CacheLabels.read(config.cache)
+    published = {spec: load_published(spec, config.revision) for spec in config.saes}
+    hooks = [sae.config.hook for sae in published.values()]
+    if len(set(hooks)) < len(hooks):
+        raise ConfigError(f"two of the SAEs read the same hook point ({hooks}); a grid holds one SAE per hook point and timestep")
     cells = []
-    for spec in config.saes:
-        published = load_published(spec, config.revision)
+    for spec, sae_at_hook in published.items():
+        installed_from = {"installed_from": spec, "revision": config.revision}
         for t in config.timesteps:
-            cell = Cell(published.config.hook, t, "none")
+            cell = Cell(sae_at_hook.config.hook, t, "none")
             cells.append(cell)
             out = config.out / cell.path
-            if (out / STATS_FILE).is_file():
+            stale = stale_cell(out, config.cache, {**sae_at_hook.config.training, **installed_from})
+            if stale == "":
                 log.info(json.dumps({"cell": cell.path, "skipped": "installed earlier"}))
                 continue
+            shutil.rmtree(out, ignore_errors=True)
             cache = ActivationCache(config.cache / cell.path)
-            if cache.d_in != published.d_in:
-                raise ConfigError(f"the SAE at {spec!r} reads {published.d_in} channels, but {cell.hook} has {cache.d_in} here: "
+            if cache.d_in != sae_at_hook.d_in:
+                raise ConfigError(f"the SAE at {spec!r} reads {sae_at_hook.d_in} channels, but {cell.hook} has {cache.d_in} here: "
                                   "it was trained on another model")
-            sae = copy.deepcopy(published)
+            sae = copy.deepcopy(sae_at_hook)
             sae.config.timestep, sae.config.pooling = t, "none"
+            sae.config.training = {**sae.config.training, **installed_from}
             save_with_stats(sae, cache, labels, out)
             log.info(json.dumps({"cell": cell.path, "installed": spec}))
     return cells

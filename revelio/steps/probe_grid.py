@@ -181,7 +181,6 @@ def train_probe_grid(config: ProbeGridConfig) -> ProbeGrid:
 def _write_results(summary: ProbeGrid, rows: list[dict], feature_sets: list[str], config: ProbeGridConfig) -> None:
     """metrics/probe_grid.json and .csv, and one heatmap per (features, kind)."""
     hooks, timesteps = summary.hooks, summary.timesteps
-    summary.write(metrics_file(config.out, PROBE_GRID))
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -193,3 +192,4 @@ def _write_results(summary: ProbeGrid, rows: list[dict], feature_sets: list[str]
             if cells:
                 grid_heatmap(cells, hooks, timesteps, f"{kind} probe on {features_name} features: test accuracy",
                              GridPlot.probe_accuracy(features_name, kind).path(config.out))
+    summary.write(metrics_file(config.out, PROBE_GRID))  # last: its presence marks the grid finished

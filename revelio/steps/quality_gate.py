@@ -47,8 +47,20 @@ class QualityGateConfig:
     grid_columns: int = option(10, "samples per class in plots/samples.png")
     seed: int = option(0)
     device: str | None = option(None)
-    inputs: str = option("", "fingerprint of the dataset (filled in when empty): a reference classifier of other files is retrained",
+    test_split: str = option("test", "the split of real images the classifier is scored on")
+    inputs: str = option("", "fingerprint of the dataset's files (filled in when empty): the classifier is retrained on others",
                          cli=False)
+    model_inputs: str = option("", "fingerprint of the model's files (filled in when empty): other files are another gate",
+                               cli=False)
+
+
+# What the reference classifier depends on (not the model): it is reused only when these match.
+CLASSIFIER_SETTINGS = ("dataset", "image_column", "label_column", "test_split", "epochs", "classifier_width", "seed", "inputs")
+
+
+def with_inputs(config: QualityGateConfig) -> QualityGateConfig:
+    """The config with the fingerprints of its dataset and model files, so changed files are another gate."""
+    return replace(config, inputs=config.inputs or fingerprint(config.dataset), model_inputs=config.model_inputs or fingerprint(config.model))
 
 
 def real_images(config: QualityGateConfig, split: str, resolution: int, channels: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -62,12 +74,14 @@ def real_images(config: QualityGateConfig, split: str, resolution: int, channels
 def reference_classifier(config: QualityGateConfig, resolution: int, channels: int) -> tuple[ReferenceClassifier, float]:
     """Load the reference classifier, or train it on real images and save it; returns (classifier, test accuracy)."""
     folder = config.classifier or config.out / REFERENCE_CLASSIFIER_DIR
-    test_x, test_y, names = real_images(config, "test", resolution, channels)
+    test_x, test_y, names = real_images(config, config.test_split, resolution, channels)
     if (folder / CONFIG_FILE).is_file():
         classifier = ReferenceClassifier.from_pretrained(folder)
-        if classifier.config.config.get("inputs", config.inputs) == config.inputs:
+        recorded, wanted = classifier.config.config, to_json(config)
+        changed = [k for k in CLASSIFIER_SETTINGS if recorded.get(k) != wanted[k]]
+        if not changed:
             return classifier, classifier.accuracy(test_x, test_y)
-        log.info("the reference classifier in %s was trained on other files of %s: training it again", folder, config.dataset)
+        log.info("the reference classifier in %s was trained with other %s: training it again", folder, ", ".join(changed))
     train_x, train_y, _ = real_images(config, "train", resolution, channels)
     classifier = ReferenceClassifier.fit(train_x, train_y, names, epochs=config.epochs, seed=config.seed, width=config.classifier_width,
                                          dataset=config.dataset, trained_on="real training images", config=to_json(config))
@@ -80,7 +94,7 @@ def run_quality_gate(config: QualityGateConfig, backbone: Backbone | None = None
     """Judge the model's samples of every class; writes quality_gate.json and samples.png, returns the metrics.
     A caller that already holds the backbone passes it."""
     backbone = backbone or load_backbone(config.model, device=config.device)
-    config = config if config.inputs else replace(config, inputs=fingerprint(config.dataset))
+    config = with_inputs(config)
     names = backbone.class_names
     if not names:
         raise ConfigError(f"{config.model} is not class-conditional; the quality gate generates per class")
@@ -103,8 +117,8 @@ def run_quality_gate(config: QualityGateConfig, backbone: Backbone | None = None
         reference_accuracy_on_samples=sum(per_class.values()) / len(per_class), per_class_accuracy_on_samples=per_class,
         config=to_json(config),
     )
-    result.write(metrics_file(config.out, QUALITY_GATE))
     sample_grid(torch.stack(samples).numpy(), names, columns, config.out / PLOTS_DIR / SAMPLES_PLOT)
+    result.write(metrics_file(config.out, QUALITY_GATE))  # last: its presence marks the gate finished
     log.info("reference classifier: %.4f on real test images, %.4f on generated samples (chance %.2f)",
              real_accuracy, result.reference_accuracy_on_samples, result.chance)
     return result

@@ -21,10 +21,10 @@ from accelerate import PartialState
 
 from revelio.analysis.statistics import feature_stats
 from revelio.cache import ActivationCache, find_cells
-from revelio.config import option
+from revelio.config import option, to_json
 from revelio.errors import CacheError
 from revelio.grid import Cell
-from revelio.layout import DATASET_FILE, LABELS_FILE, STATS_FILE
+from revelio.layout import CONFIG_FILE, DATASET_FILE, LABELS_FILE, STATS_FILE
 from revelio.sae.model import KSparseAutoencoder
 from revelio.sae.training import SAETrainConfig, train_sae
 from revelio.storage.files import read_json, read_safetensors
@@ -92,19 +92,38 @@ def train_sae_grid(grid: SAEGridConfig, training: SAETrainConfig) -> None:
 def train_cell(cell: Cell, grid: SAEGridConfig, training: SAETrainConfig, state: PartialState, labels: CacheLabels) -> None:
     """Train one cell's SAE and its feature statistics, unless a finished one is already there."""
     out = grid.out / cell.path
-    stats, extracted = out / STATS_FILE, grid.cache / DATASET_FILE
-    if stats.is_file() and not grid.overwrite:
-        if not extracted.is_file() or stats.stat().st_mtime >= extracted.stat().st_mtime:
-            log.info(json.dumps({"rank": state.process_index, "cell": cell.path, "skipped": "finished earlier"}))
-            return
-        log.info(json.dumps({"rank": state.process_index, "cell": cell.path, "retrained": "its cache was extracted again since"}))
-    if stats.is_file() or grid.overwrite:
-        shutil.rmtree(out, ignore_errors=True)  # no checkpoint of the old data resumes
     cache = ActivationCache(grid.cache / cell.path)
     meta = cache.manifest.metadata
     config = replace(training, metadata={"backbone": meta.get("backbone"), "dataset": meta.get("dataset"),
                                          "hook": cache.hook, "timestep": cache.timestep, "pooling": cache.pooling})
+    stale = None if grid.overwrite else stale_cell(out, grid.cache, {k: v for k, v in to_json(config).items() if k != "metadata"})
+    if stale == "":
+        log.info(json.dumps({"rank": state.process_index, "cell": cell.path, "skipped": "finished earlier"}))
+        return
+    if out.exists() and (grid.overwrite or stale):
+        log.info(json.dumps({"rank": state.process_index, "cell": cell.path, "retrained": stale or "overwrite"}))
+        shutil.rmtree(out)  # no checkpoint of other data or settings resumes
     sae = train_sae(cache, config, out, device=state.device)
     save_with_stats(sae, cache, labels, out)
     summary = {k: v for k, v in sae.config.metrics.items() if k != "density_histogram"}
     log.info(json.dumps({"rank": state.process_index, "cell": cell.path, **summary}))
+
+
+def stale_cell(out: Path, cache: Path, training: dict) -> str | None:
+    """Why the SAE in ``out`` cannot be kept: "" when it is finished (its config lists its statistics,
+    written last) with these training settings after the cache was extracted; a reason when it is
+    from other settings or older data; None when there is nothing (or an interruption to resume)."""
+    extracted = (cache / DATASET_FILE).stat().st_mtime if (cache / DATASET_FILE).is_file() else 0.0
+    config = out / CONFIG_FILE
+    if config.is_file() and STATS_FILE in read_json(config).get("sha256", {}):
+        if read_json(config).get("training") != training:
+            return "its training settings changed"
+        return "" if config.stat().st_mtime >= extracted else "its cache was extracted again since"
+    latest = out / "training" / "checkpoints" / "latest.json"
+    if latest.is_file():
+        if latest.stat().st_mtime < extracted:
+            return "its cache was extracted again since it was interrupted"
+        trainer = read_json(latest.parent / read_json(latest)["folder"] / "trainer.json")
+        if {k: v for k, v in trainer["config"].items() if k != "metadata"} != training:
+            return "its training settings changed since it was interrupted"
+    return None
