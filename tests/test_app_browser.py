@@ -194,10 +194,9 @@ def test_steer_shows_progress_switches_modes_and_keeps_results_on_errors(app_url
     before = (page.evaluate(IMAGE_SRC, "Baseline (same seed, nothing clamped)"), page.evaluate(IMAGE_SRC, "Steered"))
 
     page.locator("label:visible", has_text="pooled (one code per image)").click()  # a pooled SAE has no class maps
-    page.wait_for_timeout(1000)
-    modes = page.locator("input[type=radio][name]:visible").evaluate_all(
-        "els => els.filter(e => e.closest('.block').innerText.includes('Clamp each feature to')).map(e => [e.value, e.checked])")
-    assert [mode for mode, _ in modes] == ["value"] and modes[0][1], modes
+    clamp_modes = ("() => [...document.querySelectorAll('input[type=radio][name]')].filter(e => e.offsetParent !== null && "
+                   "e.closest('.block').innerText.includes('Clamp each feature to')).map(e => [e.value, e.checked])")
+    page.wait_for_function(f"() => JSON.stringify(({clamp_modes})()) === JSON.stringify([['value', true]])", timeout=15_000)
     assert not page.locator(".revelio-mask").is_visible()
 
     low = page.locator("input[aria-label^='number input for down to t']")
