@@ -1,6 +1,6 @@
 """The paper's own SD-kSAE code (revelio-diffusion/revelio): one pickled ``.pt`` per SAE.
 
-``torch.save({"cfg": SDSAERunnerConfig(...), "state_dict": ...})`` with ``W_enc`` [d_in, d_sae],
+A pickle (torch's save) of ``{"cfg": SDSAERunnerConfig(...), "state_dict": ...}`` with ``W_enc`` [d_in, d_sae],
 ``b_enc`` [d_sae], ``W_dec`` [d_sae, d_in], ``b_dec`` [d_in]. Its forward pass encodes
 ``topk((x - b_dec) @ W_enc + b_enc)`` with no ReLU (kept values may be negative) and decodes
 ``codes @ W_dec + b_dec``; it was trained on mean-pooled SD1.5 block outputs (``block_name``).

@@ -26,6 +26,7 @@ from revelio.config import option, to_json
 from revelio.data.datasets import load_image_dataset
 from revelio.data.images import load_image, to_pixels
 from revelio.errors import DatasetError
+from revelio.layout import CHECKPOINT_FILE, PIPELINE_DIR, TRAINING_LOG_FILE, TRAINING_RUN_FILE
 from revelio.models.loading import EXTRAS_FILE
 from revelio.steps.runs import check_same_command
 from revelio.storage.files import read_state, write_json, write_state
@@ -35,11 +36,6 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from diffusers import DDPMScheduler, UNet2DModel
     from diffusers.training_utils import EMAModel
-
-PIPELINE_DIR = "pipeline"
-CHECKPOINT_FILE = "checkpoint.safetensors"  # the training state at the last save (storage.files.write_state)
-RUN_FILE = "training.json"  # the command's config: a rerun resumes only the same command
-LOG_FILE = "training_log.jsonl"
 
 
 @dataclass
@@ -108,9 +104,9 @@ def train_default_model(config: DefaultModelConfig) -> Path:
     generator = torch.Generator().manual_seed(config.seed)
     config.out.mkdir(parents=True, exist_ok=True)
     if config.overwrite:
-        for name in (CHECKPOINT_FILE, RUN_FILE, LOG_FILE):
+        for name in (CHECKPOINT_FILE, TRAINING_RUN_FILE, TRAINING_LOG_FILE):
             (config.out / name).unlink(missing_ok=True)
-    check_same_command(config, config.out / RUN_FILE, "a training run", ignore=("overwrite", "threads"))
+    check_same_command(config, config.out / TRAINING_RUN_FILE, "a training run", ignore=("overwrite", "threads"))
     order, cursor = torch.randperm(len(labels), generator=generator), 0
     first = 1
     if (config.out / CHECKPOINT_FILE).is_file():
@@ -124,7 +120,7 @@ def train_default_model(config: DefaultModelConfig) -> Path:
     started = time.time()
     # The log is appended as training goes (a crash keeps what was logged), so it is not written
     # atomically; on resume, lines past the checkpoint (steps that will be redone) are dropped.
-    with open(config.out / LOG_FILE, "a+") as log:
+    with open(config.out / TRAINING_LOG_FILE, "a+") as log:
         log.seek(0)
         kept = [line for line in log if line.strip() and json.loads(line)["step"] < first]
         log.seek(0)

@@ -34,6 +34,7 @@ from revelio.data.colour_fashion import PROMPT_TEMPLATE
 from revelio.data.datasets import COLOUR_FASHION_MNIST, load_image_dataset
 from revelio.data.images import to_pixels
 from revelio.errors import DatasetError
+from revelio.layout import CHECKPOINT_FILE, PIPELINE_DIR, TRAINING_LOG_FILE, TRAINING_RUN_FILE
 from revelio.models.loading import EXTRAS_FILE
 from revelio.models.word_tokenizer import word_tokenizer
 from revelio.steps.runs import check_same_command
@@ -46,11 +47,6 @@ if TYPE_CHECKING:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from diffusers.training_utils import EMAModel
     from transformers import CLIPTextModel, CLIPTokenizer
-
-PIPELINE_DIR = "pipeline"
-CHECKPOINT_FILE = "checkpoint.safetensors"
-RUN_FILE = "training.json"
-LOG_FILE = "training_log.jsonl"
 
 
 @dataclass
@@ -147,9 +143,9 @@ def train_text_model(config: TextModelConfig) -> Path:
     generator = torch.Generator().manual_seed(config.seed)
     config.out.mkdir(parents=True, exist_ok=True)
     if config.overwrite:
-        for name in (CHECKPOINT_FILE, RUN_FILE, LOG_FILE):
+        for name in (CHECKPOINT_FILE, TRAINING_RUN_FILE, TRAINING_LOG_FILE):
             (config.out / name).unlink(missing_ok=True)
-    check_same_command(config, config.out / RUN_FILE, "a training run", ignore=("overwrite", "threads"))
+    check_same_command(config, config.out / TRAINING_RUN_FILE, "a training run", ignore=("overwrite", "threads"))
     order, cursor, first = torch.randperm(len(images), generator=generator), 0, 1
     if (config.out / CHECKPOINT_FILE).is_file():
         state = read_state(config.out / CHECKPOINT_FILE)
@@ -163,7 +159,7 @@ def train_text_model(config: TextModelConfig) -> Path:
         latents = encode_training_latents(vae, images)
     total = config.vae_steps + config.steps
     started = time.time()
-    with open(config.out / LOG_FILE, "a+") as log_file:
+    with open(config.out / TRAINING_LOG_FILE, "a+") as log_file:
         log_file.seek(0)  # lines past the checkpoint (steps to be redone) are dropped
         kept = [line for line in log_file if line.strip() and json.loads(line)["step"] < first]
         log_file.seek(0)
