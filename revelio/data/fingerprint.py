@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from revelio.bundled import BUNDLED, bundled_release_dir
+from revelio.bundled import bundled_model_dir, is_bundled
 from revelio.data.datasets import FASHION_MNIST, FASHION_MNIST_DIR
-from revelio.layout import MODEL_DIR
 
 
 def fingerprint(name: str | Path, revision: str | None = None) -> str:
@@ -32,6 +31,6 @@ def fingerprint(name: str | Path, revision: str | None = None) -> str:
 def _local_folder(name: str) -> Path | None:
     if name == FASHION_MNIST:
         return FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() else None
-    if name == BUNDLED:
-        return bundled_release_dir() / MODEL_DIR
+    if is_bundled(name):
+        return bundled_model_dir(name)
     return Path(name) if Path(name).is_dir() else None

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
-from revelio.bundled import BUNDLED, bundled_release_dir
+from revelio.bundled import bundled_model_dir, is_bundled
 from revelio.models.backbone import Backbone
 from revelio.models.dit import DiTBackbone
 from revelio.models.pixel_unet import PixelUNetBackbone
@@ -58,8 +58,8 @@ def load_backbone(
     ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA, float32 on CPU.
     """
     name = str(name_or_path)
-    if name == BUNDLED:  # the Fashion-MNIST model committed with the default release
-        name = str(bundled_release_dir() / "model")
+    if is_bundled(name):  # a model committed with a bundled release
+        name = str(bundled_model_dir(name))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     cls = _backbone_class(_read_json(name, "model_index.json", required=True, revision=revision), name)

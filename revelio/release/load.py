@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import torch
 from PIL import Image
 
-from revelio.bundled import BUNDLED, bundled_release_dir
+from revelio.bundled import BUNDLED, bundled_release_dir, is_bundled
 from revelio.errors import ArtifactFormatError, ConfigError
 from revelio.formats.release import ReleaseInfo
 from revelio.formats.schema import JsonSchema
@@ -45,9 +45,9 @@ Schema = TypeVar("Schema", bound=JsonSchema)
 
 def resolve_release_dir(name_or_path: str | Path, revision: str | None = None) -> Path:
     """A local folder for "bundled", a folder path, or a Hub repo id (snapshot-downloaded)."""
-    if str(name_or_path) == BUNDLED:
-        return bundled_release_dir()
-    root = resolve_folder(name_or_path, revision, what="release folder", hint="use 'bundled' for the committed default")
+    if is_bundled(name_or_path):
+        return bundled_release_dir(str(name_or_path))
+    root = resolve_folder(name_or_path, revision, what="release folder", hint="use 'bundled' or 'bundled-text' for the committed defaults")
     if not (root / RELEASE_FILE).is_file():
         raise ArtifactFormatError(f"{root} has no {RELEASE_FILE}; build a release with train/build_release.py")
     return root

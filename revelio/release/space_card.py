@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from revelio.bundled import BUNDLED, bundled_release_dir
+from revelio.bundled import bundled_release_dir, is_bundled
 from revelio.data.datasets import FASHION_MNIST, FASHION_MNIST_HUB
 from revelio.layout import MODEL_DIR, RELEASE_FILE
 from revelio.release.load import Release
@@ -26,7 +26,7 @@ def hub_id(name: str) -> bool:
     """Whether ``name`` reads as a Hub repo id rather than a local path or one of revelio's names."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    if not name or name in (BUNDLED, MODEL_DIR) or name.startswith((".", "/", "~")) or Path(name).exists():
+    if not name or is_bundled(name) or name == MODEL_DIR or name.startswith((".", "/", "~")) or Path(name).exists():
         return False
     try:
         validate_repo_id(name)
@@ -73,8 +73,8 @@ def render_space_card(release_id: str, release: Release) -> str:
 def open_release_info(name: str) -> Release:
     """A Release reading only release.json ("bundled", a folder, or a Hub repo: one small download)."""
 
-    if name == BUNDLED:
-        return Release(bundled_release_dir())
+    if is_bundled(name):
+        return Release(bundled_release_dir(name))
     return Release(resolve_file(name, RELEASE_FILE).parent)
 
 
