@@ -30,6 +30,8 @@ class Backbone(ABC):
     conditioning: Conditioning = "none"
     # Classifier-free guidance when generate() is given none; 1.0 means unguided.
     default_guidance_scale: float = 1.0
+    # Sampler steps when generate() is given none (a model's revelio.json may say fewer).
+    default_num_inference_steps: int = 50
 
     def __init__(self, pipeline: DiffusionPipeline, name_or_path: str) -> None:
         self.pipeline = pipeline
@@ -81,7 +83,7 @@ class Backbone(ABC):
         *,
         seed: int = 0,
         num_images: int | None = None,
-        num_inference_steps: int = 50,
+        num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         output_type: Literal["pil", "pt"] = "pil",
         negative_prompt: str | None = None,
@@ -90,7 +92,8 @@ class Backbone(ABC):
 
         ``condition`` is what :attr:`conditioning` needs: a prompt or one per image ("text"), a class
         name or id or one per image ("class"), nothing ("none"). ``num_images`` defaults to one per
-        condition in a list, else 1; ``guidance_scale`` to :attr:`default_guidance_scale`;
+        condition in a list, else 1; ``num_inference_steps`` and ``guidance_scale`` to
+        :attr:`default_num_inference_steps` and :attr:`default_guidance_scale`;
         ``negative_prompt`` (text models) replaces the empty prompt of classifier-free guidance;
         ``output_type="pt"`` gives floats in [0, 1].
         """
@@ -103,7 +106,8 @@ class Backbone(ABC):
         if num_images is None:
             num_images = len(condition) if isinstance(condition, (list, tuple)) else 1
         scale = self.default_guidance_scale if guidance_scale is None else float(guidance_scale)
-        return self._sample(condition, seed, num_images, num_inference_steps, scale, output_type, negative_prompt)
+        steps = self.default_num_inference_steps if num_inference_steps is None else int(num_inference_steps)
+        return self._sample(condition, seed, num_images, steps, scale, output_type, negative_prompt)
 
     @property
     def hook_points(self) -> list[str]:

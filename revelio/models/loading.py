@@ -16,8 +16,8 @@ from revelio.models.stable_diffusion import StableDiffusionBackbone
 from revelio.storage.files import ArtifactFormatError, read_json
 from revelio.storage.resolve import hub_unreachable, resolve_file
 
-# Optional file beside model_index.json with what diffusers has no place for: class names,
-# the null class id, the default guidance scale.
+# Optional file beside model_index.json with what diffusers has no place for: class names and
+# the null class id, a caption template and its label sets, default guidance and steps.
 EXTRAS_FILE = "revelio.json"
 
 
@@ -68,6 +68,6 @@ def load_backbone(
     if cls is StableDiffusionBackbone:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipeline = DiffusionPipeline.from_pretrained(name, **kwargs).to(device)
-    if cls is PixelUNetBackbone:
-        return PixelUNetBackbone(pipeline, name, _read_json(name, EXTRAS_FILE, required=False, revision=revision))
+    if cls in (PixelUNetBackbone, StableDiffusionBackbone):
+        return cls(pipeline, name, _read_json(name, EXTRAS_FILE, required=False, revision=revision))
     return cls(pipeline, name)

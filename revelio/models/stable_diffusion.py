@@ -18,13 +18,24 @@ PROMPT_CACHE_SIZE = 32
 
 
 class StableDiffusionBackbone(Backbone):
-    """Extraction runs with the empty prompt unless a prompt is given (as the paper does)."""
+    """Extraction runs with the empty prompt unless a prompt is given (as the paper does).
+
+    A ``revelio.json`` beside ``model_index.json`` (written by ``train/train_text_model.py``) may
+    give the model's sampler defaults (``guidance_scale``, ``num_inference_steps``), its caption
+    template (``prompt_template``, e.g. "a {colour} {class}") and the words each of its fields
+    takes (``label_sets``).
+    """
 
     conditioning = "text"
     default_guidance_scale = 7.5  # the Stable Diffusion pipelines' own default
 
-    def __init__(self, pipeline: DiffusionPipeline, name_or_path: str) -> None:
+    def __init__(self, pipeline: DiffusionPipeline, name_or_path: str, extras: dict[str, Any] | None = None) -> None:
         super().__init__(pipeline, name_or_path)
+        extras = extras or {}
+        self.default_guidance_scale = float(extras.get("guidance_scale", self.default_guidance_scale))
+        self.default_num_inference_steps = int(extras.get("num_inference_steps", self.default_num_inference_steps))
+        self.prompt_template: str | None = extras.get("prompt_template")
+        self.label_sets: dict[str, list[str]] = {k: list(v) for k, v in (extras.get("label_sets") or {}).items()}
         self.is_xl = getattr(pipeline, "text_encoder_2", None) is not None
         self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
 
