@@ -2,7 +2,9 @@
 
 A hook point is written ``<module path>[@<read>]``: ``mid_block`` reads that block's output,
 ``up_blocks.1.attentions.1@residual`` reads the attention block's residual update (its output
-minus its input, what SDXL-unbox's SAEs are trained on). Module paths are relative to the
+minus its input, what SDXL-unbox's SAEs are trained on). At a block that returns a text and an
+image stream (FLUX's double- and single-stream blocks, SD3's joint blocks) both reads are of the
+image stream (:func:`revelio.activations.hooks.image_stream_index`). Module paths are relative to the
 denoiser (the UNet or transformer); the ``unet.`` / ``transformer.`` prefixes foreign SAE
 formats use are accepted and dropped, so ``unet.up_blocks.1.attentions.1`` and
 ``up_blocks.1.attentions.1`` name one hook point. The canonical spelling (:attr:`HookPoint.spec`)

@@ -256,3 +256,101 @@ def build_dit(path: str | Path, class_names: list[str]) -> Path:
     )
     pipeline.register_to_config(id2label=id2label)
     return _save(pipeline, path)
+
+
+# --- Text-to-image transformers (FLUX, SD3, PixArt-Sigma): CLIP and T5 prompts --------------------------------
+
+T5_MAX_TOKENS = 16  # revelio.json's max_sequence_length for these models; FLUX's 4x4 token grid is 16 tokens too
+
+
+def _t5_tokenizer():  # a transformers.T5TokenizerFast (imported here: only these builders need it)
+    """A T5 (SentencePiece unigram) tokenizer built in memory: whole words of WHOLE_WORDS, letters otherwise."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import T5TokenizerFast
+
+    pieces = ["<pad>", "</s>", "<unk>"] + [f"\u2581{w}" for w in WHOLE_WORDS] + ["\u2581"] + list("abcdefghijklmnopqrstuvwxyz")
+    backend = Tokenizer(models.Unigram([(p, 0.0 if i < 3 else -1.0 - len(p)) for i, p in enumerate(pieces)], unk_id=2))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    return T5TokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           extra_ids=0, model_max_length=512)
+
+
+def _t5_encoder(tokenizer, width: int):  # a transformers.T5EncoderModel with the tokenizer's vocabulary
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=len(tokenizer), d_model=width, d_kv=8, d_ff=2 * width, num_layers=2, num_heads=2,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=0)
+    return T5EncoderModel(config)
+
+
+def _flow_vae() -> AutoencoderKL:
+    """The tiny VAE with FLUX/SD3-style latent statistics: a shift and a scale."""
+    vae = _vae()
+    vae.register_to_config(scaling_factor=0.3611, shift_factor=0.1159)
+    return vae
+
+
+def _save_with_extras(pipeline: DiffusionPipeline, path: str | Path, extras: dict) -> Path:
+    path = _save(pipeline, path)
+    (path / "revelio.json").write_text(json.dumps(extras, indent=2))
+    return path
+
+
+def build_flux(path: str | Path, guidance_embeds: bool = False) -> Path:
+    """Save a FLUX.1-schnell-shaped pipeline (dev-shaped with ``guidance_embeds``): 2 double- and 2
+    single-stream blocks, CLIP (pooled) + T5 prompts, 32 px images -> 4x8x8 latents -> a 4x4 grid of
+    packed tokens, the same count as the T5 prompt's tokens."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    tokenizer, t5_tokenizer = _tokenizer(), _t5_tokenizer()
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=2, num_single_layers=2, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=32, pooled_projection_dim=TEXT_HIDDEN_SIZE, guidance_embeds=guidance_embeds, axes_dims_rope=[2, 2, 4],
+    )
+    scheduler = (FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True) if guidance_embeds
+                 else FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False))
+    pipeline = FluxPipeline(
+        scheduler=scheduler, vae=_flow_vae(), text_encoder=CLIPTextModel(_text_config(tokenizer)), tokenizer=tokenizer,
+        text_encoder_2=_t5_encoder(t5_tokenizer, 32), tokenizer_2=t5_tokenizer, transformer=transformer,
+    )
+    return _save_with_extras(pipeline, path, {"resolution": IMAGE_SIZE, "max_sequence_length": T5_MAX_TOKENS})
+
+
+def build_sd3(path: str | Path) -> Path:
+    """Save a Stable Diffusion 3-shaped pipeline: 2 joint blocks, two CLIPs and T5, shift 3, 32 px images
+    (4x8x8 latents, 2x2 patches: a 4x4 token grid)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(0)
+    tokenizer, t5_tokenizer = _tokenizer(), _t5_tokenizer()
+    transformer = SD3Transformer2DModel(
+        sample_size=LATENT_SIZE, patch_size=2, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=2 * TEXT_HIDDEN_SIZE, caption_projection_dim=16,
+        pooled_projection_dim=2 * TEXT_HIDDEN_SIZE, pos_embed_max_size=LATENT_SIZE,
+    )
+    pipeline = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_flow_vae(),
+        text_encoder=CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=TEXT_HIDDEN_SIZE)), tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=TEXT_HIDDEN_SIZE)), tokenizer_2=tokenizer,
+        text_encoder_3=_t5_encoder(t5_tokenizer, 2 * TEXT_HIDDEN_SIZE), tokenizer_3=t5_tokenizer,
+    )
+    return _save_with_extras(pipeline, path, {"max_sequence_length": T5_MAX_TOKENS})
+
+
+def build_pixart_sigma(path: str | Path) -> Path:
+    """Save a PixArt-Sigma-shaped pipeline: 2 blocks with T5 cross-attention, noise + variance outputs,
+    DPM-Solver, 32 px images (4x8x8 latents, 2x2 patches)."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtSigmaPipeline, PixArtTransformer2DModel
+
+    torch.manual_seed(0)
+    t5_tokenizer = _t5_tokenizer()
+    transformer = PixArtTransformer2DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2, cross_attention_dim=16,
+        sample_size=LATENT_SIZE, patch_size=2, caption_channels=32, norm_num_groups=8,
+    )
+    pipeline = PixArtSigmaPipeline(
+        tokenizer=t5_tokenizer, text_encoder=_t5_encoder(t5_tokenizer, 32), vae=_vae(), transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(beta_schedule="linear", beta_start=0.0001, beta_end=0.02),
+    )
+    return _save_with_extras(pipeline, path, {"max_sequence_length": T5_MAX_TOKENS})

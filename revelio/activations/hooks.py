@@ -16,6 +16,9 @@ from torch import nn
 
 from revelio.hook_points import HookPoint
 
+# FluxTransformer2DModel multiplies the timestep it is given by this (diffusers 0.42, transformer_flux.py).
+FLUX_TIMESTEP_SCALE = 1000
+
 
 class StopForward(Exception):
     """Raised inside a forward hook to end the forward pass once nothing more is needed."""
@@ -33,12 +36,24 @@ def get_module(model: nn.Module, path: str) -> nn.Module:
         ) from None
 
 
-def hidden_state(output: object) -> torch.Tensor:
-    """The hidden-state tensor of a block's output (diffusers down blocks return a tuple)."""
+# diffusers 0.42 blocks that return ``(encoder_hidden_states, hidden_states)``: the text stream first,
+# the image stream second (SD3's last joint block returns ``None`` for the text). Reading the first
+# tensor there would give the prompt's tokens, with shapes that may fit just as well.
+TEXT_FIRST_BLOCKS = frozenset({"FluxTransformerBlock", "FluxSingleTransformerBlock", "JointTransformerBlock"})
+
+
+def image_stream_index(module: nn.Module) -> int:
+    """Where a module's output tuple holds the image (hidden) stream: 1 for joint text/image blocks, else 0."""
+    return 1 if type(module).__name__ in TEXT_FIRST_BLOCKS else 0
+
+
+def hidden_state(output: object, index: int = 0) -> torch.Tensor:
+    """The hidden-state tensor of a block's output: the tensor itself, or item ``index`` of a tuple
+    (diffusers down blocks return (hidden, skips); joint blocks (text, image), see :func:`image_stream_index`)."""
     if isinstance(output, torch.Tensor):
         return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
+    if isinstance(output, (tuple, list)) and len(output) > index and isinstance(output[index], torch.Tensor):
+        return output[index]
     sample = getattr(output, "sample", None)
     if isinstance(sample, torch.Tensor):
         return sample
@@ -69,14 +84,15 @@ def _register(module: nn.Module, hook: HookPoint, read: Callable[[tuple, dict, o
     return module.register_forward_hook(lambda _module, args, kwargs, output: read(args, kwargs, output), with_kwargs=True)
 
 
-def _with_hidden_state(output: object, new: torch.Tensor) -> object:
-    """The block output with its hidden state replaced, keeping the rest (e.g. skip states)."""
+def _with_hidden_state(output: object, new: torch.Tensor, index: int = 0) -> object:
+    """The block output with its hidden state (item ``index`` of a tuple) replaced, keeping the rest
+    (skip states, a joint block's text stream) in place."""
     if isinstance(output, torch.Tensor):
         return new
-    if isinstance(output, tuple):
-        return (new, *output[1:])
-    if isinstance(output, list):
-        return [new, *output[1:]]
+    if isinstance(output, (tuple, list)):
+        items = list(output)
+        items[index] = new
+        return tuple(items) if isinstance(output, tuple) else items
     raise TypeError(f"cannot replace the hidden state of a block output of type {type(output)}")
 
 
@@ -96,10 +112,10 @@ def capture_outputs(
     modules = {spec: get_module(model, hook.module) for spec, hook in parsed.items()}  # all found before any hook
 
     def make_hook(spec: str) -> Callable[[tuple, dict, object], None]:
-        hook = parsed[spec]
+        hook, index = parsed[spec], image_stream_index(modules[spec])
 
         def read(args: tuple, kwargs: dict, output: object) -> None:
-            state = hidden_state(output)
+            state = hidden_state(output, index)
             captured[spec] = _residual(hook, args, kwargs, state) if hook.read == "residual" else state
             if stop_when_done and len(captured) == len(wanted):
                 raise StopForward
@@ -130,14 +146,16 @@ def replace_outputs(
     """
 
     def make_hook(hook: HookPoint, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> Callable[[tuple, dict, object], object]:
+        index = image_stream_index(modules[hook])
+
         def rewrite(args: tuple, kwargs: dict, output: object) -> object:
-            state = hidden_state(output)
+            state = hidden_state(output, index)
             if hook.read == "output":
                 new = fn(state)
-                return None if new is None else _with_hidden_state(output, new)
+                return None if new is None else _with_hidden_state(output, new, index)
             update = _residual(hook, args, kwargs, state)
             new = fn(update)
-            return None if new is None else _with_hidden_state(output, state + (new - update))
+            return None if new is None else _with_hidden_state(output, state + (new - update), index)
 
         return rewrite
 
@@ -152,6 +170,14 @@ def replace_outputs(
 
 
 def forward_timestep(args: tuple, kwargs: dict) -> Any:
-    """The timestep a diffusers denoiser was called with (second positional or ``timestep=``),
-    as a forward pre-hook registered ``with_kwargs=True`` sees it."""
-    return args[1] if len(args) > 1 else kwargs.get("timestep")
+    """The timestep a diffusers denoiser was called with (second positional or ``timestep=``), as a
+    forward pre-hook registered ``with_kwargs=True`` sees it, on the 0..1000 scale of every other model.
+
+    FLUX-family transformers (recognised by their ``img_ids`` argument) are called with sigma =
+    timestep / 1000 and multiply it back inside; this gives the timestep, so steering windows name
+    the same noise level on every model.
+    """
+    timestep = args[1] if len(args) > 1 else kwargs.get("timestep")
+    if "img_ids" in kwargs and timestep is not None:
+        return timestep * FLUX_TIMESTEP_SCALE
+    return timestep

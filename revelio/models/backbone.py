@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from diffusers import DDPMScheduler, DiffusionPipeline
+from diffusers import DDPMScheduler, DiffusionPipeline, SchedulerMixin
 from PIL import Image
 from torch import nn
 
@@ -36,9 +36,7 @@ class Backbone(ABC):
     def __init__(self, pipeline: DiffusionPipeline, name_or_path: str) -> None:
         self.pipeline = pipeline
         self.name_or_path = name_or_path
-        # add_noise only needs the training noise schedule (alphas_cumprod), which every
-        # DDPM-family scheduler config describes; a DDPMScheduler gives it without step state.
-        self.noise_schedule = DDPMScheduler.from_config(pipeline.scheduler.config)
+        self.noise_schedule = self._noise_schedule(pipeline.scheduler.config)
         self.pipeline.set_progress_bar_config(disable=True)
         for module in self._modules():
             module.requires_grad_(False).eval()
@@ -129,6 +127,14 @@ class Backbone(ABC):
     @property
     def num_train_timesteps(self) -> int:
         return int(self.noise_schedule.config.num_train_timesteps)
+
+    def _noise_schedule(self, config: Any) -> SchedulerMixin:
+        """The training noise schedule :meth:`add_noise` follows, without sampler step state.
+
+        DDPM-family models need only ``alphas_cumprod``, which every DDPM-family scheduler config
+        describes; flow-matching backbones override this (:mod:`revelio.models.flow_matching`).
+        """
+        return DDPMScheduler.from_config(config)
 
     def _modules(self) -> list[nn.Module]:
         return [m for m in self.pipeline.components.values() if isinstance(m, nn.Module)]

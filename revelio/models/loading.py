@@ -11,13 +11,17 @@ from diffusers import DiffusionPipeline
 from revelio.bundled import bundled_model_dir, is_bundled
 from revelio.models.backbone import Backbone
 from revelio.models.dit import DiTBackbone
+from revelio.models.flux import FluxBackbone
+from revelio.models.pixart import PixArtBackbone
 from revelio.models.pixel_unet import PixelUNetBackbone
+from revelio.models.sd3 import SD3Backbone
 from revelio.models.stable_diffusion import StableDiffusionBackbone
 from revelio.storage.files import ArtifactFormatError, read_json
 from revelio.storage.resolve import hub_unreachable, resolve_file
 
 # Optional file beside model_index.json with what diffusers has no place for: class names and
-# the null class id, a caption template and its label sets, default guidance and steps.
+# the null class id, a caption template and its label sets, default guidance and steps (and for
+# text transformers the resolution and T5 prompt length).
 EXTRAS_FILE = "revelio.json"
 
 
@@ -39,11 +43,18 @@ def _backbone_class(model_index: dict[str, Any], name_or_path: str) -> type[Back
         return PixelUNetBackbone
     if unet == "UNet2DConditionModel" and "text_encoder" in components:
         return StableDiffusionBackbone
-    if transformer in ("DiTTransformer2DModel", "Transformer2DModel") and "vae" in components:
+    if transformer == "FluxTransformer2DModel":
+        return FluxBackbone
+    if transformer == "SD3Transformer2DModel":
+        return SD3Backbone
+    if transformer == "PixArtTransformer2DModel" and model_index.get("_class_name") == "PixArtSigmaPipeline":
+        return PixArtBackbone
+    if transformer in ("DiTTransformer2DModel", "Transformer2DModel") and "vae" in components and "text_encoder" not in components:
         return DiTBackbone
     raise ValueError(
         f"{name_or_path!r} is a {model_index.get('_class_name')} with components {components}; "
-        "revelio supports pixel UNet2DModel pipelines, Stable Diffusion 1.x/2.x, SDXL and DiT"
+        "revelio supports pixel UNet2DModel pipelines, Stable Diffusion 1.x/2.x, SDXL, DiT, FLUX.1, "
+        "Stable Diffusion 3 and PixArt-Sigma"
     )
 
 
@@ -68,6 +79,6 @@ def load_backbone(
     if cls is StableDiffusionBackbone:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     pipeline = DiffusionPipeline.from_pretrained(name, **kwargs).to(device)
-    if cls in (PixelUNetBackbone, StableDiffusionBackbone):
+    if cls is not DiTBackbone:
         return cls(pipeline, name, _read_json(name, EXTRAS_FILE, required=False, revision=revision))
     return cls(pipeline, name)
