@@ -214,17 +214,19 @@ def test_steering_changes_the_image_stream_in_its_place(bbs, kind, hook):
 
 
 def test_steering_windows_are_named_in_revelio_timesteps_on_flux(bbs):
-    """FLUX.1-schnell's 2-step schedule visits sigma 1.0 and 0.5 (timesteps 1000 and 500)."""
+    """FLUX.1-schnell's 2-step schedule visits sigma 1.0 and 0.5 (timesteps 1000 and 500); the
+    pure-noise step counts as 999, the top of the grid. Each window steers the steps inside it."""
     bb = bbs["flux"]
     hook = "single_transformer_blocks.1"
     torch.manual_seed(0)
     sae = KSparseAutoencoder(16, 32, 4, hook=hook, pooling="none")
     base = bb.generate("a cat", seed=0, num_inference_steps=2, output_type="pt")
     images = {}
-    for window in [(600, 400), (300, 100)]:
+    for window in [(600, 400), (300, 100), (999, 900)]:
         with steer(bb, sae, clamp={3: 20.0}, timesteps=window):
             images[window] = bb.generate("a cat", seed=0, num_inference_steps=2, output_type="pt")
-    assert not torch.allclose(images[(600, 400)], base)
+    assert not torch.allclose(images[(600, 400)], base) and not torch.allclose(images[(999, 900)], base)
+    assert not torch.allclose(images[(600, 400)], images[(999, 900)])
     torch.testing.assert_close(images[(300, 100)], base)
 
 
@@ -269,3 +271,66 @@ def test_a_bad_resolution_is_refused(flow_dirs, tmp_path):
     (folder / "revelio.json").write_text(json.dumps({"resolution": 36}))
     with pytest.raises(ConfigError, match="multiple of 8"):
         revelio.load_backbone(folder, device="cpu")
+
+
+# --- A release of the tiny FLUX, built end to end and served -------------------------------------------------
+
+CLASSES = ["apple", "brick", "cloud"]
+
+
+@pytest.fixture(scope="module")
+def flux_release(flow_dirs, make_image_folder, tmp_path_factory) -> revelio.Release:
+    from revelio.release.build import build_release
+    from revelio.release.release_config import UNSET, ReleaseConfig
+    from revelio.release.steering_measurement import SteeringMeasureConfig
+    from revelio.sae.training import SAETrainConfig
+    from revelio.steps.probe_grid import ProbeGridConfig
+    from revelio.steps.quality_gate import QualityGateConfig
+
+    colours = {name: tuple(200.0 * (c == channel) for channel in range(3)) for c, name in enumerate(CLASSES)}
+    folder = make_image_folder(colours, per_class={"train": 16, "test": 6}, seed=5, noise=25.0, sizes=((32, 32), (24, 40)))
+    tmp = tmp_path_factory.mktemp("flux-release")
+    sae = {"expansion": 2, "k": 4, "batch_size": 32}
+    config = ReleaseConfig(
+        model=str(flow_dirs["flux"]), out=tmp / "release", dataset=str(folder), hooks=["transformer_blocks.1", "single_transformer_blocks.1"],
+        timesteps=[250, 750], train_images=36, test_images=12, random_images=12, held_out_per_class=2,
+        pooled_sae=SAETrainConfig(**sae, total_tokens=300), spatial_sae=SAETrainConfig(**sae, total_tokens=1200),
+        probes=ProbeGridConfig(cache=UNSET, out=UNSET, max_train=36, epochs=1),
+        gate=QualityGateConfig(model="", out=UNSET, per_class=2, epochs=1),
+        steering=SteeringMeasureConfig(cells=[], features_per_class=2, strengths=[2.0], per_source=1, steps=2),
+        work=tmp / "work", prompt_template="a photo of a {}",
+    )
+    build_release(config, "test build of a FLUX release")
+    return revelio.load_release(tmp / "release")
+
+
+@pytest.mark.build
+def test_a_flux_release_is_built_end_to_end(flux_release):
+    release = flux_release
+    assert release.class_names == CLASSES and release.info.conditioning == "text"
+    assert release.info.hooks == ["transformer_blocks.1", "single_transformer_blocks.1"] and release.timesteps == [250, 750]
+    for hook in release.info.hooks:
+        spatial = release.sae(hook=hook, timestep=250, pooling="none")
+        assert spatial.d_in == 16 and spatial.feature_stats.labels
+    assert release.probe().class_names == CLASSES
+    assert (release.root / "model" / "model_index.json").is_file() and release.backbone(device="cpu").hook_points[-1] == "single_transformer_blocks.1"
+
+
+@pytest.mark.build
+@pytest.mark.slow
+def test_the_app_answers_on_a_flux_release(flux_release, serve_app, tmp_path):
+    from gradio_client import Client, handle_file
+
+    release = flux_release
+    client = Client(serve_app(str(release.root)), verbose=False, download_files=False)
+    images, labels = release.held_out_examples()
+    upload = tmp_path / "brick.png"
+    images[labels.index(1)].save(upload)
+    hook, t = release.best_cell.hook, release.best_cell.timestep
+    _, _, table, heatmaps, _ = client.predict(handle_file(str(upload)), hook, t, "none", api_name="/explore")
+    assert table["data"] and len(heatmaps) == len(table["data"])
+    features = client.predict(hook, t, "none", 1, 4, api_name="/suggest_features")
+    baseline, steered, _, _, note = client.predict(
+        "a photo of a brick", 0, 2, 0.0, hook, t, "none", features, "class-map", 1, 2, 999, 0, api_name="/steer")
+    assert Path(baseline["path"]).stat().st_size and Path(steered["path"]).stat().st_size and "Clamped" in note
+    assert client.predict(handle_file(str(upload)), hook, t, release.info.best_cell.probe, api_name="/classify")["label"] in CLASSES

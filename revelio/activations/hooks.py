@@ -18,6 +18,8 @@ from revelio.hook_points import HookPoint
 
 # FluxTransformer2DModel multiplies the timestep it is given by this (diffusers 0.42, transformer_flux.py).
 FLUX_TIMESTEP_SCALE = 1000
+# The top of revelio's 0..999 timestep grid, which names pure noise on every model.
+PURE_NOISE_TIMESTEP = 999
 
 
 class StopForward(Exception):
@@ -175,9 +177,15 @@ def forward_timestep(args: tuple, kwargs: dict) -> Any:
 
     FLUX-family transformers (recognised by their ``img_ids`` argument) are called with sigma =
     timestep / 1000 and multiply it back inside; this gives the timestep, so steering windows name
-    the same noise level on every model.
+    the same noise level on every model. Flow-matching samplers start at pure noise, timestep 1000
+    (sigma 1), one past the 0..999 grid whose top steering windows and the app call pure noise; it
+    reads as 999, so a window reaching 999 steers the first step.
     """
     timestep = args[1] if len(args) > 1 else kwargs.get("timestep")
-    if "img_ids" in kwargs and timestep is not None:
-        return timestep * FLUX_TIMESTEP_SCALE
-    return timestep
+    if timestep is None:
+        return None
+    if "img_ids" in kwargs:
+        timestep = timestep * FLUX_TIMESTEP_SCALE
+    if isinstance(timestep, torch.Tensor):
+        return timestep.clamp(max=PURE_NOISE_TIMESTEP)
+    return min(timestep, PURE_NOISE_TIMESTEP)
