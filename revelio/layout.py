@@ -12,6 +12,8 @@ reader spells a file name its writer chose. A release::
   exemplars/thumbnails.safetensors       training images that are top exemplars of some feature
   exemplars/held_out.safetensors         labelled test images for histograms and examples
   metrics/<name>.json, plots/*.png       grid metrics (revelio.formats.metrics) and their pictures
+  label_sets/<column>/                   each further label set: its probes/, metrics/, plots/ and
+                                         saes/<hook>/t<timestep>/<pooling>/stats.safetensors
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ SOURCE_STATS_FILE = "source_stats.safetensors"  # an imported SAE's per-feature 
 # --- an activation cache ---------------------------------------------------------------------
 MANIFEST_FILE = "manifest.json"  # one cell's shards
 DATASET_FILE = "dataset.json"  # a cache root: revelio.formats.cache.CacheDataset
-LABELS_FILE = "labels.safetensors"
+LABELS_FILE = "labels.safetensors"  # "labels" (the default label set), "dataset_index", label_set_key(column) for the others
 PARTS_DIR = "parts"
 DONE_FILE = "done.json"  # a finished part of an extraction
 EXTRACTION_RUN_FILE = "extraction.json"  # the command a cache root was extracted with
@@ -55,6 +57,7 @@ EXEMPLARS_FILE = "exemplars/thumbnails.safetensors"
 HELD_OUT_FILE = "exemplars/held_out.safetensors"
 METRICS_DIR = "metrics"
 PLOTS_DIR = "plots"
+LABEL_SETS_DIR = "label_sets"
 SAMPLES_PLOT = "samples.png"
 
 # metrics/<name>.json, one schema each in revelio.formats.metrics
@@ -63,6 +66,16 @@ SAE_GRID = "sae_grid"
 QUALITY_GATE = "quality_gate"
 MONOSEMANTICITY = "monosemanticity"
 STEERING = "steering"
+
+
+def label_set_key(column: str) -> str:
+    """The tensor of a further label set's labels in a cache's or a release's labels file."""
+    return f"labels.{column}"
+
+
+def label_set_dir(root: Path, label_set: str | None) -> Path:
+    """Where a label set's probes, metrics, plots and feature statistics live (the default set: the root)."""
+    return Path(root) if label_set is None else Path(root) / LABEL_SETS_DIR / label_set
 
 
 def metrics_file(root: Path, name: str, suffix: str = ".json") -> Path:

@@ -46,15 +46,28 @@ def guidance_range(backbone: Backbone) -> tuple[float, float]:
     return min(1.0, default), max(8.0, 2 * default)
 
 
+def example_prompt(state: AppState) -> str:
+    """The prompt Steer starts with: the model's caption template ("a {colour} {class}") with each
+    label set's first concept; else the extraction template's for the first class; else empty."""
+    info = state.release.info
+    if info.caption_template:
+        sets = info.label_sets
+        try:
+            return info.caption_template.format(**{name: names[0] for name, names in sets.items() if names})
+        except (KeyError, IndexError):  # a field that is no label set of this release: no example
+            return ""
+    if info.prompt_template and state.class_names:
+        return info.prompt_template.format(state.class_names[0])
+    return ""
+
+
 def condition_inputs(state: AppState) -> tuple[gr.components.Component, gr.Textbox]:
     """What the backbone generates from: a prompt and a negative prompt (text models), one of its own
     classes (class models), or nothing (unconditional ones: hidden inputs keep /steer's inputs)."""
-    backbone, info = state.backbone, state.release.info
+    backbone = state.backbone
     if backbone.conditioning == "text":
-        # the prompt the features were extracted with: the template's for the first class, else the empty one
-        template = info.prompt_template if info.prompt_template and state.class_names else None
-        prompt = template.format(state.class_names[0]) if template else ""
-        hint = f"e.g. {prompt!r}" if template else "empty: unconditional, as the release's features were extracted"
+        prompt = example_prompt(state)
+        hint = f"e.g. {prompt!r}" if prompt else "empty: unconditional, as the release's features were extracted"
         condition = gr.Textbox(prompt, label="Prompt", placeholder=hint)
     elif backbone.conditioning == "class":
         classes = [(name, i) for i, name in enumerate(backbone.class_names or [])]

@@ -96,9 +96,10 @@ class GenerationService:
         """What each feature of the request is clamped to."""
         if not request.features:
             raise ValueError("pick at least one feature to steer (or use 'Suggest features')")
-        maps = self.state.class_maps(request.cell) if request.clamp_to == "class-map" else None
-        return clamp_targets(request.features, request.strength, self.state.stats(request.cell), maps, request.target,
-                             value_unit(self.state.sae(request.cell)))
+        target = request.target
+        maps = self.state.class_maps(request.cell, target.label_set) if request.clamp_to == "class-map" else None
+        return clamp_targets(request.features, request.strength, self.state.stats(request.cell, target.label_set), maps,
+                             target.index, value_unit(self.state.sae(request.cell)))
 
     def run(self, request: SteeringRequest, progress: Callable[..., Any] | None = None
             ) -> tuple[Image.Image, Image.Image, Clamp]:

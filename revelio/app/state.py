@@ -10,6 +10,7 @@ cores anyway, so serialising model work costs little throughput. The forwards th
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -22,6 +23,7 @@ from revelio.analysis.queries import feature_strengths
 from revelio.app.gpu import FORWARD_SECONDS, gpu
 from revelio.app.inputs import class_id, feature_id, feature_ids, whole
 from revelio.grid import POOLING_NAMES, Cell
+from revelio.probes import Probe
 from revelio.probes.classify_images import classify
 from revelio.release import Release
 from revelio.sae.evaluation import normalized_mse
@@ -30,14 +32,28 @@ from revelio.sae.stats import FeatureStats
 from revelio.steering.selection import ClassCodeMaps
 
 
+@dataclass(frozen=True)
+class Target:
+    """What to steer towards: a concept of one of the release's label sets (None: its default set)."""
+
+    label_set: str | None
+    index: int
+
+
 class AppState:
-    """The release and its backbone, shared by every request, with per-cell caches."""
+    """The release and its backbone, shared by every request, with per-cell caches.
+
+    A release with several label sets (say "class" and "colour") is one set of SAEs whose features
+    are labelled in each: :meth:`labels`, :meth:`stats`, :meth:`class_maps` and probes take the
+    label set (None: the default one), and Steer's targets are every set's concepts.
+    """
 
     def __init__(self, release: Release, device: str = "cpu") -> None:
         self.release = release
         self.backbone = release.backbone(device=device)
         self.model_lock = threading.RLock()
         self.class_names: list[str] = release.class_names or []
+        self.further_label_sets: list[str] = release.label_sets[1:]
         self.seed = int(release.info.seed)  # the noise seed the release's caches used
         self._extract = gpu(FORWARD_SECONDS)(self._extract_tokens)
         self._classify = gpu(FORWARD_SECONDS)(self._classify_images)
@@ -66,22 +82,32 @@ class AppState:
     def sae(self, cell: Cell) -> KSparseAutoencoder:
         return self.release.sae(cell)
 
-    def stats(self, cell: Cell) -> FeatureStats:
-        stats = self.sae(cell).feature_stats
+    def view(self, label_set: str | None) -> Release:
+        """The release seen through one label set (its names, probes, statistics, held-out labels)."""
+        return self.release.with_label_set(label_set)
+
+    def names(self, label_set: str | None = None) -> list[str]:
+        return self.view(label_set).class_names or []
+
+    def stats(self, cell: Cell, label_set: str | None = None) -> FeatureStats:
+        stats = self.view(label_set).sae(cell).feature_stats
         if stats is None:
             raise ValueError(f"the SAE {cell} ships no feature statistics; rebuild the release")
         return stats
 
     @cache  # noqa: B019 - one AppState lives as long as the server
-    def labels(self, cell: Cell) -> list[FeatureLabel]:
+    def labels(self, cell: Cell, label_set: str | None = None) -> list[FeatureLabel]:
         """Every feature's label with its evidence (:mod:`revelio.analysis.labels`): the one
         definition Explore, Atlas, the feature panel, suggestions and Steer's summary show."""
-        return evidence_labels(self.stats(cell), self.class_names)
+        return evidence_labels(self.stats(cell, label_set), self.names(label_set))
 
     def feature_label(self, cell: Cell, feature: int, short: bool = False) -> str:
-        """"#12 Trouser (72%)", "#12 mixed: Pullover 22%, Shirt 21%" ("#12 mixed" when ``short``)."""
-        found = self.labels(cell)[feature]
-        label = found.short if short else str(found)
+        """"#12 Trouser (72%)", "#12 mixed: Pullover 22%, Shirt 21%" ("#12 mixed" when ``short``); with
+        several label sets, each set's label that has evidence: "#12 top (40%) · red (92%)"."""
+        found = [self.labels(cell, s)[feature] for s in [None, *self.further_label_sets]]
+        shown = [f.short if short else str(f) for f in found[:1]]
+        shown += [f.short if short else str(f) for f in found[1:] if f.name]
+        label = " · ".join(s for s in shown if s)
         return f"#{feature} {label}" if label else f"#{feature}"
 
     @cache  # noqa: B019 - one AppState lives as long as the server
@@ -102,6 +128,27 @@ class AppState:
         """A class of the release (the dataset's labels: what probes predict), given by name or id."""
         return class_id(self.class_names, value)
 
+    def target_choices(self) -> list[tuple[str, int | str]]:
+        """Steer's targets: the default set's classes by id; each further set's concepts as "set:id"."""
+        choices: list[tuple[str, int | str]] = [(name, i) for i, name in enumerate(self.class_names)]
+        for label_set in self.further_label_sets:
+            choices += [(f"{name} ({label_set})", f"{label_set}:{i}") for i, name in enumerate(self.names(label_set))]
+        return choices
+
+    def check_target(self, value: Any) -> Target:
+        """A concept to steer towards: a class (name or id) of the default label set, or "set:id" /
+        "set:name" of a further one (ValueError naming the choices otherwise)."""
+        if isinstance(value, str) and ":" in value:
+            label_set, concept = value.split(":", 1)
+            if label_set in self.further_label_sets:
+                return Target(label_set, class_id(self.names(label_set), concept))
+            if label_set != self.release.label_set_name:
+                sets = [self.release.label_set_name, *self.further_label_sets] if self.further_label_sets else []
+                raise ValueError(f"unknown label set {label_set!r:.40}; " + (f"this release has {sets}" if sets else
+                                 "this release has one label set: send a class name or id"))
+            value = concept
+        return Target(None, self.check_class(value))
+
     def tokens(self, images: list[Image.Image], hook: str, timestep: int) -> torch.Tensor:
         """[N, locations, C] activations of ``images`` at one cell, noised as the release's caches were."""
         with self.model_lock:
@@ -112,22 +159,22 @@ class AppState:
         return acts[(hook, timestep)]
 
     def probabilities(self, images: list[Image.Image], hook: str | None = None, timestep: int | None = None,
-                      kind: str | None = None) -> list[dict[str, float]]:
-        """The release probe's class probabilities for each image (default: the best cell's probe)."""
-        probe = self.release.probe(hook=hook, timestep=timestep, kind=kind)  # checked here: a bad kind is a message, not a GPU call
+                      kind: str | None = None, label_set: str | None = None) -> list[dict[str, float]]:
+        """A probe's class probabilities for each image (default: the best cell's probe of the label set)."""
+        view = self.view(label_set)
+        probe = view.probe(hook=hook, timestep=timestep, kind=kind)  # checked here: a bad kind is a message, not a GPU call
         with self.model_lock:
-            probabilities = self._classify(images, hook, timestep, kind)
+            probabilities = self._classify(images, probe, view.probe_sae(probe))
         return [dict(zip(probe.class_names, row.tolist())) for row in probabilities]
 
-    def _classify_images(self, images: list[Image.Image], hook: str | None, timestep: int | None,
-                         kind: str | None) -> torch.Tensor:
-        probe = self.release.probe(hook=hook, timestep=timestep, kind=kind)
-        return classify(self.backbone, probe, images, sae=self.release.probe_sae(probe), seed=self.seed)
+    def _classify_images(self, images: list[Image.Image], probe: Probe, sae: KSparseAutoencoder | None) -> torch.Tensor:
+        return classify(self.backbone, probe, images, sae=sae, seed=self.seed)
 
-    def reference_images(self) -> tuple[list[Image.Image], list[int]]:
-        """The release's labelled held-out test images: behind histograms, per-image FVU, class maps
-        and the examples (FileNotFoundError, saying to rebuild, for a release without them)."""
-        return self.release.held_out_examples()
+    def reference_images(self, label_set: str | None = None) -> tuple[list[Image.Image], list[int]]:
+        """The release's labelled held-out test images (labels of ``label_set``): behind histograms,
+        per-image FVU, class maps and the examples (FileNotFoundError, saying to rebuild, for a
+        release without them)."""
+        return self.view(label_set).held_out_examples()
 
     @cache  # noqa: B019
     def held_out_tokens(self, hook: str, timestep: int) -> torch.Tensor:
@@ -142,13 +189,13 @@ class AppState:
             return feature_strengths(sae.encode(x), sae.d_sae)
 
     @cache  # noqa: B019
-    def class_maps(self, cell: Cell) -> ClassCodeMaps:
-        """Each feature's mean map per class on the held-out images (spatial SAEs only)."""
+    def class_maps(self, cell: Cell, label_set: str | None = None) -> ClassCodeMaps:
+        """Each feature's mean map per class (of ``label_set``) on the held-out images (spatial SAEs only)."""
         if cell.pooling != "none":
             raise ValueError("clamping to a class's map needs a spatial SAE; choose the spatial SAE")
-        _, labels = self.reference_images()
+        _, labels = self.reference_images(label_set)
         tokens = self.held_out_tokens(cell.hook, cell.timestep)
-        return ClassCodeMaps.from_tokens(self.sae(cell), tokens, labels, max(len(self.class_names), max(labels) + 1))
+        return ClassCodeMaps.from_tokens(self.sae(cell), tokens, labels, max(len(self.names(label_set)), max(labels) + 1))
 
     @cache  # noqa: B019
     def held_out_mean(self, cell: Cell) -> torch.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from revelio.app.state import AppState
+from revelio.app.state import AppState, Target
 from revelio.bundled import bundled_release_dir
 from revelio.grid import Cell
 
@@ -46,21 +46,21 @@ def advice(state: AppState, hook: Any, pooling: Any, clamp_to: Any) -> str:
     return "\n\n".join(notes)
 
 
-def selection_reason(state: AppState, cell: Cell, feature: int, target: int) -> str:
-    """What ranks ``feature`` for class ``target`` (what 'Suggest features' used): on spatial SAEs its
+def selection_reason(state: AppState, cell: Cell, feature: int, target: Target) -> str:
+    """What ranks ``feature`` for ``target`` (what 'Suggest features' used): on spatial SAEs its
     extra activation on the target's held-out images over all of them; on pooled ones its share on it."""
-    name = state.class_names[target]
+    name = state.names(target.label_set)[target.index]
     if cell.pooling == "none":
-        maps = state.class_maps(cell)
-        on_target, overall = maps.maps[target, ..., feature], maps.overall[..., feature]
+        maps = state.class_maps(cell, target.label_set)
+        on_target, overall = maps.maps[target.index, ..., feature], maps.overall[..., feature]
         excess = float((on_target - overall).clamp_min(0).sum())
         ratio = float(on_target.sum() / overall.sum()) if float(overall.sum()) > 0 else float("inf")
         return f"+{excess:.3g} on {name} maps, {ratio:.1f}× its average"
-    share = float(state.stats(cell).label_distribution[feature, target])
+    share = float(state.stats(cell, target.label_set).label_distribution[feature, target.index])
     return f"{100 * share:.0f}% of its activation on {name}"
 
 
-def selection_table(state: AppState, cell: Cell, features: list[int], target: int) -> str:
+def selection_table(state: AppState, cell: Cell, features: list[int], target: Target) -> str:
     """The chosen features, their labels and what ranks each for the target class, as a markdown list."""
     if not features:
         return "No features chosen: pick some, or use **Suggest features**."

@@ -18,7 +18,7 @@ import torch
 from revelio.app.conditions import generation_condition, guidance_range
 from revelio.app.inputs import number, whole
 from revelio.app.masks import read_mask
-from revelio.app.state import AppState
+from revelio.app.state import AppState, Target
 from revelio.errors import ArtifactFormatError
 from revelio.formats.metrics import Steering
 from revelio.grid import Cell
@@ -69,7 +69,7 @@ class SteeringRequest:
     strength: float  # multiplies each feature's max training activation (0 ablates), or the class map
     window: tuple[int, int]  # (t_high, t_low)
     clamp_to: str  # "value" (strength x max, everywhere) or "class-map" (strength x target's mean map)
-    target: int  # the class whose maps "class-map" clamps to
+    target: Target  # the concept (of a label set) whose maps "class-map" clamps to
     mask: torch.Tensor | None = None  # [H, W] in [0, 1]: where the clamp applies (None: everywhere)
 
 
@@ -90,7 +90,7 @@ def read_request(state: AppState, condition: Any, seed: Any, steps: Any, guidanc
         condition=condition, negative_prompt=negative_prompt, seed=whole(seed, "seed", *SEEDS),
         steps=whole(steps, "steps", *STEPS), guidance=number(guidance, "guidance", *guidance_range(state.backbone)),
         cell=cell, features=state.check_features(cell, features), strength=number(strength, "clamp value", *STRENGTH),
-        window=(high, low), clamp_to=clamp_mode(clamp_to, cell.pooling), target=state.check_class(target),
+        window=(high, low), clamp_to=clamp_mode(clamp_to, cell.pooling), target=state.check_target(target),
         mask=read_mask(mask, mask_blobs),
     )
 

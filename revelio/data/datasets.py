@@ -8,7 +8,7 @@ class names when the dataset declares them), so the same scripts run on users' o
 from __future__ import annotations
 
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
@@ -41,17 +41,34 @@ class ImageDataset:
     label_column: str | None
     class_names: list[str] | None
     indices: list[int] | None = None  # the split's rows this dataset holds (None: all, in order)
+    # Every label set (a ClassLabel column) by column, the default one (``label_column``) first.
+    label_sets: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def labels(self) -> list[int] | None:
         return None if self.label_column is None else list(self.dataset[self.label_column])
 
 
+LabelColumns = str | list[str] | None
+
+
+def label_columns(label_column: LabelColumns) -> list[str]:
+    """``--label-column`` as a list: one column, several (label sets, the first the default), or none."""
+    if label_column is None:
+        return []
+    return [label_column] if isinstance(label_column, str) else list(label_column)
+
+
+def default_label_column(label_column: LabelColumns) -> str | None:
+    """The first of several label columns: the release's default label set."""
+    return next(iter(label_columns(label_column)), None)
+
+
 def load_image_dataset(
     name: str,
     split: str = "train",
     image_column: str | None = None,
-    label_column: str | None = None,
+    label_column: LabelColumns = None,
     limit: int | None = None,
     seed: int = 0,
     streaming: bool = False,
@@ -87,12 +104,17 @@ def load_image_dataset(
             raise ValueError(f"no image column in {name!r} ({list(features)}); pass --image-column")
     elif image_column not in features:
         raise ValueError(f"{name!r} has no column {image_column!r}; its columns: {list(features)}")
-    if label_column is None:
-        label_column = next((c for c, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
-    elif label_column not in features:
-        raise ValueError(f"{name!r} has no column {label_column!r}; its columns: {list(features)}")
-    label_feature = features.get(label_column) if label_column else None
-    class_names = list(label_feature.names) if isinstance(label_feature, datasets.ClassLabel) else None
+    columns = label_columns(label_column)
+    if not columns:
+        columns = [c for c, f in features.items() if isinstance(f, datasets.ClassLabel)][:1]
+    for column in columns:
+        if column not in features:
+            raise ValueError(f"{name!r} has no column {column!r}; its columns: {list(features)}")
+    if len(columns) > 1 and not all(isinstance(features[c], datasets.ClassLabel) for c in columns):
+        raise ValueError(f"label sets must be ClassLabel columns; {name!r} has {[(c, type(features[c]).__name__) for c in columns]}")
+    label_column = columns[0] if columns else None
+    label_sets = {c: list(features[c].names) for c in columns if isinstance(features[c], datasets.ClassLabel)}
+    class_names = label_sets.get(label_column) if label_column else None
     indices = None
     if streaming:
         dataset = dataset.cast_column(image_column, datasets.Image(decode=False))  # decoded by whoever uses it
@@ -102,7 +124,7 @@ def load_image_dataset(
         labels = dataset[label_column] if label_column else None
         indices = balanced_subset(labels, len(dataset), limit, seed)
         dataset = dataset.select(indices)
-    return ImageDataset(dataset, name, split, image_column, label_column, class_names, indices)
+    return ImageDataset(dataset, name, split, image_column, label_column, class_names, indices, label_sets)
 
 
 def balanced_subset(labels: list[int] | None, total: int, count: int, seed: int = 0) -> list[int]:

@@ -23,7 +23,8 @@ SPLITS = ("train", "test")
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 LAYOUTS = ("a folder of class folders (<root>/<class>/<image>; split 80/20 into train and test, stratified by class), "
-           "or train/ and test/ folders of class folders (<root>/train/<class>/<image>, <root>/test/<class>/<image>)")
+           "or train/ and test/ folders of class folders (<root>/train/<class>/<image>, <root>/test/<class>/<image>), "
+           "or a DatasetDict saved with save_to_disk (several ClassLabel columns: label sets)")
 
 
 def folder_layout(root: Path) -> str:
@@ -39,15 +40,35 @@ def folder_layout(root: Path) -> str:
     return "flat"
 
 
+SAVED_DATASET_FILE = "dataset_dict.json"
+
+
 def split_description(root: Path) -> str:
     """How a folder's train and test images are chosen, for release.json and cards."""
+    if is_saved_dataset(root):
+        return "the saved dataset's own splits"
     if folder_layout(root) == "split":
         return "the folder's own train/ and test/ folders"
     return f"a seeded class-stratified split of the class folders: {TEST_FRACTION:.0%} of each class to test (seed {SPLIT_SEED})"
 
 
+def is_saved_dataset(root: Path) -> bool:
+    """A folder written by ``DatasetDict.save_to_disk`` (Arrow files and JSON: nothing unpickled)."""
+    return (Path(root) / SAVED_DATASET_FILE).is_file()
+
+
+def load_saved_dataset(root: Path, split: str, streaming: bool = False) -> datasets.Dataset | datasets.IterableDataset:
+    splits = datasets.load_from_disk(str(root))
+    if not isinstance(splits, datasets.DatasetDict) or split not in splits:
+        found = list(splits) if isinstance(splits, datasets.DatasetDict) else "one unnamed split"
+        raise DatasetError(f"{root} holds the splits {found}, not {split!r}; save a DatasetDict with 'train' and 'test'")
+    return splits[split].to_iterable_dataset() if streaming else splits[split]
+
+
 def load_image_folder(root: Path, split: str, streaming: bool = False) -> datasets.Dataset | datasets.IterableDataset:
-    """One split of a local image folder in either layout."""
+    """One split of a local image folder in either layout, or of a dataset saved with ``save_to_disk``."""
+    if is_saved_dataset(root):
+        return load_saved_dataset(root, split, streaming)
     if split not in SPLITS:
         raise DatasetError(f"an image folder has the splits {list(SPLITS)}, not {split!r}")
     if folder_layout(root) == "split":

@@ -29,6 +29,8 @@ class CacheDataset(JsonSchema):
     image_channels: int
     parts: int
     config: dict[str, Any] = field(default_factory=dict)  # the ExtractionConfig
+    # Every label set's names by column (label_column's labels are "labels", the others' label_set_key(column)).
+    label_sets: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -82,6 +82,15 @@ class SAEGrid(JsonSchema):
 
 
 @dataclass
+class LabelSetGate:
+    """One label set of a text model's gate: its reference classifier on real and generated images."""
+
+    reference_accuracy_on_real_test: float
+    accuracy_on_samples: float
+    per_concept_accuracy_on_samples: dict[str, float]
+
+
+@dataclass
 class QualityGate(JsonSchema):
     """``quality_gate.json``: the model's samples judged by a classifier of real images."""
 
@@ -96,6 +105,10 @@ class QualityGate(JsonSchema):
     reference_accuracy_on_samples: float
     per_class_accuracy_on_samples: dict[str, float]
     config: dict[str, Any] = field(default_factory=dict)
+    # Text models: samples of every prompt of the caption template, each label set judged by its own
+    # reference classifier (the default set's are the fields above).
+    prompt_template: str | None = None
+    label_sets: dict[str, LabelSetGate] = field(default_factory=dict)
 
 
 @dataclass

@@ -38,10 +38,16 @@ class ReleaseInfo(JsonSchema):
     conditioning: str = "class"  # the backbone's own: "class" | "text" | "none"
     backbone_class_names: list[str] | None = None  # a class-conditional backbone's classes
     prompt_template: str | None = None  # text models: extraction prompt per label, e.g. "a photo of a {}"; None = empty prompt
+    caption_template: str | None = None  # text models trained by revelio: how they were captioned, e.g. "a {colour} {class}"
     dataset: str = ""
     dataset_name: str = ""  # how to call the dataset: a local folder's name, else the dataset's id
     dataset_split: str = ""  # how the train and test images were chosen (an image folder may be split here)
     class_names: list[str] | None = None  # the dataset's labels: what probes predict and steering targets
+    # Every label set by column ({} for a release with one unnamed set); default_label_set's names are class_names.
+    label_sets: dict[str, list[str]] = field(default_factory=dict)
+    default_label_set: str | None = None
+    # Each further label set's best probe (the default set's is best_cell).
+    label_set_best_cells: dict[str, BestCell] = field(default_factory=dict)
     quality_gate_skipped: str | None = None  # why there is no quality gate / reference classifier
     num_train_images: int = 0
     num_test_images: int = 0

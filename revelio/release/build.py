@@ -31,7 +31,7 @@ import torch
 
 from revelio import __version__
 from revelio.config import to_argv, to_json
-from revelio.data.datasets import load_image_dataset
+from revelio.data.datasets import default_label_column, load_image_dataset
 from revelio.data.image_folders import split_description
 from revelio.formats.metrics import Monosemanticity, ProbeGrid, QualityGate, SAEGrid
 from revelio.formats.release import BestCell, ReleaseInfo
@@ -48,6 +48,7 @@ from revelio.layout import (
     SAES_DIR,
     STEERING,
     WEIGHTS_FILE,
+    label_set_dir,
     metrics_file,
     sae_cells,
     sae_subfolder,
@@ -55,6 +56,7 @@ from revelio.layout import (
 from revelio.models import Backbone, load_backbone
 from revelio.release.card import render_card
 from revelio.release.exemplars import thumbnail_side, write_exemplars, write_held_out_examples
+from revelio.release.label_set_stats import write_label_set_stats
 from revelio.release.load import Release, load_release
 from revelio.release.purity_measurement import MonosemanticityConfig, measure_monosemanticity
 from revelio.release.release_config import ReleaseConfig
@@ -66,9 +68,9 @@ from revelio.steps.extract import extract_to_cache, with_inputs
 from revelio.steps.extraction_config import ExtractionConfig
 from revelio.steps.imported_saes import ImportedSAEsConfig, install_saes, load_published
 from revelio.steps.probe_grid import ProbeGridConfig, train_probe_grid
-from revelio.steps.quality_gate import run_quality_gate
 from revelio.steps.quality_gate import with_inputs as gate_with_inputs
 from revelio.steps.sae_grid import SAEGridConfig, train_sae_grid
+from revelio.steps.text_quality_gate import run_any_quality_gate, text_gate_skipped
 from revelio.storage.files import read_json
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ class Build:
     backbone: Backbone
     hooks: list[str]
     class_names: list[str]
+    label_sets: dict[str, list[str]]  # every label set by column, the default (class_names) first
     poolings: list[Pooling]  # the SAEs' (published SAEs read tokens: spatial only)
     steps: StepLog = field(default_factory=StepLog)
     caches: dict[str, Path] = field(default_factory=dict)
@@ -116,7 +119,15 @@ class Build:
 
     @property
     def columns(self) -> dict[str, str | None]:
-        return {"image_column": self.config.image_column, "label_column": self.config.label_column}
+        """The dataset's columns for steps that read one label set: the default one."""
+        return {"image_column": self.config.image_column, "label_column": default_label_column(self.config.label_column)}
+
+    @property
+    def further_label_sets(self) -> list[str]:
+        return list(self.label_sets)[1:]
+
+    def view(self, label_set: str | None) -> Release:
+        return self.release.with_label_set(label_set)
 
 
 def build_release(config: ReleaseConfig, command: str) -> ReleaseInfo:
@@ -144,9 +155,9 @@ def _start(config: ReleaseConfig, command: str) -> Build:
     backbone = load_backbone(model, device=device, revision=config.revision)
     hooks = backbone.check_hook_points(published_hooks(config) if config.saes else config.hooks or backbone.hook_points)
     config = fit_to_dataset(config, backbone, hooks)
-    class_names = load_image_dataset(config.dataset, "train", config.image_column, config.label_column).class_names
+    data = load_image_dataset(config.dataset, "train", config.image_column, config.label_column)
     poolings: list[Pooling] = ["none"] if config.saes else list(POOLINGS)
-    return Build(config, command, model, local, backbone, hooks, class_names, poolings)
+    return Build(config, command, model, local, backbone, hooks, data.class_names, data.label_sets, poolings)
 
 
 def published_hooks(config: ReleaseConfig) -> list[str]:
@@ -156,17 +167,21 @@ def published_hooks(config: ReleaseConfig) -> list[str]:
 
 def stage_quality_gate(build: Build) -> None:
     config = build.config
-    build.gate_skipped = quality_gate_skipped(build.backbone, build.class_names)
+    if build.backbone.conditioning == "text":
+        build.gate_skipped = text_gate_skipped(build.backbone, build.label_sets)
+    else:
+        build.gate_skipped = quality_gate_skipped(build.backbone, build.class_names)
     if build.gate_skipped is not None:
         log.info("quality gate skipped: %s", build.gate_skipped)
         metrics_file(build.out, QUALITY_GATE).unlink(missing_ok=True)  # an earlier build's gate judged another model
-        shutil.rmtree(build.out / REFERENCE_CLASSIFIER_DIR, ignore_errors=True)
+        for label_set in [None, *build.further_label_sets]:
+            shutil.rmtree(label_set_dir(build.out, label_set) / REFERENCE_CLASSIFIER_DIR, ignore_errors=True)
         return
     gate = gate_with_inputs(replace(config.gate, model=build.model, out=build.out, dataset=config.dataset, seed=config.seed,
                                     device=config.device, classifier=None, test_split=config.test_split, **build.columns))
     path = metrics_file(build.out, QUALITY_GATE)
     done = path.is_file() and QualityGate.read(path).config == to_json(gate)
-    build.steps.run("quality_gate.py", [gate], lambda: run_quality_gate(gate, build.backbone), done=done)
+    build.steps.run("quality_gate.py", [gate], lambda: run_any_quality_gate(gate, build.backbone), done=done)
 
 
 def stage_extract(build: Build) -> None:
@@ -181,7 +196,8 @@ def stage_extract(build: Build) -> None:
         extraction = with_inputs(replace(
             config.extraction, backbone=build.model, revision=config.revision, out=config.work / "caches" / name,
             timesteps=config.timesteps, dataset=config.dataset, split=split, limit=limit, hooks=build.hooks, poolings=list(poolings),
-            seed=config.seed, device=config.device, random_weights=random, prompt_template=config.prompt_template, **build.columns))
+            seed=config.seed, device=config.device, random_weights=random, prompt_template=config.prompt_template,
+            image_column=config.image_column, label_column=config.label_column))
         same = _same_extraction(extraction, name)
         run = replace(extraction, overwrite=not same)  # other settings start that cache over (not recorded: a rerun resumes)
         backbone = None if random else build.backbone  # a random-weights copy is its own model
@@ -223,15 +239,18 @@ def stage_saes(build: Build) -> None:
 
 
 def stage_probes(build: Build) -> None:
+    """The probe grid of every label set (a further set's into label_sets/<set>/)."""
     config = build.config
     kinds = [k for k in config.probes.kinds if k != "sae-linear" or "mean" in build.poolings]  # it reads pooled SAEs
-    probes = replace(config.probes, cache=build.caches["train"], out=build.out, test_cache=build.caches["test"],
-                     random_cache=build.caches["random-train"], random_test_cache=build.caches["random-test"],
-                     saes=config.work / SAES_DIR, seed=config.seed, kinds=kinds)
-    reuse = _probes_done(probes, list(build.caches.values()))  # delete metrics/probe_grid.json to retrain
-    if not reuse:
-        shutil.rmtree(build.out / PROBES_DIR, ignore_errors=True)
-    build.steps.run("train_probes.py", [probes], lambda: train_probe_grid(probes), done=reuse)
+    for label_set in [None, *build.further_label_sets]:
+        out = label_set_dir(build.out, label_set)
+        probes = replace(config.probes, cache=build.caches["train"], out=out, test_cache=build.caches["test"],
+                         random_cache=build.caches["random-train"], random_test_cache=build.caches["random-test"],
+                         saes=config.work / SAES_DIR, seed=config.seed, kinds=kinds, label_set=label_set)
+        reuse = _probes_done(probes, list(build.caches.values()))  # delete metrics/probe_grid.json to retrain
+        if not reuse:
+            shutil.rmtree(out / PROBES_DIR, ignore_errors=True)
+        build.steps.run("train_probes.py", [probes], lambda p=probes: train_probe_grid(p), done=reuse)
 
 
 def stage_evaluate_saes(build: Build) -> None:
@@ -243,6 +262,9 @@ def stage_evaluate_saes(build: Build) -> None:
         if cell not in wanted:
             shutil.rmtree(build.out / sae_subfolder(cell))
     build.sae_grid = write_sae_metrics(rows, build.hooks, config.timesteps, build.poolings, build.out)
+    trained_on = {"mean": build.caches.get("pooled-train", build.caches["train"]), "none": build.caches["train"]}
+    for label_set in build.further_label_sets:
+        write_label_set_stats(build.out, sorted(wanted), trained_on, label_set)
 
 
 def stage_examples(build: Build) -> None:
@@ -250,23 +272,26 @@ def stage_examples(build: Build) -> None:
     side = thumbnail_side(build.backbone.resolution)
     build.exemplars = write_exemplars(build.out, config.dataset, config.image_column, config.label_column, side)
     build.held_out = write_held_out_examples(build.out, config.dataset, config.test_split, config.image_column,
-                                             config.label_column, config.held_out_per_class, side)
+                                             config.label_column, config.held_out_per_class, side)  # every label set's labels
 
 
 def stage_release_info(build: Build) -> None:
     config = build.config
     probe_grid = ProbeGrid.read(metrics_file(build.out, PROBE_GRID))
     best = probe_grid.best
+    further = {s: ProbeGrid.read(metrics_file(label_set_dir(build.out, s), PROBE_GRID)).best for s in build.further_label_sets}
     pooled, spatial = config.pooled_sae, config.spatial_sae
     build.info = ReleaseInfo(
         backbone=MODEL_DIR if build.local else config.model, backbone_revision=None if build.local else config.revision,
         backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" and build.local else config.model,
         conditioning=build.backbone.conditioning, backbone_class_names=build.backbone.class_names,
-        prompt_template=config.prompt_template, dataset=config.dataset, dataset_split=dataset_split(config),
+        prompt_template=config.prompt_template, caption_template=getattr(build.backbone, "prompt_template", None), dataset=config.dataset, dataset_split=dataset_split(config),
         dataset_name=Path(config.dataset).name if Path(config.dataset).is_dir() else config.dataset,
         num_train_images=config.train_images,
         num_test_images=config.test_images, hooks=build.hooks, timesteps=config.timesteps, poolings=build.poolings,
-        class_names=build.class_names, quality_gate_skipped=build.gate_skipped,
+        class_names=build.class_names, label_sets=build.label_sets, default_label_set=next(iter(build.label_sets), None),
+        quality_gate_skipped=build.gate_skipped,
+        label_set_best_cells={s: BestCell(b.hook, b.cell.timestep, b.probe, b.test_accuracy) for s, b in further.items()},
         probe_kinds=sorted({r.probe for r in probe_grid.rows if r.features == "diffusion"}),
         best_cell=BestCell(best.hook, best.cell.timestep, best.probe, best.test_accuracy),
         sae=published_summary(build) if config.saes else {
@@ -301,8 +326,11 @@ def published_summary(build: Build) -> dict[str, Any]:
 
 
 def stage_monosemanticity(build: Build) -> None:
-    config = MonosemanticityConfig(release=str(build.out), seed=build.config.seed, device=build.config.device)
-    build.purity = measure_monosemanticity(config, build.release, build.backbone)
+    """Held-out purity of every SAE and its baselines, in every label set (the card shows the default set's)."""
+    for label_set in [None, *build.further_label_sets]:
+        config = MonosemanticityConfig(release=str(build.out), seed=build.config.seed, device=build.config.device, label_set=label_set)
+        purity = measure_monosemanticity(config, build.view(label_set), build.backbone)
+        build.purity = build.purity or purity
 
 
 def stage_steering(build: Build) -> None:
@@ -312,11 +340,14 @@ def stage_steering(build: Build) -> None:
         metrics_file(build.out, STEERING).unlink(missing_ok=True)  # an earlier build's would describe other SAEs
         return
     config = build.config
-    cells = config.steering.cells or [build.release.best_cell.spec]
-    steering = replace(config.steering, release=str(build.out), cells=cells, seed=config.seed,
-                       out=metrics_file(build.out, STEERING).parent)
-    done = _steering_done(steering)
-    build.steps.run("measure_steering.py", [steering], lambda: measure_steering(steering, build.release, build.backbone), done=done)
+    for label_set in [None, *build.further_label_sets]:
+        view = build.view(label_set)
+        cells = config.steering.cells or [view.best_cell.spec]
+        steering = replace(config.steering, release=str(build.out), cells=cells, seed=config.seed, label_set=label_set,
+                           out=metrics_file(view.labels_root, STEERING).parent)
+        done = _steering_done(steering, view)
+        build.steps.run("measure_steering.py", [steering], lambda s=steering, v=view: measure_steering(s, v, build.backbone),
+                        done=done)
     build.info.commands = [build.command, *build.steps.commands]
     build.info.write(build.out / RELEASE_FILE)
 
@@ -343,12 +374,12 @@ STAGES: list[tuple[str, Callable[[Build], None]]] = [
 ]
 
 
-def _steering_done(steering: SteeringMeasureConfig) -> bool:
+def _steering_done(steering: SteeringMeasureConfig, view: Release) -> bool:
     """steering.json is there, measured with these settings, after every SAE and probe it may use was written."""
-    path = metrics_file(steering.release, STEERING)
+    path = metrics_file(view.labels_root, STEERING)
     if not path.is_file() or read_json(path).get("config") != to_json(steering):
         return False
-    inputs = [*(Path(steering.release) / SAES_DIR).rglob(WEIGHTS_FILE), metrics_file(steering.release, PROBE_GRID)]
+    inputs = [*(Path(steering.release) / SAES_DIR).rglob(WEIGHTS_FILE), metrics_file(view.labels_root, PROBE_GRID)]
     return all(path.stat().st_mtime >= p.stat().st_mtime for p in inputs if p.is_file())
 
 

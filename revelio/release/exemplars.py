@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from revelio.data.datasets import load_image_dataset
+from revelio.data.datasets import LabelColumns, load_image_dataset
 from revelio.data.images import load_image, square
 from revelio.layout import (
     EXEMPLARS_FILE,
     HELD_OUT_FILE,
+    label_set_key,
     sae_cells,
     sae_subfolder,
 )
@@ -42,7 +43,7 @@ def _image_array(dataset: Sequence, column: str, index: list[int], side: int) ->
     return torch.from_numpy(np.stack([a[..., None] if a.ndim == 2 else a for a in arrays]))
 
 
-def write_exemplars(out: Path, dataset: str, image_column: str | None, label_column: str | None, side: int) -> int:
+def write_exemplars(out: Path, dataset: str, image_column: str | None, label_column: LabelColumns, side: int) -> int:
     """Every training image that is a top exemplar of some feature, as uint8 thumbnails by dataset index."""
 
     used: set[int] = set()
@@ -56,20 +57,34 @@ def write_exemplars(out: Path, dataset: str, image_column: str | None, label_col
     return len(index)
 
 
-def write_held_out_examples(out: Path, dataset: str, split: str, image_column: str | None, label_column: str | None,
+def _in_turn(queues: list[list[int]], count: int) -> list[int]:
+    """Up to ``count`` items, the first of every queue, then the second of every queue, and so on."""
+    taken: list[int] = []
+    for rank in range(max(map(len, queues), default=0)):
+        taken += [queue[rank] for queue in queues if rank < len(queue)][: count - len(taken)]
+    return taken
+
+
+def write_held_out_examples(out: Path, dataset: str, split: str, image_column: str | None, label_column: LabelColumns,
                             per_class: int, side: int) -> int:
-    """The first ``per_class`` test images of every class, for the app's examples and activation histograms."""
+    """``per_class`` test images of every class (of the default label set), for the app's examples, activation
+    histograms and class maps, with their labels in every label set. Within a class the first images are
+    taken, one of each combination of the further sets' labels in turn, so every colour of a release with
+    a colour set has maps too."""
 
     data = load_image_dataset(dataset, split, image_column, label_column)
     labels = data.labels or [0] * len(data.dataset)  # unlabelled data: the first images, one group
-    chosen: dict[int, list[int]] = {}
-    for index, label in enumerate(labels):
-        if len(chosen.setdefault(label, [])) < per_class:
-            chosen[label].append(index)
-    index = sorted(i for rows in chosen.values() for i in rows)
+    further = list(data.label_sets)[1:]
+    combinations = list(zip(*(data.dataset[column] for column in further))) if further else [()] * len(labels)
+    groups: dict[int, dict[tuple, list[int]]] = {}
+    for row, label in enumerate(labels):
+        groups.setdefault(label, {}).setdefault(combinations[row], []).append(row)
+    index = sorted(row for by_combination in groups.values() for row in _in_turn(list(by_combination.values()), per_class))
     write_safetensors({
         "images": _image_array(data.dataset, data.image_column, index, side),
         "labels": torch.tensor([labels[i] for i in index], dtype=torch.long),
         "dataset_index": torch.tensor(index, dtype=torch.long),
+        **{label_set_key(column): torch.tensor([data.dataset[i][column] for i in index], dtype=torch.long)
+           for column in list(data.label_sets)[1:]},
     }, out / HELD_OUT_FILE)
     return len(index)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from revelio.bundled import BUNDLED, bundled_release_dir, is_bundled
 from revelio.errors import ArtifactFormatError, ConfigError
-from revelio.formats.release import ReleaseInfo
+from revelio.formats.release import BestCell, ReleaseInfo
 from revelio.formats.schema import JsonSchema
 from revelio.grid import Cell, Pooling
 from revelio.layout import (
@@ -29,6 +29,9 @@ from revelio.layout import (
     PLOTS_DIR,
     REFERENCE_CLASSIFIER_DIR,
     RELEASE_FILE,
+    STATS_FILE,
+    label_set_dir,
+    label_set_key,
     metrics_file,
     probe_subfolder,
     sae_subfolder,
@@ -37,7 +40,7 @@ from revelio.models import Backbone, load_backbone
 from revelio.probes import Probe
 from revelio.probes.reference_classifier import ReferenceClassifier
 from revelio.sae import KSparseAutoencoder
-from revelio.storage.files import read_json, read_safetensors
+from revelio.storage.files import read_json, read_safetensors, read_safetensors_metadata
 from revelio.storage.resolve import resolve_folder
 
 Schema = TypeVar("Schema", bound=JsonSchema)
@@ -54,14 +57,55 @@ def resolve_release_dir(name_or_path: str | Path, revision: str | None = None) -
 
 
 class Release:
-    """Lazy access to the artifacts of one release folder (the layout is in :mod:`revelio.layout`)."""
+    """Lazy access to the artifacts of one release folder (the layout is in :mod:`revelio.layout`).
 
-    def __init__(self, root: str | Path) -> None:
+    A release with several label sets (e.g. "class" and "colour") is seen through one at a time:
+    :meth:`with_label_set` gives the same release whose class names, probes, metrics, plots,
+    held-out labels and SAE feature statistics (labels, purity) are that set's; SAE weights,
+    exemplars and the backbone are shared.
+    """
+
+    def __init__(self, root: str | Path, label_set: str | None = None) -> None:
         self.root = Path(root)
         self.info = ReleaseInfo.read(self.root / RELEASE_FILE)
+        if label_set is not None and label_set not in self.info.label_sets:
+            raise ConfigError(f"this release has no label set {label_set!r}; it has {self.label_sets or ['one (unnamed)']}")
+        # None for the default label set, whose files are the release's own
+        self.label_set = None if label_set == self.default_label_set else label_set
+        self._views: dict[str | None, Release] = {self.label_set: self}
 
     def __repr__(self) -> str:
-        return f"Release({str(self.root)!r}, hooks={self.hooks}, timesteps={self.timesteps})"
+        view = f", label_set={self.label_set!r}" if self.label_set else ""
+        return f"Release({str(self.root)!r}, hooks={self.hooks}, timesteps={self.timesteps}{view})"
+
+    @property
+    def label_sets(self) -> list[str]:
+        """The release's label sets by name, the default one first ([] for one unnamed set)."""
+        default = self.default_label_set
+        return [default, *(s for s in self.info.label_sets if s != default)] if default else list(self.info.label_sets)
+
+    @property
+    def default_label_set(self) -> str | None:
+        return self.info.default_label_set
+
+    @property
+    def label_set_name(self) -> str | None:
+        """The label set this view shows (its name, also for the default set)."""
+        return self.label_set or self.default_label_set
+
+    def with_label_set(self, label_set: str | None) -> Release:
+        """This release seen through ``label_set`` (None or the default set: the release itself)."""
+        key = None if label_set == self.default_label_set else label_set
+        if key not in self._views:
+            view = Release(self.root, key)
+            view._views = self._views  # one view per set, sharing what each loaded
+            self._views[key] = view
+        return self._views[key]
+
+    @property
+    def labels_root(self) -> Path:
+        """Where this view's probes, metrics, plots and feature statistics are."""
+        return label_set_dir(self.root, self.label_set)
 
     @property
     def hooks(self) -> list[str]:
@@ -77,12 +121,18 @@ class Release:
 
     @property
     def class_names(self) -> list[str] | None:
-        return self.info.class_names
+        """The names of this view's labels (the default set: the dataset's classes)."""
+        return self.info.label_sets[self.label_set] if self.label_set else self.info.class_names
+
+    @property
+    def best(self) -> BestCell:
+        """This label set's best probe: where, which kind, its test accuracy."""
+        return self.info.label_set_best_cells[self.label_set] if self.label_set else self.info.best_cell
 
     @property
     def best_cell(self) -> Cell:
         """The (hook, timestep) whose probe classified the test images best."""
-        return self.info.best_cell.cell
+        return self.best.cell
 
     def cell(self, cell: Cell | None = None, *, hook: str | None = None, timestep: int | None = None,
              pooling: Pooling | None = None) -> Cell:
@@ -111,7 +161,7 @@ class Release:
               kind: str | None = None) -> Probe:
         """The probe of one cell (default: the best cell, and the release's default probe kind)."""
         cell = self.cell(cell, hook=hook, timestep=timestep).with_pooling(None)
-        kind = kind or self.info.best_cell.probe
+        kind = kind or self.best.probe
         if kind not in self.info.probe_kinds:
             raise ConfigError(f"this release has probe kinds {self.info.probe_kinds}, not {kind!r}")
         return self._load_probe(cell, kind)
@@ -130,30 +180,32 @@ class Release:
 
     @cache  # one Release lives as long as the app; loading each artifact once is the point
     def reference_classifier(self) -> ReferenceClassifier:
-        """The independent classifier trained on real images (quality gate, steering measurements)."""
+        """The independent classifier of this label set, trained on real images (quality gate, steering measurements)."""
         if self.info.quality_gate_skipped:
             raise FileNotFoundError(f"this release has no reference classifier: {self.info.quality_gate_skipped}")
-        return ReferenceClassifier.from_pretrained(self.root, subfolder=REFERENCE_CLASSIFIER_DIR)
+        if not (self.labels_root / REFERENCE_CLASSIFIER_DIR).is_dir():
+            raise FileNotFoundError(f"this release has no reference classifier of the label set {self.label_set!r}")
+        return ReferenceClassifier.from_pretrained(self.labels_root, subfolder=REFERENCE_CLASSIFIER_DIR)
 
     def metrics(self, name: str) -> dict[str, Any]:
         """``metrics/<name>.json`` as parsed JSON, e.g. "probe_grid"; :meth:`read_metrics` gives it typed."""
-        path = metrics_file(self.root, name)
+        path = metrics_file(self.labels_root, name)
         if not path.is_file():
             raise FileNotFoundError(f"this release has no metrics {name!r}; it has {self.metric_names()}")
         return read_json(path)
 
     def read_metrics(self, name: str, schema: type[Schema]) -> Schema | None:
         """``metrics/<name>.json`` read with its schema (``revelio.formats.metrics``); None when the release has none."""
-        path = metrics_file(self.root, name)
+        path = metrics_file(self.labels_root, name)
         return schema.read(path) if path.is_file() else None
 
     def metric_names(self) -> list[str]:
         """The names :meth:`metrics` accepts for this release."""
-        return sorted(p.stem for p in (self.root / METRICS_DIR).glob("*.json"))
+        return sorted(p.stem for p in (self.labels_root / METRICS_DIR).glob("*.json"))
 
     def plots(self) -> dict[str, Path]:
         """Every picture in ``plots/``, by file stem."""
-        return {p.stem: p for p in sorted((self.root / PLOTS_DIR).glob("*.png"))}
+        return {p.stem: p for p in sorted((self.labels_root / PLOTS_DIR).glob("*.png"))}
 
     def exemplar_images(self, dataset_indices: torch.Tensor | list[int]) -> list[Image.Image | None]:
         """Thumbnails of training images by dataset index (as in an SAE's ``top_images``); None for -1 or absent."""
@@ -170,14 +222,17 @@ class Release:
 
     @cache
     def held_out_examples(self) -> tuple[list[Image.Image], list[int]]:
-        """A few test images per class and their labels: the app's examples and histogram sample."""
+        """A few test images per class and their labels in this view's label set: the app's examples and histogram sample."""
         path = self.root / HELD_OUT_FILE
         if not path.is_file():
             raise FileNotFoundError(f"this release has no {HELD_OUT_FILE}; rebuild it with train/build_release.py")
         tensors = read_safetensors(path)
         arrays = tensors["images"].numpy()
         images = [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arrays]
-        return images, tensors["labels"].tolist()
+        key = label_set_key(self.label_set) if self.label_set else "labels"
+        if key not in tensors:
+            raise ArtifactFormatError(f"{path} has no labels of the label set {self.label_set!r}; rebuild the release")
+        return images, tensors[key].tolist()
 
     @cache
     def _exemplars(self) -> tuple[torch.Tensor, dict[int, int]]:
@@ -186,13 +241,19 @@ class Release:
 
     @cache
     def _load_sae(self, cell: Cell) -> KSparseAutoencoder:
-        return KSparseAutoencoder.from_pretrained(self.root, subfolder=sae_subfolder(cell))
+        sae = KSparseAutoencoder.from_pretrained(self.root, subfolder=sae_subfolder(cell))
+        if self.label_set:  # this label set's feature statistics in place of the default set's
+            stats = self.labels_root / sae_subfolder(cell) / STATS_FILE
+            sae.extra_files[STATS_FILE] = (read_safetensors(stats), read_safetensors_metadata(stats))
+        return sae
 
     @cache
     def _load_probe(self, cell: Cell, kind: str) -> Probe:
-        return Probe.from_pretrained(self.root, subfolder=probe_subfolder(cell, kind))
+        return Probe.from_pretrained(self.labels_root, subfolder=probe_subfolder(cell, kind))
 
 
-def load_release(name_or_path: str | Path = BUNDLED, revision: str | None = None) -> Release:
-    """Open a release: "bundled" (the committed Fashion-MNIST default), a folder, or a Hub repo id."""
-    return Release(resolve_release_dir(name_or_path, revision))
+def load_release(name_or_path: str | Path = BUNDLED, revision: str | None = None, label_set: str | None = None) -> Release:
+    """Open a release: "bundled" (the committed Fashion-MNIST default), "bundled-text" (the
+    text-to-image one, label sets "class" and "colour"), a folder, or a Hub repo id; seen through
+    ``label_set`` (default: its first)."""
+    return Release(resolve_release_dir(name_or_path, revision), label_set)

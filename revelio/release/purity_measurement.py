@@ -4,7 +4,7 @@ For every SAE of the release, the held-out test images shipped in it (never seen
 probes or feature statistics) are noised with the release's seed and run through the backbone;
 :func:`revelio.analysis.monosemanticity.purity_against_baselines` scores the SAE's features,
 random directions and the block's channels on the same activations. Written to
-``metrics/monosemanticity.json`` (shown in the Atlas and the card).
+``metrics/monosemanticity.json`` of the label set measured (shown in the Atlas and the card).
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ class MonosemanticityConfig:
     top_k: int = option(20, "images per direction whose activation-weighted labels give its purity")
     seed: int = option(0, "random directions")
     device: str | None = option(None)
+    label_set: str | None = option(None, "a further label set of the release (default: its first)")
 
 
 def measure_monosemanticity(config: MonosemanticityConfig, release: Release | None = None,
                             backbone: Backbone | None = None) -> Monosemanticity:
     """Purity of every SAE cell and its baselines; writes and returns the table. A caller that
     holds the release and its backbone passes them."""
-    release = release or load_release(config.release)
+    release = release or load_release(config.release, label_set=config.label_set)
     images, labels = release.held_out_examples()
     labels = torch.tensor(labels)
     backbone = backbone or release.backbone(device=config.device)
@@ -55,6 +56,6 @@ def measure_monosemanticity(config: MonosemanticityConfig, release: Release | No
             rows.append({"hook": hook, "timestep": timestep, "pooling": pooling, **scores})
             log.info(json.dumps(rows[-1]))
     result = Monosemanticity.from_json({"images": len(labels), "top_k": config.top_k, "cells": rows, "config": to_json(config)})
-    result.write(metrics_file(release.root, MONOSEMANTICITY))
+    result.write(metrics_file(release.labels_root, MONOSEMANTICITY))
     return result
 

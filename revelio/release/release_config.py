@@ -44,7 +44,9 @@ class ReleaseConfig:
     dataset: str = option("fashion-mnist", "labelled images: fashion-mnist, a Hub dataset id, or an image folder: class folders "
                           "(split 80/20, stratified, seeded) or train/ and test/ folders of class folders")
     image_column: str | None = option(None)
-    label_column: str | None = option(None)
+    label_column: list[str] | None = option(
+        None, "default: the dataset's ClassLabel feature; several ClassLabel columns are label sets, each with its own probes, "
+        "feature labels, purity and steering targets (the first is the default, e.g. --label-column class colour)")
     test_split: str = option("test")
     hooks: list[str] | None = option(None, "default: every block-level hook point (with --saes: the SAEs' own)")
     saes: list[str] | None = option(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -30,7 +31,7 @@ from revelio.config import option, to_json
 from revelio.errors import ConfigError, DatasetError
 from revelio.formats.metrics import ClassSteering, SideEffect, Steering, SteeringSource, SweepPoint
 from revelio.grid import Cell
-from revelio.layout import STEERING
+from revelio.layout import REFERENCE_CLASSIFIER_DIR, STEERING
 from revelio.models import Backbone
 from revelio.probes.classify_images import classify
 from revelio.release.load import Release, load_release
@@ -56,10 +57,13 @@ class SteeringMeasureConfig:
     budget: float = option(0.25, "most share of images the unrelated-feature clamps may relabel at the chosen strength")
     window: list[int] = option([999, 0], "T_HIGH T_LOW: steer only at timesteps in this range")
     per_source: int = option(5, "images per source (an unconditional model's one source gets this x the classes)")
-    source_prompt: str = option("a photo of a {}", 'text models: the prompt of each source class; "" for the empty prompt')
+    source_prompt: str | None = option(
+        None, 'text models: the prompt of each source, "{}" for its class or "{set}" for each label set, e.g. "a {colour} {class}" '
+        '(default: the release\'s caption template, else "a photo of a {}"); "" for the empty prompt')
     steps: int = option(25)
     guidance_scale: float | None = option(None, "default: the model's own")
     seed: int = option(0)
+    label_set: str | None = option(None, "steer towards the concepts of this label set of the release (default: its first)")
     out: Path | None = option(None, "the folder to write steering.json into (a release's metrics/; default: log only)")
 
 
@@ -122,13 +126,34 @@ class Source:
     count: int
 
 
-def sources(config: SteeringMeasureConfig, backbone: Backbone, class_names: list[str]) -> list[Source]:
+def source_prompt(template: str, release: Release, index: int) -> str:
+    """The prompt of source ``index`` (a concept of the release's label set): "{}" is its name; a
+    "{set}" field is its name for its own set and, for another set, that set's ``index``-th concept
+    (cycling), so every source is a different combination."""
+    names = release.class_names or []
+    fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    if not fields or fields == [""]:
+        return template.format(names[index])
+    own = release.label_set_name
+    unknown = [f for f in fields if f not in release.info.label_sets]
+    if unknown:
+        raise ConfigError(f"the source prompt {template!r} names {unknown}, which are not label sets of this release "
+                          f"({release.label_sets}); use '{{}}' for the class or one of those")
+    sets = release.info.label_sets
+    words = {f: names[index] if f == own else sets[f][index % len(sets[f])] for f in fields}
+    return template.format(**words)
+
+
+def sources(config: SteeringMeasureConfig, backbone: Backbone, release: Release) -> list[Source]:
     """What to steer from, by the backbone's conditioning (see the module docstring)."""
-    n = config.per_source
+    n, class_names = config.per_source, release.class_names
     if backbone.conditioning == "text":
-        if not config.source_prompt:
+        template = config.source_prompt
+        if template is None:
+            template = release.info.caption_template or "a photo of a {}"
+        if not template:
             return [Source(0, "empty prompt", "", None, n * len(class_names))]
-        return [Source(i, name, config.source_prompt.format(name), i, n) for i, name in enumerate(class_names)]
+        return [Source(i, name, source_prompt(template, release, i), i, n) for i, name in enumerate(class_names)]
     if backbone.conditioning == "class":
         own = list(backbone.class_names or [])
         if own == list(class_names):
@@ -139,7 +164,7 @@ def sources(config: SteeringMeasureConfig, backbone: Backbone, class_names: list
 
 def judge(release: Release, backbone: Backbone) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
     """(what judges, images in [0, 1] -> predicted dataset class): the reference classifier, else the best probe."""
-    if not release.info.quality_gate_skipped:
+    if not release.info.quality_gate_skipped and (release.labels_root / REFERENCE_CLASSIFIER_DIR).is_dir():
         classifier = release.reference_classifier()
         return "reference classifier", lambda images: classifier.predict(images * 2 - 1)
     probe = release.probe()
@@ -182,11 +207,11 @@ def measure_steering(config: SteeringMeasureConfig, release: Release | None = No
     relabel at most ``budget`` of the images) plus the whole sweep. Returns (and with ``out``
     writes) steering.json. A caller that holds the release and its backbone passes them."""
     cells = checked_cells(config)
-    release = release or load_release(config.release)
+    release = release or load_release(config.release, label_set=config.label_set)
     backbone = backbone or release.backbone()
     judged_by, predict = judge(release, backbone)
     steering = _load(config, cells, release, backbone)
-    origins = sources(config, backbone, release.class_names)
+    origins = sources(config, backbone, release)
     baseline = {o.index: steering.images(o, None) for o in origins}
     baseline_pred = {i: predict(x) for i, x in baseline.items()}
     sweep = [_measure_at(strength, steering, origins, release.class_names, baseline, baseline_pred, predict)

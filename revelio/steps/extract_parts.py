@@ -28,7 +28,7 @@ from revelio.data.images import load_image
 from revelio.errors import IncompleteRunError
 from revelio.formats.cache import CacheDataset
 from revelio.grid import Cell
-from revelio.layout import DATASET_FILE, DONE_FILE, LABELS_FILE, PARTS_DIR
+from revelio.layout import DATASET_FILE, DONE_FILE, LABELS_FILE, PARTS_DIR, label_set_key
 from revelio.models import Backbone
 from revelio.steps.extraction_config import ExtractionConfig
 from revelio.storage.files import read_json, read_safetensors, write_json, write_safetensors
@@ -142,13 +142,18 @@ def _write_part(config: ExtractionConfig, backbone: Backbone, data: ImageDataset
     writers = {p: CacheWriter(folder, pooling=p, dtype=getattr(torch, config.dtype), metadata=metadata, overwrite=True,
                               image_offset=first) for p in config.poolings}
 
+    extra_sets = [column for column in data.label_sets if column != data.label_column]
+
     def decoded() -> Iterator[tuple[int, list, list[int] | None]]:
         for start in range(0, len(examples), config.batch_size):
             batch = [examples[i] for i in range(start, min(start + config.batch_size, len(examples)))]
             labels = [int(e[data.label_column]) for e in batch] if data.label_column else None
+            for column in extra_sets:
+                set_labels[column] += [int(e[column]) for e in batch]
             yield first + start, [load_image(e[data.image_column]) for e in batch], labels
 
     labels: list[int] = []
+    set_labels: dict[str, list[int]] = {column: [] for column in extra_sets}
     with ThreadPoolExecutor(max_workers=1) as writing:
         pending: Future | None = None
         for start, images, batch_labels in prefetch(decoded()):
@@ -166,7 +171,8 @@ def _write_part(config: ExtractionConfig, backbone: Backbone, data: ImageDataset
     rows = torch.arange(first, first + len(examples))
     if data.indices is not None:  # a subset: cache image i is dataset row indices[i]
         rows = torch.tensor(data.indices)[rows]
-    write_safetensors({**({"labels": torch.tensor(labels)} if data.label_column else {}), "dataset_index": rows},
+    write_safetensors({**({"labels": torch.tensor(labels)} if data.label_column else {}), "dataset_index": rows,
+                       **{label_set_key(column): torch.tensor(values) for column, values in set_labels.items()}},
                       folder / PART_LABELS)
     write_json({"first_image": first, "images": len(examples)}, folder / DONE_FILE)
 
@@ -205,7 +211,7 @@ def merge(config: ExtractionConfig, data: ImageDataset, hooks: list[str], backbo
     write_safetensors({name: torch.cat([c[name] for c in columns]) for name in columns[0]}, config.out / LABELS_FILE)
     CacheDataset(backbone=config.backbone, dataset=config.dataset, split=config.split, seed=config.seed,
                  random_weights=config.random_weights, image_column=data.image_column, label_column=data.label_column,
-                 class_names=data.class_names, num_images=total, hooks=hooks, timesteps=config.timesteps,
+                 class_names=data.class_names, label_sets=data.label_sets, num_images=total, hooks=hooks, timesteps=config.timesteps,
                  poolings=list(config.poolings), resolution=backbone.resolution, image_channels=backbone.image_channels,
                  parts=len(order), config=to_json(config)).write(config.out / DATASET_FILE)
     return {"images": total, "parts": len(order), "cells": len(hooks) * len(config.timesteps) * len(config.poolings)}

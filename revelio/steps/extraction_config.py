@@ -20,7 +20,8 @@ class ExtractionConfig:
     dataset: str = option("fashion-mnist", "fashion-mnist, a Hub dataset id, or a local image folder")
     split: str = option("train")
     image_column: str | None = option(None, "default: the dataset's image feature")
-    label_column: str | None = option(None, "default: the dataset's ClassLabel feature")
+    label_column: list[str] | None = option(
+        None, "default: the dataset's ClassLabel feature; several ClassLabel columns are label sets (the first is the default)")
     limit: int | None = option(None, "a seeded, class-balanced subset of N images (seeded by --seed)")
     hooks: list[str] | None = option(None, "hook points (default: all block-level ones)")
     poolings: list[Literal["mean", "none"]] = option(["mean", "none"], "poolings to store")

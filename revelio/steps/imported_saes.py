@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from revelio.cache import ActivationCache
+from revelio.cache.labels import CacheLabels
 from revelio.config import option
 from revelio.errors import ConfigError
 from revelio.grid import Cell
 from revelio.sae.model import KSparseAutoencoder
-from revelio.steps.sae_grid import CacheLabels, save_with_stats, stale_cell
+from revelio.steps.sae_grid import save_with_stats, stale_cell
 
 log = logging.getLogger(__name__)
 

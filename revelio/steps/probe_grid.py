@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 
 from revelio.cache import ActivationCache
+from revelio.cache.labels import CacheLabels
 from revelio.config import option, to_json
 from revelio.data.datasets import load_image_dataset
 from revelio.data.images import to_pixels
@@ -29,11 +30,11 @@ from revelio.errors import DatasetError
 from revelio.formats.cache import CacheDataset
 from revelio.formats.metrics import ProbeGrid
 from revelio.grid import Cell
-from revelio.layout import DATASET_FILE, LABELS_FILE, PROBE_GRID, GridPlot, metrics_file, probe_subfolder
+from revelio.layout import DATASET_FILE, PROBE_GRID, GridPlot, metrics_file, probe_subfolder
 from revelio.plots import grid_heatmap
 from revelio.probes import DiffCProbe, LinearProbe, SparseFeatures, split_train_validation
 from revelio.sae import KSparseAutoencoder
-from revelio.storage.files import read_safetensors, write_text
+from revelio.storage.files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,21 @@ class ProbeGridConfig:
     epochs: int = option(20, "Diff-C epochs")
     diffc_precision: Literal["auto", "float32", "bfloat16"] = option(
         "auto", "Diff-C training precision (auto: bfloat16 where native); bfloat16 on CPU is not bit-reproducible")
+    label_set: str | None = option(None, "probe a further label set (a label column named when extracting) instead of the default one")
     seed: int = option(0)
 
 
 class GridData:
     """Per-cell features and labels of one cache root, split into train and test images."""
 
-    def __init__(self, root: Path, test_root: Path | None, test_fraction: float, seed: int, max_train: int | None) -> None:
+    def __init__(self, root: Path, test_root: Path | None, test_fraction: float, seed: int, max_train: int | None,
+                 label_set: str | None = None) -> None:
         self.root, self.test_root = root, test_root
         self.info = CacheDataset.read(root / DATASET_FILE)
-        columns = read_safetensors(root / LABELS_FILE)
-        if "labels" not in columns:
+        read = CacheLabels.read(root, label_set)
+        if read.labels is None or not read.class_names:
             raise DatasetError(f"{root} holds no labels: probes need a labelled dataset (name the label_column when extracting)")
-        labels, self.rows = columns["labels"], columns["dataset_index"]
+        labels, self.rows, self.class_names = read.labels, read.rows, read.class_names
         if test_root is None:
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
             cut = int(len(labels) * test_fraction)
@@ -78,8 +81,8 @@ class GridData:
         else:
             self.train_index = torch.arange(len(labels))
             self.test_index = None
-            test_columns = read_safetensors(test_root / LABELS_FILE)
-            self.test_labels, self.test_rows = test_columns["labels"], test_columns["dataset_index"]
+            test = CacheLabels.read(test_root, label_set)
+            self.test_labels, self.test_rows = test.labels, test.rows
         if max_train is not None:
             self.train_index = self.train_index[:max_train]
         self.train_labels = labels[self.train_index]
@@ -113,14 +116,13 @@ def pixel_features(info: CacheDataset, rows: torch.Tensor) -> torch.Tensor:
 
 def train_probe_grid(config: ProbeGridConfig) -> ProbeGrid:
     """Fit every probe of the grid and its baselines; returns the summary written to probe_grid.json."""
-    data = GridData(config.cache, config.test_cache, config.test_fraction, config.seed, config.max_train)
+    data = GridData(config.cache, config.test_cache, config.test_fraction, config.seed, config.max_train, config.label_set)
     info = data.info
-    if not info.class_names:
-        raise DatasetError(f"{config.cache} holds no class names: probes need a labelled dataset")
-    names, hooks, timesteps = info.class_names, info.hooks, info.timesteps
+    names, hooks, timesteps = data.class_names, info.hooks, info.timesteps
     feature_sets = {"diffusion": data}
     if config.random_cache is not None:
-        feature_sets["random-weights"] = GridData(config.random_cache, config.random_test_cache, config.test_fraction, config.seed, config.max_train)
+        feature_sets["random-weights"] = GridData(config.random_cache, config.random_test_cache, config.test_fraction, config.seed,
+                                                  config.max_train, config.label_set)
     training = {k: v for k, v in to_json(config).items() if k in ("epochs", "max_train", "seed", "test_fraction")}
     rows: list[dict] = []
 

@@ -21,13 +21,14 @@ from accelerate import PartialState
 
 from revelio.analysis.statistics import feature_stats
 from revelio.cache import ActivationCache, find_cells
+from revelio.cache.labels import CacheLabels
 from revelio.config import option, to_json
 from revelio.errors import CacheError
 from revelio.grid import Cell
-from revelio.layout import CONFIG_FILE, DATASET_FILE, LABELS_FILE, STATS_FILE
+from revelio.layout import CONFIG_FILE, DATASET_FILE, STATS_FILE
 from revelio.sae.model import KSparseAutoencoder
 from revelio.sae.training import SAETrainConfig, train_sae
-from revelio.storage.files import read_json, read_safetensors
+from revelio.storage.files import read_json
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +43,6 @@ class SAEGridConfig:
     timesteps: list[int] | None = option(None, "only these timesteps")
     poolings: list[Literal["mean", "none"]] | None = option(None, "only these poolings")
     overwrite: bool = option(False, "retrain cells that already have a finished SAE")
-
-
-@dataclass
-class CacheLabels:
-    """The labels of a cache root's images, for feature statistics (all None without labels)."""
-
-    labels: torch.Tensor | None
-    class_names: list[str] | None
-    rows: torch.Tensor | None  # each cache image's row in the dataset split (exemplars name rows)
-
-    @classmethod
-    def read(cls, cache: Path) -> CacheLabels:
-        labels_file, info_file = cache / LABELS_FILE, cache / DATASET_FILE
-        columns = read_safetensors(labels_file) if labels_file.is_file() else {}
-        labels = columns.get("labels")
-        class_names = read_json(info_file).get("class_names") if info_file.is_file() and labels is not None else None
-        return cls(labels, class_names, columns.get("dataset_index"))
 
 
 def save_with_stats(sae: KSparseAutoencoder, cache: ActivationCache, labels: CacheLabels, out: Path) -> None:

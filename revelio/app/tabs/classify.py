@@ -38,6 +38,13 @@ class ClassifyTab:
         image's, or, with no image, none (the previous probe's answer cleared)."""
         return None if upload in (None, "") else self.classify(upload, hook, timestep, kind)
 
+    def other_label_sets(self, upload: Any) -> list[dict[str, float] | None]:
+        """Each further label set's reading of the image (its own best probe), e.g. the colour of a garment."""
+        if upload in (None, ""):
+            return [None] * len(self.state.further_label_sets)
+        image = read_upload(upload)
+        return [top_classes(self.state.probabilities([image], label_set=s)[0]) for s in self.state.further_label_sets]
+
     def note(self, upload: Any, prediction: Any) -> str:
         """What to do without an image, or why the classes may mean little (:mod:`revelio.app.familiarity`)."""
         confidences = prediction.get("confidences") if isinstance(prediction, dict) else None
@@ -62,6 +69,8 @@ class ClassifyTab:
             with gr.Column():
                 status = gr.Markdown(PICK_IMAGE, elem_classes=["revelio-note"])  # progress, what to do, notes on the image
                 prediction = gr.Label(label=f"Top-{TOP_CLASSES} classes", num_top_classes=TOP_CLASSES)
+                others = [gr.Label(label=f"{name} (its best probe: {self.state.view(name).best_cell})", num_top_classes=TOP_CLASSES)
+                          for name in self.state.further_label_sets]
         inputs = [image, *cell, kind]
         status_on = {"show_progress_on": [status]}
         changed = wire(lambda *args, **kwargs: gr.on([*(c.change for c in cell), kind.change, image.clear], *args, **kwargs),
@@ -71,3 +80,5 @@ class ClassifyTab:
                       wire(image.upload, self.classify, inputs, prediction, api_visibility="private", **status_on),
                       changed):
             wire(event.success, self.note, [image, prediction], status, api_visibility="private", show_progress="hidden")
+            if others:
+                wire(event.success, self.other_label_sets, [image], others, api_visibility="private", show_progress="hidden")

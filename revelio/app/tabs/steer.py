@@ -56,20 +56,23 @@ class SteerTab:
 
     # --- events -------------------------------------------------------------------------------
     def suggest(self, hook: str, timestep: Any, pooling: str, target: Any, count: Any) -> list[int]:
-        """The features that steer towards a class: from its class maps on spatial SAEs; on pooled
-        ones the features labelled with it (:mod:`revelio.analysis.labels`), heaviest on it first
-        (there may be fewer than asked: the message says so)."""
+        """The features that steer towards a concept (a class, or e.g. a colour of a further label
+        set): from its class maps on spatial SAEs; on pooled ones the features labelled with it
+        (:mod:`revelio.analysis.labels`), heaviest on it first (there may be fewer than asked: the
+        message says so)."""
         cell = self.state.cell(hook, timestep, pooling)
         count = whole(count, "number of features", *SUGGEST)
-        target = self.state.check_class(target)
-        maps = self.state.class_maps(cell) if cell.pooling == "none" else None
-        name = self.state.class_names[target]
+        target = self.state.check_target(target)
+        label_set, index = target.label_set, target.index
+        maps = self.state.class_maps(cell, label_set) if cell.pooling == "none" else None
+        name = self.state.names(label_set)[index]
+        stats = self.state.stats(cell, label_set)
         if maps is None:
-            labels = self.state.labels(cell)
-            ranked = steering_features(self.state.stats(cell), target, self.state.sae(cell).d_sae, min_purity=0.0)
+            labels = self.state.labels(cell, label_set)
+            ranked = steering_features(stats, index, self.state.sae(cell).d_sae, min_purity=0.0)
             found = [f for f in ranked if labels[f].name == name][:count]
         else:
-            found = steering_features(self.state.stats(cell), target, count, maps=maps)
+            found = steering_features(stats, index, count, maps=maps)
         if len(found) < count:
             gr.Info(f"Only {len(found)} of this pooled SAE's features are labelled {name} (see the label rule), so "
                     f"{len(found)} are suggested, not {count}." if maps is None else
@@ -88,7 +91,7 @@ class SteerTab:
             progress((max(0, done), total), desc=f"Generating: {what}", unit="steps")
 
         baseline, steered, clamp = self.generator.run(request, report)
-        before, after = self.state.probabilities([baseline, steered])
+        before, after = self.state.probabilities([baseline, steered], label_set=request.target.label_set)
         side = display_side(self.state.backbone.resolution)
         return to_display(baseline, side), to_display(steered, side), before, after, self.note(request, clamp)
 
@@ -101,8 +104,8 @@ class SteerTab:
                             target, strength, t_high, t_low, negative_prompt, mask, blobs)
 
     def note(self, request: SteeringRequest, clamp: Clamp) -> str:
-        names, cell = self.state.class_names, request.cell
-        target_name = names[request.target] if request.target < len(names) else request.target
+        cell, target = request.cell, request.target
+        target_name = self.state.names(target.label_set)[target.index]
         clamps = "\n".join(
             f"- {self.state.feature_label(cell, f)} [{selection_reason(self.state, cell, f, request.target)}] → "
             + (f"{request.strength:g} × its {target_name} map" if isinstance(v, torch.Tensor) else f"{v:.3g}")
@@ -126,7 +129,7 @@ class SteerTab:
     def chosen(self, hook: Any, timestep: Any, pooling: Any, target: Any, features: Any) -> str:
         """The chosen features with their labels and what ranks each for the target (UI only)."""
         cell = self.state.cell(hook, timestep, pooling)
-        return selection_table(self.state, cell, self.state.check_features(cell, features), self.state.check_class(target))
+        return selection_table(self.state, cell, self.state.check_features(cell, features), self.state.check_target(target))
 
     def paint_on(self, baseline: Any, mask: Any) -> Any:
         """After a Generate without a mask, the baseline becomes the painter's background."""
@@ -141,8 +144,8 @@ class SteerTab:
     # --- layout -------------------------------------------------------------------------------
     def build(self) -> None:
         state = self.state
-        classes = [(name, i) for i, name in enumerate(state.class_names)]
-        target_class = 1 if len(classes) > 1 else 0
+        classes = state.target_choices()
+        target_class = classes[1][1] if len(classes) > 1 else 0
         last = state.backbone.num_train_timesteps - 1
         defaults = steering_defaults(state)
         steer_cell = defaults.cell
@@ -169,13 +172,16 @@ class SteerTab:
                             "one per image) and its features.")
                 cell = cell_inputs(state, default=steer_cell)
                 with gr.Row():
-                    target = gr.Dropdown(classes, value=target_class, label="Target class (for suggestions and class maps)")
+                    target = gr.Dropdown(classes, value=target_class, filterable=True,
+                                         label="Target (for suggestions and class maps)" if state.further_label_sets else
+                                         "Target class (for suggestions and class maps)")
                     count = gr.Slider(*COUNT_SLIDER, defaults.count, step=1, label="How many")
                 suggest = gr.Button("Suggest features", size="sm")
                 features = gr.Dropdown(state.feature_choices(steer_cell), value=suggested, multiselect=True, filterable=True,
                                        label="Features to clamp (type to search by label or id)")
                 with gr.Accordion("Why these features", open=False):
-                    why = gr.Markdown(selection_table(state, steer_cell, suggested, target_class) if classes else "")
+                    why = gr.Markdown(selection_table(state, steer_cell, suggested, state.check_target(target_class))
+                                      if classes else "")
                 clamp_to = gr.Radio(clamp_modes(steer_cell.pooling), value="class-map" if spatial else "value",
                                     label="Clamp each feature to")
                 strength = gr.Slider(*STRENGTH, defaults.strength, step=0.25, label="Value")
@@ -191,7 +197,9 @@ class SteerTab:
                 with gr.Row():
                     baseline_label = gr.Label(label="Probe on the baseline")
                     steered_label = gr.Label(label="Probe on the steered image")
-                gr.Markdown(PROBE_HELP.format(hook=best.hook, t=best.timestep, kind=best.probe) + " "
+                sets = (" With several label sets, the probe of the target's set (its own best cell) reads both images."
+                        if state.further_label_sets else "")
+                gr.Markdown(PROBE_HELP.format(hook=best.hook, t=best.timestep, kind=best.probe) + sets + " "
                             + PROBE_KINDS, elem_classes=["revelio-help"])
                 note = gr.Markdown()
                 mask_help = gr.Markdown(MASK_HELP, visible=spatial)
