@@ -77,6 +77,7 @@ def test_load_backbone_picks_the_family_and_its_defaults(bbs, kind, cls, hooks, 
     assert (bb.resolution, bb.token_grid) == (32, (4, 4))
     assert (bb.default_num_inference_steps, bb.default_guidance_scale) == (steps, guidance)
     assert set(bb.hook_channels.values()) == {16}
+    assert cls.cuda_dtype == (torch.bfloat16 if cls is FluxBackbone else torch.float16)  # FLUX overflows float16
 
 
 @pytest.mark.parametrize("kind", ["flux", "sd3"])

@@ -32,6 +32,8 @@ class Backbone(ABC):
     default_guidance_scale: float = 1.0
     # Sampler steps when generate() is given none (a model's revelio.json may say fewer).
     default_num_inference_steps: int = 50
+    # The dtype load_backbone picks on CUDA when given none.
+    cuda_dtype: torch.dtype = torch.float16
 
     def __init__(self, pipeline: DiffusionPipeline, name_or_path: str) -> None:
         self.pipeline = pipeline

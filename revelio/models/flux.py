@@ -56,6 +56,8 @@ def image_token_ids(rows: int, cols: int, device: torch.device, dtype: torch.dty
 class FluxBackbone(ImageStreamHooks, FlowMatchingNoise, TextTransformerBackbone):
     """A FluxPipeline; guidance-distilled (dev) when its transformer embeds guidance."""
 
+    cuda_dtype = torch.bfloat16  # as Black Forest Labs and diffusers run it: float16 overflows
+
     def __init__(self, pipeline: DiffusionPipeline, name_or_path: str, extras: dict[str, Any] | None = None) -> None:
         self.distilled_guidance = bool(pipeline.transformer.config.guidance_embeds)
         # Published settings: FLUX.1-dev 28 steps at guidance 3.5, T5 512 tokens; FLUX.1-schnell 4 steps, no guidance, 256.

@@ -66,14 +66,15 @@ def load_backbone(
 
     ``name_or_path`` is a Hub repo id (at ``revision``), a local pipeline folder, or "bundled".
 
-    ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA, float32 on CPU.
+    ``device`` defaults to CUDA when available; ``dtype`` to float16 on CUDA (bfloat16 for FLUX,
+    whose activations overflow float16), float32 on CPU.
     """
     name = str(name_or_path)
     if is_bundled(name):  # a model committed with a bundled release
         name = str(bundled_model_dir(name))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     cls = _backbone_class(_read_json(name, "model_index.json", required=True, revision=revision), name)
+    dtype = dtype or (cls.cuda_dtype if device.type == "cuda" else torch.float32)
     kwargs: dict[str, Any] = {"dtype": dtype, "use_safetensors": True, "revision": revision,  # never fall back to pickled .bin
                               "local_files_only": not Path(name).is_dir() and hub_unreachable() is not None}
     if cls is StableDiffusionBackbone:
