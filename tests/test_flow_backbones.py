@@ -314,6 +314,8 @@ def test_a_flux_release_is_built_end_to_end(flux_release):
         spatial = release.sae(hook=hook, timestep=250, pooling="none")
         assert spatial.d_in == 16 and spatial.feature_stats.labels
     assert release.probe().class_names == CLASSES
+    diffc = release.probe(hook="single_transformer_blocks.1", timestep=250, kind="diff-c")  # on the unpacked 4x4 token grid
+    assert diffc.config.grid_side == 4 and diffc.class_names == CLASSES
     assert (release.root / "model" / "model_index.json").is_file() and release.backbone(device="cpu").hook_points[-1] == "single_transformer_blocks.1"
 
 
