@@ -10,6 +10,7 @@ import torch
 
 import revelio
 from revelio.models import DiTBackbone, PixelUNetBackbone, StableDiffusionBackbone
+from tests import tiny_models
 from tests.conftest import CLASS_NAMES
 
 EXPECTED = {
@@ -102,3 +103,25 @@ def test_unknown_sources_get_clear_errors(tmp_path):
     )
     with pytest.raises(ValueError, match="revelio supports"):
         revelio.load_backbone(tmp_path)
+
+
+def test_an_sdxl_turbo_pipeline_samples_in_one_step_without_guidance_and_steers(tmp_path):
+    """SDXL-Turbo's Hub folder has no revelio.json: its 1 step at guidance 0 are known by name."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    from revelio.activations.capture import extract
+    from revelio.sae import KSparseAutoencoder
+    from revelio.steering import FeatureEdit, steer
+
+    folder = tiny_models.build_sdxl(tmp_path / "stabilityai" / "sdxl-turbo")
+    backbone = revelio.load_backbone(folder, device="cpu")
+    backbone.pipeline.scheduler = EulerAncestralDiscreteScheduler.from_config(backbone.pipeline.scheduler.config,
+                                                                              timestep_spacing="trailing")
+    assert (backbone.default_num_inference_steps, backbone.default_guidance_scale) == (1, 0.0)
+    plain = backbone.generate("a photo of a cloud", seed=0, output_type="pt")
+    hook = backbone.hook_points[-1]
+    tokens = extract(backbone, [plain[0].permute(1, 2, 0).mul(255).byte().numpy()], [hook], [999], pooling="none")[(hook, 999)]
+    sae = KSparseAutoencoder(d_in=tokens.shape[-1], d_sae=2 * tokens.shape[-1], k=4)
+    with steer(backbone, [FeatureEdit(sae, clamp={0: 50.0}, hook=hook)]):
+        steered = backbone.generate("a photo of a cloud", seed=0, output_type="pt")
+    assert plain.shape == steered.shape and not torch.allclose(plain, steered), "a one-step sample is steered"

@@ -15,6 +15,9 @@ from revelio.models.pixel_unet import unet_hook_channels
 
 # Encoded prompts kept: extraction reuses one, an app a handful.
 PROMPT_CACHE_SIZE = 32
+# Adversarially distilled models sample in 1-4 steps without classifier-free guidance; their Hub
+# folders carry no revelio.json, so their defaults (steps, guidance) are known by repo name.
+DISTILLED_DEFAULTS = {"sdxl-turbo": (1, 0.0), "sd-turbo": (1, 0.0)}
 
 
 class StableDiffusionBackbone(Backbone):
@@ -32,8 +35,10 @@ class StableDiffusionBackbone(Backbone):
     def __init__(self, pipeline: DiffusionPipeline, name_or_path: str, extras: dict[str, Any] | None = None) -> None:
         super().__init__(pipeline, name_or_path)
         extras = extras or {}
-        self.default_guidance_scale = float(extras.get("guidance_scale", self.default_guidance_scale))
-        self.default_num_inference_steps = int(extras.get("num_inference_steps", self.default_num_inference_steps))
+        steps, guidance = DISTILLED_DEFAULTS.get(str(name_or_path).rstrip("/").split("/")[-1].lower(),
+                                                 (self.default_num_inference_steps, self.default_guidance_scale))
+        self.default_guidance_scale = float(extras.get("guidance_scale", guidance))
+        self.default_num_inference_steps = int(extras.get("num_inference_steps", steps))
         self.prompt_template: str | None = extras.get("prompt_template")
         self.label_sets: dict[str, list[str]] = {k: list(v) for k, v in (extras.get("label_sets") or {}).items()}
         self.is_xl = getattr(pipeline, "text_encoder_2", None) is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from revelio.bundled import is_bundled
 from revelio.data.datasets import FASHION_MNIST, FASHION_MNIST_HUB
 from revelio.grid import POOLING_NAMES
 
@@ -27,10 +28,19 @@ def purity_tables(purity: dict | None, hooks: list[str], timesteps: list[int]) -
     return tables
 
 
+def label_set_summary(name: str, names: list[str], probe_grid: dict, purity: dict | None, hooks: list[str],
+                      timesteps: list[int]) -> dict:
+    """What the card says of a further label set."""
+    pixels = next((r["test_accuracy"] for r in probe_grid["rows"] if r["features"] == "pixels"), None)
+    return {"name": name, "names": names, "best": probe_grid["best"], "pixels": "n/a" if pixels is None else f"{pixels:.3f}",
+            "purity_tables": purity_tables(purity, hooks, timesteps)}
+
+
 def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dict | None, load_name: str, out: Path,
-                purity: dict | None = None) -> None:
+                purity: dict | None = None, label_sets: list[dict] | None = None) -> None:
     """README.md from hub_cards/release.md: YAML metadata plus the grid tables; ``load_name`` is what
-    ``load_release`` takes to open this release (its Hub repo id, "bundled", or its folder)."""
+    ``load_release`` takes to open this release (its Hub repo id, "bundled", or its folder);
+    ``label_sets``: each further label set's name, names, best probe, pixel baseline and purity tables."""
     from huggingface_hub import ModelCard, ModelCardData
 
 
@@ -55,12 +65,13 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
         backbone_name=info["backbone_name"], dataset=info.get("dataset_name") or info["dataset"], num_train_images=info["num_train_images"],
         hooks=hooks, timesteps=timesteps, poolings=info["poolings"], sae=info["sae"], probe_kinds=info["probe_kinds"],
         best=best, chance=probe_grid["chance"], quality=quality, repo_id=load_name, probe_table_kind=best["probe"],
-        artifact_source=out.as_posix() if load_name == "bundled" else load_name,
+        artifact_source=out.as_posix() if is_bundled(load_name) else load_name,
         probe_table=probe_table, sae_table=sae_table, table_pooling=table_pooling,
         table_pooling_name=POOLING_NAMES[table_pooling].split(" (")[0], pixel_baseline="n/a" if pixels is None else f"{pixels:.3f}",
         has_model=(out / "model" / "model_index.json").is_file(), commands=info["commands"],
         conditioning=info["conditioning"], prompt_template=info["prompt_template"], quality_gate_skipped=info["quality_gate_skipped"],
         purity_tables=purity_tables(purity, hooks, timesteps), purity_images=(purity or {}).get("images"),
-        purity_top_k=(purity or {}).get("top_k"),
+        purity_top_k=(purity or {}).get("top_k"), label_sets=label_sets or [], default_label_set=info.get("default_label_set"),
+        caption_template=info.get("caption_template"),
     )
     card.save(out / "README.md")

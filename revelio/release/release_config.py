@@ -22,9 +22,9 @@ from revelio.steps.quality_gate import QualityGateConfig
 EXTRACTION_DERIVED = ("backbone", "out", "timesteps", "revision", "dataset", "split", "image_column", "label_column", "limit",
                       "hooks", "poolings", "seed", "device", "overwrite", "random_weights", "prompt_template")
 SAE_DERIVED = ("seed",)
-PROBE_DERIVED = ("cache", "out", "test_cache", "random_cache", "random_test_cache", "saes", "seed")
+PROBE_DERIVED = ("cache", "out", "test_cache", "random_cache", "random_test_cache", "saes", "seed", "label_set")
 GATE_DERIVED = ("model", "out", "dataset", "image_column", "label_column", "classifier", "seed", "device", "test_split")
-STEERING_DERIVED = ("release", "out", "seed")
+STEERING_DERIVED = ("release", "out", "seed", "label_set")
 UNSET = Path("")  # a derived path the build fills in
 
 

@@ -165,7 +165,8 @@ class SteerTab:
                                                   "class-map" if spatial else "value"), elem_classes=["revelio-advice"])
                 with gr.Accordion("Sampling: seed, steps, guidance", open=False):
                     seed = gr.Number(0, precision=0, label=f"Seed (0..{SEEDS[1]})", minimum=SEEDS[0], maximum=SEEDS[1])
-                    steps = gr.Slider(*STEPS, 25, step=1, label="Denoising steps")
+                    # 25 suits the DPM-Solver++ samplers; a few-step model (FLUX.1-schnell) says fewer
+                    steps = gr.Slider(*STEPS, min(25, state.backbone.default_num_inference_steps), step=1, label="Denoising steps")
                     guidance = gr.Slider(*guidance_range(state.backbone), state.backbone.default_guidance_scale, step=0.5,
                                          label="Guidance (classifier-free; 1 = none)", visible=state.backbone.conditioning != "none")
                 gr.Markdown("**What to clamp**: an SAE (block, timestep; spatial has one code per location, pooled "
