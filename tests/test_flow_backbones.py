@@ -309,6 +309,7 @@ def flux_release(flow_dirs, make_image_folder, tmp_path_factory) -> revelio.Rele
 def test_a_flux_release_is_built_end_to_end(flux_release):
     release = flux_release
     assert release.class_names == CLASSES and release.info.conditioning == "text"
+    assert release.info.noising == "flow-matching" and "sigma = t/1000" in (release.root / "README.md").read_text()
     assert release.info.hooks == ["transformer_blocks.1", "single_transformer_blocks.1"] and release.timesteps == [250, 750]
     for hook in release.info.hooks:
         spatial = release.sae(hook=hook, timestep=250, pooling="none")
@@ -337,3 +338,26 @@ def test_the_app_answers_on_a_flux_release(flux_release, serve_app, tmp_path):
         "a photo of a brick", 0, 2, 0.0, hook, t, "none", features, "class-map", 1, 2, 999, 0, api_name="/steer")
     assert Path(baseline["path"]).stat().st_size and Path(steered["path"]).stat().st_size and "Clamped" in note
     assert client.predict(handle_file(str(upload)), hook, t, release.info.best_cell.probe, api_name="/classify")["label"] in CLASSES
+
+
+@pytest.mark.build
+@pytest.mark.browser
+def test_a_prompt_steered_on_a_flux_release_in_a_real_browser(flux_release, serve_app, browser):
+    """Type a prompt, suggest features, Generate on the FLUX release: both images arrive (screenshot kept)."""
+    from tests.helpers import SCREENSHOTS
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1400})
+    page.goto(serve_app(str(flux_release.root)) + "?tab=steer")
+    page.get_by_label("Prompt", exact=True).fill("a photo of a brick")
+    page.get_by_role("button", name="Suggest features").click()
+    page.wait_for_timeout(1500)
+    shown = "() => [...document.images].filter(e => e.naturalWidth > 0 && e.offsetParent && e.src.includes('/file=')).length"
+    before = page.evaluate(shown)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function(f"({shown})() >= {before + 2}", timeout=90_000)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOTS / "steer-flux.png"))
+    note = page.get_by_text("Clamped at").inner_text()
+    page.close()
+    assert "Clamped at single_transformer_blocks.1" in note or "Clamped at transformer_blocks.1" in note

@@ -36,6 +36,7 @@ class ReleaseInfo(JsonSchema):
     backbone_name: str = ""
     backbone_revision: str | None = None  # a Hub backbone's revision (None: a local model/ folder or main)
     conditioning: str = "class"  # the backbone's own: "class" | "text" | "none"
+    noising: str = "ddpm"  # "ddpm": timesteps are training steps; "flow-matching": t names sigma = t / 1000
     backbone_class_names: list[str] | None = None  # a class-conditional backbone's classes
     prompt_template: str | None = None  # text models: extraction prompt per label, e.g. "a photo of a {}"; None = empty prompt
     caption_template: str | None = None  # text models trained by revelio: how they were captioned, e.g. "a {colour} {class}"

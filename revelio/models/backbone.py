@@ -32,6 +32,9 @@ class Backbone(ABC):
     default_guidance_scale: float = 1.0
     # Sampler steps when generate() is given none (a model's revelio.json may say fewer).
     default_num_inference_steps: int = 50
+    # How x_t is made from x0 and what a timestep t names: "ddpm" (training step t of the
+    # schedule) or "flow-matching" (noise level sigma = t / 1000).
+    noising: Literal["ddpm", "flow-matching"] = "ddpm"
     # The dtype load_backbone picks on CUDA when given none.
     cuda_dtype: torch.dtype = torch.float16
 

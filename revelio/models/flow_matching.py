@@ -27,6 +27,8 @@ from revelio.models.backbone import Backbone
 class FlowMatchingNoise(Backbone):
     """Rectified-flow noising for a backbone whose model was trained with flow matching."""
 
+    noising = "flow-matching"
+
     def _noise_schedule(self, config: Any) -> SchedulerMixin:
         # Only num_train_timesteps is read (sigma = t / N); the sampler keeps the pipeline's own scheduler.
         return FlowMatchEulerDiscreteScheduler.from_config(config)

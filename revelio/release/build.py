@@ -285,7 +285,7 @@ def stage_release_info(build: Build) -> None:
     build.info = ReleaseInfo(
         backbone=MODEL_DIR if build.local else config.model, backbone_revision=None if build.local else config.revision,
         backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" and build.local else config.model,
-        conditioning=build.backbone.conditioning, backbone_class_names=build.backbone.class_names,
+        conditioning=build.backbone.conditioning, noising=build.backbone.noising, backbone_class_names=build.backbone.class_names,
         prompt_template=config.prompt_template, caption_template=getattr(build.backbone, "prompt_template", None), dataset=config.dataset, dataset_split=dataset_split(config),
         dataset_name=Path(config.dataset).name if Path(config.dataset).is_dir() else config.dataset,
         num_train_images=config.train_images,

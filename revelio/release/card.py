@@ -72,6 +72,6 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
         conditioning=info["conditioning"], prompt_template=info["prompt_template"], quality_gate_skipped=info["quality_gate_skipped"],
         purity_tables=purity_tables(purity, hooks, timesteps), purity_images=(purity or {}).get("images"),
         purity_top_k=(purity or {}).get("top_k"), label_sets=label_sets or [], default_label_set=info.get("default_label_set"),
-        caption_template=info.get("caption_template"),
+        caption_template=info.get("caption_template"), noising=info.get("noising", "ddpm"),
     )
     card.save(out / "README.md")
