@@ -42,8 +42,10 @@ test: setup test-system-packages
 test-fast: setup
 	$(PY) -m pytest -q -m "not (browser or build or training or multiprocess or kill or slow)"
 
+# `make run RELEASE=bundled-text` serves the text-to-image default (or any release folder / Hub id)
+RELEASE ?= bundled
 run: setup
-	$(PY) app.py
+	$(PY) app.py --release $(RELEASE)
 
 bench: setup
 	$(PY) bench/extract.py

@@ -141,12 +141,17 @@ def test_steer_passes_the_condition_to_both_generations(bundled_state, monkeypat
 
 
 def test_steer_inputs_follow_the_conditioning(backbones):
-    def state(kind: str, template: str | None = None) -> SimpleNamespace:
-        info = SimpleNamespace(prompt_template=template)
+    def state(kind: str, template: str | None = None, caption: str | None = None) -> SimpleNamespace:
+        info = SimpleNamespace(prompt_template=template, caption_template=caption,
+                               label_sets={"class": ["cat", "dog"], "colour": ["red", "blue"]})
         return SimpleNamespace(backbone=backbones[kind], release=SimpleNamespace(info=info), class_names=["cat", "dog"])
 
     prompt, negative = condition_inputs(state("sd", "a photo of a {}"))
     assert isinstance(prompt, gr.Textbox) and prompt.value == "a photo of a cat" and negative.visible
+    captioned, _ = condition_inputs(state("sd", caption="a {colour} {class}"))  # the model's own captions, first of each set
+    assert captioned.value == "a red cat"
+    assert condition_inputs(state("sd", caption="a {size} {class}"))[0].value == "", "a field that is no label set: no example"
+    assert condition_inputs(state("sd"))[0].value == "", "features extracted unconditionally: the empty prompt"
     classes, negative = condition_inputs(state("dit"))
     assert [c[0] for c in classes.choices] == backbones["dit"].class_names and not negative.visible  # its own classes
     nothing, negative = condition_inputs(state("pixel-uncond"))

@@ -156,6 +156,8 @@ def test_the_app_steers_towards_a_colour_and_reads_it_with_the_colour_probe(rele
     with pytest.raises(Exception, match="unknown label set 'size'"):
         client.predict("a red disc", 0, 2, 2.0, cell.hook, cell.timestep, "none", features, "class-map", "size:1", 2, 999, 0,
                        api_name="/steer")
+    summary = client.predict(cell.hook, cell.timestep, "none", features[0], api_name="/feature")[0]
+    assert "colour: **" in summary and "share (colour): blue" in summary, "the feature view shows both label sets"
     images, _ = release.held_out_examples()
     upload = tmp_path / "disc.png"
     images[0].save(upload)

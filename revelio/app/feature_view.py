@@ -64,6 +64,11 @@ def feature_view(state: AppState, cell: Cell, feature: int, bins: int = 12) -> F
     if names and stats.label_distribution.shape[1] == len(names):
         summary |= {f"share: {names[c]}": float(stats.label_distribution[feature, c]) for c in range(len(names))}
     evidence = state.labels(cell)[feature].evidence(1 / max(1, len(names)))
+    for label_set in state.further_label_sets:  # e.g. "red (92%)" in the colour set beside "sneaker (40%)"
+        set_names, shares = state.names(label_set), state.stats(cell, label_set).label_distribution[feature]
+        summary |= {f"share ({label_set}): {name}": float(shares[c]) for c, name in enumerate(set_names)}
+        found = state.labels(cell, label_set)[feature]
+        evidence += f"\n\n{label_set}: **{found}**. {found.evidence(1 / max(1, len(set_names)))}"
     return FeatureView(feature, state.feature_label(cell, feature), evidence, summary, exemplars,
                        (histogram[0], histogram[1]), (len(firing), len(strengths)), timesteps)
 
