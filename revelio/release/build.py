@@ -1,7 +1,9 @@
 """Build a complete release for any backbone and any labelled image dataset, in one call.
 
-The dataset's labels are the release's classes; the backbone's own conditioning (text, its own
-classes, none) is separate. A local backbone is copied into the release; a Hub one is referenced
+The dataset's labels are the release's classes (several label columns: several label sets, each
+with its own probes, feature statistics, purity, reference classifier and steering measurement
+under ``label_sets/<set>/``); the backbone's own conditioning (text, its own classes, none) is
+separate. A local backbone is copied into the release; a Hub one is referenced
 by repo id and revision. The build is a sequence of named stages (:data:`STAGES`), each a step of
 revelio.steps or revelio.release over one step config that :class:`ReleaseConfig` holds whole
 (so a new step option is at once a flag of train/build_release.py): the quality gate (reference
