@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -30,6 +30,22 @@ from revelio.activations.hooks import forward_timestep, replace_outputs
 from revelio.hook_points import canonical
 from revelio.models.backbone import Backbone
 from revelio.sae.model import KSparseAutoencoder, pre_activations
+
+
+class Edit(Protocol):
+    """What :func:`steer` runs at a hook point: a :class:`FeatureEdit`, or another edit of the block
+    output (e.g. :class:`revelio.steering.removal.ConceptRemoval`)."""
+
+    hook: str
+
+    def check_against(self, backbone: Backbone) -> None:
+        """Raise for a hook the model lacks or a width mismatch, before anything runs."""
+
+    def reset(self) -> None:
+        """Forget what was prepared for an earlier generation (values may have changed since)."""
+
+    def apply(self, output: torch.Tensor, timestep: torch.Tensor | None) -> torch.Tensor | None:
+        """The edited block output, or None when the edit is inactive at this step."""
 
 
 class SteeringWarning(UserWarning):
@@ -90,15 +106,12 @@ class FeatureEdit:
     def features(self) -> list[int]:
         return [*self.clamp, *self.add]
 
+    def reset(self) -> None:
+        self._prepared.clear()
+
     def check_against(self, backbone: Backbone) -> None:
         """Errors for a hook the model lacks or a width mismatch; warnings for another hook/timestep."""
-        backbone.check_hook_points([self.hook])
-        channels = backbone.hook_channels.get(self.hook)
-        if channels is not None and channels != self.sae.d_in:
-            raise ValueError(
-                f"this SAE reads {self.sae.d_in} channels but {self.hook} outputs {channels}; "
-                "use an SAE trained on this hook point of this model"
-            )
+        check_width(backbone, self.hook, self.sae)
         trained_hook, trained_t = self.sae.config.hook, self.sae.config.timestep
         if trained_hook is not None and self.sae.config.hook_point != self.hook:
             warnings.warn(f"the SAE was trained on {trained_hook}, not {self.hook}; its features may mean nothing here",
@@ -108,19 +121,23 @@ class FeatureEdit:
                           SteeringWarning, stacklevel=4)
 
     def apply(self, output: torch.Tensor, timestep: torch.Tensor | None) -> torch.Tensor | None:
-        """The edited block output ([N, C, H, W] maps or [N, T, C] tokens), or None when inactive."""
-        active = _active_rows(self.timesteps, timestep, output.shape[0], output.device)
+        """The edited block output ([N, C, H, W] maps or [N, T, C] tokens), or None when inactive.
+
+        This runs at every denoiser call, so it allocates little: the inputs are framed into one
+        buffer, the top-k selection partitions the pre-activations in place, and the edited output is
+        written straight into the block's own layout (the numbers are those of the plain formula).
+        """
+        active = active_rows(self.timesteps, timestep, output.shape[0], output.device)
         if active is not None and not bool(active.any()):
             return None
         tokens = to_tokens(output)  # [N, T, C]
         sae = self.sae
         read = pool(tokens, "mean")[:, None] if sae.config.pooling == "mean" else tokens
         with torch.no_grad():
-            like = sae.W_dec[:1, :1]  # the SAE's device and dtype
-            chosen, is_clamp, clamp_to, amounts, directions = self._targets(output, tokens.shape[1], read.shape[1], like)
-            centred, _, std = sae.frame(read.reshape(-1, sae.d_in).to(like))
-            old = _kept(sae, centred, chosen).view(*read.shape[:-1], -1)  # [N, T', n_chosen]
-            new = torch.where(is_clamp, clamp_to, old + amounts)
+            chosen, all_clamped, is_clamp, clamp_to, amounts, directions = self._targets(output, tokens.shape[1], read.shape[1], sae.W_dec)
+            centred, std = _centred(sae, read)
+            old = kept_in_frame(sae, centred, chosen).view(*read.shape[:-1], -1)  # [N, T', n_chosen]
+            new = clamp_to if all_clamped else torch.where(is_clamp, clamp_to, old + amounts)
             delta = (new - old) @ directions  # [N, T', C]
             if std is not None:  # a unit_norm SAE: its frame is each row's input divided by the row's std
                 delta = delta * std.view(*read.shape[:-1], 1)
@@ -130,12 +147,15 @@ class FeatureEdit:
             delta = delta * weight
         if active is not None:
             delta = delta * active.view(-1, 1, 1).to(delta.dtype)
-        edited = tokens + delta
-        return edited.transpose(1, 2).reshape(output.shape) if output.ndim == 4 else edited
+        if output.ndim != 4:
+            return tokens + delta
+        edited = torch.empty_like(output)
+        torch.add(tokens, delta, out=to_tokens(edited))  # the sum lands in the block's [N, C, H, W] layout
+        return edited
 
     def _targets(self, output: torch.Tensor, num_tokens: int, rows: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Chosen feature ids, which are clamped, clamp values per row [T', n], add amounts [n], and the
-        chosen decoder rows in input units [n, C].
+        """Chosen feature ids, whether all are clamped, which are clamped, clamp values per row [T', n],
+        add amounts [n], and the chosen decoder rows in input units [n, C].
 
         Built once per grid size (maps are resized to the block's grid) and reused every step.
         """
@@ -151,6 +171,7 @@ class FeatureEdit:
             chosen = torch.tensor(self.features, device=like.device)
             self._prepared[key] = (
                 chosen,
+                not self.add,
                 torch.tensor([f in self.clamp for f in self.features], device=like.device),
                 torch.stack(columns, dim=-1),
                 torch.tensor([float(self.add.get(f, 0.0)) for f in self.features], device=like.device, dtype=like.dtype),
@@ -171,6 +192,16 @@ class FeatureEdit:
         return _to_grid(mask, output, num_tokens)[..., None]
 
 
+def check_width(backbone: Backbone, hook: str, sae: KSparseAutoencoder) -> None:
+    """A hook the model lacks, or an SAE whose width is not the hook's, is an error."""
+    backbone.check_hook_points([hook])
+    channels = backbone.hook_channels.get(hook)
+    if channels is not None and channels != sae.d_in:
+        raise ValueError(
+            f"this SAE reads {sae.d_in} channels but {hook} outputs {channels}; use an SAE trained on this hook point of this model"
+        )
+
+
 def kept_values(sae: KSparseAutoencoder, x: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
     """[rows, n]: each chosen feature's value in the SAE's top-k code of each row of ``x``, 0 where not kept.
 
@@ -179,20 +210,58 @@ def kept_values(sae: KSparseAutoencoder, x: torch.Tensor, chosen: torch.Tensor) 
     every denoising step, and on CPU numpy's partition finds that value about twice as fast as
     ``torch.topk`` (per-row overhead dominates for a few thousand short rows).
     """
-    return _kept(sae, sae.centre(x), chosen)
+    return kept_in_frame(sae, sae.centre(x), chosen)
 
 
-def _kept(sae: KSparseAutoencoder, centred: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """:func:`kept_values` of inputs already in the encoder's frame (:meth:`KSparseAutoencoder.frame`)."""
-    pre = pre_activations(centred, sae.W_enc, sae.b_enc)
-    value = pre[:, chosen]
-    if pre.device.type == "cpu" and pre.dtype in (torch.float32, torch.float64):
-        array = pre.detach().numpy()
-        position = sae.d_sae - sae.k
-        kth = torch.from_numpy(np.partition(array, position, axis=-1)[:, position : position + 1])
-    else:
-        kth = pre.topk(sae.k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
-    return (value.relu() if sae.config.relu else value) * (value >= kth)
+def kept_in_frame(sae: KSparseAutoencoder, centred: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """:func:`kept_values` of inputs already in the encoder's frame (:meth:`KSparseAutoencoder.centre`)."""
+    with torch.no_grad():
+        pre = pre_activations(centred, sae.W_enc, sae.b_enc)
+        value = pre.index_select(1, chosen)
+        if pre.device.type == "cpu" and pre.dtype in (torch.float32, torch.float64):
+            kth = _kth_largest(pre, sae.k)
+        else:
+            kth = pre.topk(sae.k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+        kept = value >= kth
+        return (value.relu_() if sae.config.relu else value).mul_(kept)
+
+
+def _kth_largest(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """[rows, 1]: the k-th largest value of each row of a CPU float matrix, exactly; ``pre`` is reordered.
+
+    A non-negative IEEE float orders like its bit pattern read as a signed integer, and every
+    negative float reads as a negative integer. So where a row's k-th largest integer is positive,
+    the row has at least k positive floats, its k largest integers are its k largest floats, and
+    that integer is the k-th largest float's bits. Integers partition about 2.5x faster than floats
+    (no NaN ordering); rows with fewer than k positive values are partitioned as floats.
+    """
+    position = pre.shape[1] - k
+    bits = pre.numpy().view(np.int32 if pre.dtype == torch.float32 else np.int64)
+    bits.partition(position, axis=-1)  # in place: the pre-activations are not needed any more
+    kth_bits = bits[:, position : position + 1].copy()
+    kth = torch.from_numpy(kth_bits.view(pre.numpy().dtype))
+    signed = np.flatnonzero(kth_bits[:, 0] <= 0)
+    if len(signed):  # fewer than k positive values: the integer order of negative floats is reversed
+        floats = bits[signed].view(pre.numpy().dtype)
+        kth[signed] = torch.from_numpy(np.partition(floats, position, axis=-1)[:, position : position + 1])
+    return kth
+
+
+def _centred(sae: KSparseAutoencoder, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``read`` ([..., C]) in the SAE's frame as rows [rows, C], and each row's std for a unit_norm SAE.
+
+    For a scaling SAE (revelio's) the scaled inputs are written into one contiguous buffer and
+    centred in place: the numbers of :meth:`KSparseAutoencoder.frame` without its copies.
+    """
+    like = sae.W_dec
+    if sae.config.input_normalization != "scale":
+        centred, _, std = sae.frame(read.reshape(-1, sae.d_in).to(like))
+        return centred, std
+    centred = torch.empty(read.shape, device=like.device, dtype=like.dtype)
+    torch.mul(read.to(like), sae.input_scale, out=centred)
+    if sae.config.subtract_b_pre:
+        centred.sub_(sae.b_pre)
+    return centred.view(-1, sae.d_in), None
 
 
 def _to_grid(maps: torch.Tensor, output: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -205,33 +274,36 @@ def _to_grid(maps: torch.Tensor, output: torch.Tensor, num_tokens: int) -> torch
     return grid.flatten(1).to(output.device, output.dtype)
 
 
-def _active_rows(window: tuple[int, int] | None, timestep: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
-    """Which samples are inside the window [N] (None: no window, all active)."""
+def active_rows(window: tuple[int, int] | None, timestep: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
+    """Which samples are inside the window [N] (None: no window, or every sample inside it)."""
     if window is None:
         return None
     if timestep is None:
         raise RuntimeError("steering with a timestep window needs the denoiser's timestep; none was seen")
-    t = torch.as_tensor(timestep, device=device).flatten()
-    t = t.expand(batch) if t.numel() == 1 else t
     high, low = window
-    return (t >= low) & (t <= high)
+    values = torch.as_tensor(timestep).flatten().tolist()  # a few numbers: decided in Python, not in tensor ops
+    inside = [low <= t <= high for t in values] * (batch if len(values) == 1 else 1)
+    if all(inside):
+        return None
+    return torch.tensor(inside, device=device)
 
 
 @contextmanager
 def steer(
     backbone: Backbone,
-    sae: KSparseAutoencoder | Sequence[FeatureEdit],
+    sae: KSparseAutoencoder | Sequence[Edit],
     *,
     hook: str | None = None,
     clamp: Mapping[int, float | torch.Tensor] | None = None,
     add: Mapping[int, float] | None = None,
     timesteps: tuple[int, int] | None = None,
     mask: torch.Tensor | None = None,
-) -> Iterator[list[FeatureEdit]]:
+) -> Iterator[list[Edit]]:
     """Edit SAE features during every denoiser call in the body (``generate``, ``denoise``, ``extract``).
 
     ``steer(bb, sae, clamp={12: 5.0}, add={40: -2.0}, timesteps=(1000, 400))`` edits one SAE at its
-    hook; ``steer(bb, [FeatureEdit(...), FeatureEdit(...)])`` edits several SAEs/hooks at once.
+    hook; ``steer(bb, [FeatureEdit(...), FeatureEdit(...)])`` edits several SAEs/hooks at once (any
+    :class:`Edit`; several at one hook run in order).
     All hooks are removed when the body ends, normally or by an exception.
     """
     if isinstance(sae, Sequence):
@@ -242,17 +314,17 @@ def steer(
         edits = [FeatureEdit(sae, hook, clamp or {}, add or {}, timesteps, mask)]
     for edit in edits:
         edit.check_against(backbone)
-        edit._prepared.clear()  # clamp/add values may have changed since the last use
+        edit.reset()  # clamp/add values may have changed since the last use
     seen: dict[str, Any] = {"timestep": None}
 
     def remember_timestep(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         seen["timestep"] = forward_timestep(args, kwargs)
 
-    by_hook: dict[str, list[FeatureEdit]] = {}
+    by_hook: dict[str, list[Edit]] = {}
     for edit in edits:
         by_hook.setdefault(edit.hook, []).append(edit)
 
-    def make_replacement(hook_edits: list[FeatureEdit]):
+    def make_replacement(hook_edits: list[Edit]):
         def replace(output: torch.Tensor) -> torch.Tensor | None:
             changed = None
             for edit in hook_edits:
