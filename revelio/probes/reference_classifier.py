@@ -10,8 +10,11 @@ Saved like every revelio artifact: config.json + model.safetensors.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
+import numpy as np
+import scipy.linalg
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -55,6 +58,16 @@ class ReferenceClassifier(nn.Module, HubArtifact[ReferenceClassifierConfig]):
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         return self.predict_proba(images).argmax(-1)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """The penultimate layer [N, 128] for images in [-1, 1]: what a Fréchet distance between
+        sets of images compares (a classifier of real images of this dataset, where Inception's
+        features know nothing of 28 px garments)."""
+        self.eval()
+        self(images[:1])  # the shape check
+        head = self.net[:-2]  # everything before the dropout and the last linear layer
+        return torch.cat([head(part.float()) for part in images.split(batch_size)])
 
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         return float((self.predict(images) == labels).float().mean())
@@ -106,3 +119,22 @@ class ReferenceClassifier(nn.Module, HubArtifact[ReferenceClassifierConfig]):
     def load_state(self, tensors: dict[str, torch.Tensor]) -> None:
         self.load_state_dict(tensors)
         self.eval()
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The Fréchet distance between Gaussians fitted to two sets of features [N, D] (FID's formula:
+    |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))). It grows as either set shrinks, so only
+    distances between sets of the same sizes compare."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"need two sets of at least 2 feature vectors of one width; got {tuple(a.shape)} and {tuple(b.shape)}")
+    x, y = a.double().numpy(), b.double().numpy()
+    mu_x, mu_y = x.mean(0), y.mean(0)
+    cov_x, cov_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    with warnings.catch_warnings():  # fewer samples than dimensions make the product singular: handled below
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(cov_x @ cov_y)
+        if not np.isfinite(root).all():  # offset both covariances slightly, as FID's reference code does
+            offset = np.eye(len(cov_x)) * 1e-6
+            root = scipy.linalg.sqrtm((cov_x + offset) @ (cov_y + offset))
+    distance = ((mu_x - mu_y) ** 2).sum() + np.trace(cov_x) + np.trace(cov_y) - 2 * np.trace(np.real(root))
+    return float(max(distance, 0.0))
