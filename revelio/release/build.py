@@ -33,7 +33,7 @@ import torch
 
 from revelio import __version__
 from revelio.config import to_argv, to_json
-from revelio.data.datasets import default_label_column, load_image_dataset
+from revelio.data.datasets import COLOUR_FASHION_MNIST, FASHION_MNIST, default_label_column, load_image_dataset
 from revelio.data.image_folders import split_description
 from revelio.formats.metrics import Monosemanticity, ProbeGrid, QualityGate, SAEGrid
 from revelio.formats.release import BestCell, ReleaseInfo
@@ -286,7 +286,7 @@ def stage_release_info(build: Build) -> None:
     pooled, spatial = config.pooled_sae, config.spatial_sae
     build.info = ReleaseInfo(
         backbone=MODEL_DIR if build.local else config.model, backbone_revision=None if build.local else config.revision,
-        backbone_name=f"revelio's {config.dataset} model" if config.dataset == "fashion-mnist" and build.local else config.model,
+        backbone_name=backbone_name(config, build.local, build.backbone),
         conditioning=build.backbone.conditioning, noising=build.backbone.noising, backbone_class_names=build.backbone.class_names,
         prompt_template=config.prompt_template, caption_template=getattr(build.backbone, "prompt_template", None), dataset=config.dataset, dataset_split=dataset_split(config),
         dataset_name=Path(config.dataset).name if Path(config.dataset).is_dir() else config.dataset,
@@ -307,6 +307,14 @@ def stage_release_info(build: Build) -> None:
     )
     build.info.write(build.out / RELEASE_FILE)
     build.release = load_release(build.out)
+
+
+def backbone_name(config: ReleaseConfig, local: bool, backbone: Backbone) -> str:
+    """How the card names the model: revelio's own bundled models by what they are, others by their id or folder."""
+    if local and config.dataset in (FASHION_MNIST, COLOUR_FASHION_MNIST):
+        kind = "text-to-image model" if backbone.conditioning == "text" else "model"
+        return f"revelio's {config.dataset} {kind}"
+    return config.model
 
 
 def dataset_split(config: ReleaseConfig) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from revelio.bundled import is_bundled
-from revelio.data.datasets import FASHION_MNIST, FASHION_MNIST_HUB
+from revelio.data.datasets import COLOUR_FASHION_MNIST, FASHION_MNIST, FASHION_MNIST_HUB
 from revelio.grid import POOLING_NAMES
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "release.md"
@@ -57,7 +57,7 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
     data = ModelCardData(
         library_name="revelio", license="apache-2.0", tags=["sparse-autoencoder", "interpretability", "diffusion", "probing", "revelio"],
         base_model=None if info["backbone"] == "model" else info["backbone"],
-        datasets=[FASHION_MNIST_HUB] if info["dataset"] == FASHION_MNIST else None if Path(info["dataset"]).exists() else [info["dataset"]],
+        datasets=[FASHION_MNIST_HUB] if info["dataset"] in (FASHION_MNIST, COLOUR_FASHION_MNIST) else None if Path(info["dataset"]).exists() else [info["dataset"]],
         metrics=["accuracy", "normalized_mse"],
     )
     card = ModelCard.from_template(
