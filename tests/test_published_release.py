@@ -109,13 +109,13 @@ def test_the_app_serves_a_release_of_published_saes(release, serve_app, tmp_path
 def test_value_clamps_use_the_publishers_typical_activation(release, published):
     """SDXL-unbox's app clamps a feature to strength x mean.pt x k; the Steer tab's value mode does the same."""
     from revelio.app.generation import GenerationService
-    from revelio.app.state import AppState
+    from revelio.app.state import AppState, Target
     from revelio.app.steer_request import SteeringRequest
 
     _, _, original = published
     sae = release.sae(hook=HOOK, timestep=release.timesteps[0], pooling="none")
     torch.testing.assert_close(value_unit(sae), original.typical_activation * original.k)
     request = SteeringRequest(condition="a photo", negative_prompt=None, seed=0, steps=2, guidance=2.0, cell=sae.config.cell,
-                              features=[3, 7], strength=2.0, window=(999, 0), clamp_to="value", target=0)
+                              features=[3, 7], strength=2.0, window=(999, 0), clamp_to="value", target=Target(None, 0))
     clamp = GenerationService(AppState(release)).clamp(request)
     assert clamp == {f: pytest.approx(2.0 * float(original.typical_activation[f]) * original.k) for f in (3, 7)}
