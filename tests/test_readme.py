@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from revelio.bundled import BUNDLED_RELEASES
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow  # each example starts a fresh interpreter and loads the bundled model
@@ -16,15 +17,15 @@ LOADED = re.compile(r"(?:load_release|load_backbone|from_pretrained)\(\s*\"([^\"
 
 
 def _offline(code: str) -> bool:
-    """Loads only the bundled release or model, and asks for no GPU and no upload."""
-    return all(name == "bundled" for name in LOADED.findall(code)) and not re.search(r"cuda|push_to_hub", code)
+    """Loads only the bundled releases or models, and asks for no GPU and no upload."""
+    return all(name in BUNDLED_RELEASES for name in LOADED.findall(code)) and not re.search(r"cuda|push_to_hub", code)
 
 
 BLOCKS = BLOCK.findall((ROOT / "README.md").read_text())
 
 
 def test_the_readme_has_offline_examples():
-    assert sum(map(_offline, BLOCKS)) >= 2, "the quick start and the steering example run offline"
+    assert sum(map(_offline, BLOCKS)) >= 3, "the quick start, the text default's and the steering example run offline"
 
 
 @pytest.mark.parametrize("code", [b for b in BLOCKS if _offline(b)], ids=lambda code: code.splitlines()[2][:40])
