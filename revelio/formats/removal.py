@@ -20,7 +20,8 @@ REMOVAL = "removal"  # metrics/<REMOVAL>.json
 
 @dataclass
 class ConceptRemovalRow:
-    """Removing one concept of one label set: the features removed per hook and sampler timestep ("hook:t") and what it did."""
+    """Removing one concept of one label set: its best features per hook at the first sampler step
+    ("hook:t", where removal decides which images show it) and what removal did."""
 
     label_set: str
     features: dict[str, list[int]]

@@ -48,6 +48,7 @@ from revelio.steering import steer
 from revelio.steering.removal import METHODS, ConceptRemoval, ConceptStatistics, Method, concept_removal
 
 log = logging.getLogger(__name__)
+SHOWN_FEATURES = 16  # features per concept and hook that removal.json lists (of the many removed)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class RemovalMeasureConfig:
     release: str = option("bundled", "bundled, a release folder, or a Hub repo id")
     label_sets: list[str] = option(["class"], "the label sets whose concepts are removed; CRA is measured across them")
     hooks: list[str] = option(["mid_block", "up_blocks.0"], "blocks to remove at, at every sampler step, each step read by the nearest cell's spatial SAE")
-    features: int = option(8, "features removed per hook and step: the concept's highest SAeUron scores")
+    features: int = option(128, "features removed per hook and step: the concept's highest SAeUron scores")
     methods: list[str] = option(list(METHODS), f"removal methods, of {list(METHODS)}")
     multiplier: float = option(-5.0, "ablate: the features become this x their value (0 ablates; SAeUron scales by negative ones)")
     per_source: int = option(10, "images generated per source (class), each with its own fixed seed")
@@ -138,9 +139,11 @@ class RemovalSetup:
         return [edit for edit in edits if edit is not None]
 
     def features(self, label_set: str, concept: int, features: int) -> dict[str, list[int]]:
-        """The removed features per hook and sampler timestep ("hook:t"), and the SAE cell each step uses."""
-        return {f"{hook}:{t}": stats.features(concept, features)
-                for hook, steps in self.statistics[label_set].items() for t, (_, stats) in steps.items()}
+        """Per hook ("hook:t"), the concept's highest-scoring features at the first sampler step, where
+        removal decides which images show it: the first :data:`SHOWN_FEATURES` of ``features``, best first
+        (every step's full selection is :meth:`edits`' and comes back from the same held-out images)."""
+        return {f"{hook}:{max(steps)}": steps[max(steps)][1].features(concept, min(features, SHOWN_FEATURES))
+                for hook, steps in self.statistics[label_set].items()}
 
 
 def prepare_removal(release: Release, backbone: Backbone, label_sets: list[str], hooks: list[str], steps: int) -> RemovalSetup:
