@@ -45,6 +45,18 @@ def timed(call: Callable[[], object], repeats: int) -> list[float]:
     return out
 
 
+def several_edit(release, backbone, images, labels, hook: str, t: int, count: int, strength: float):
+    """Class 9's most selective features of one spatial SAE clamped to their class maps, as the app does."""
+    from revelio.activations.capture import extract
+    from revelio.steering import FeatureEdit
+    from revelio.steering.selection import ClassCodeMaps
+
+    sae = release.sae(hook=hook, timestep=t, pooling="none")
+    tokens = extract(backbone, images, [hook], [t], pooling="none", seed=release.info.seed)[(hook, t)]
+    maps = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
+    return FeatureEdit(sae, clamp={f: strength * maps.map(9, f) for f in maps.selective(9, count)}, timesteps=(999, 0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -60,7 +72,9 @@ def main() -> None:
     from revelio.app.state import AppState
     from revelio.app.steer_request import steering_defaults
     from revelio.app.uploads import MAX_UPLOAD_BYTES
+    from revelio.formats.removal import REMOVAL, Removal
     from revelio.release import load_release
+    from revelio.release.removal_measurement import prepare_removal
     from revelio.steering import FeatureEdit, steer
     from revelio.steering.selection import ClassCodeMaps
 
@@ -100,7 +114,15 @@ def main() -> None:
     app_window = f"app default window t={window[0]}..{window[1]}"
     windows = {"high-noise half t=999..500": (999, 500), "every step t=999..0": (999, 0)}
     windows = {app_window: window, **{name: w for name, w in windows.items() if w != window}}  # each window timed once
-    edits = {name: FeatureEdit(sae, clamp=clamp, timesteps=window) for name, window in windows.items()}
+    edits = {name: [FeatureEdit(sae, clamp=clamp, timesteps=window)] for name, window in windows.items()}
+    several = ["mid_block", "up_blocks.0", "up_blocks.1"]
+    edits[f"three SAEs at once ({', '.join(several)} t={steer_t}), every step"] = [
+        several_edit(release, backbone, images, labels, hook, steer_t, len(features), defaults.strength) for hook in several]
+    removal = release.read_metrics(REMOVAL, Removal)
+    if removal is not None:
+        setup = prepare_removal(release, backbone, ["class"], removal.hooks, args.steps)
+        edits[f"removing Ankle boot ({removal.app_method} at {', '.join(removal.hooks)}), every step"] = setup.edits(
+            "class", 9, removal.app_method, removal.features, removal.multiplier)
     times: dict[str, list[float]] = {"unsteered": [], **{name: [] for name in edits}}
     for seed in range(args.steer_repeats + 1):
         for name in times:
@@ -108,7 +130,7 @@ def main() -> None:
             if name == "unsteered":
                 backbone.generate(0, seed=seed, num_inference_steps=args.steps, guidance_scale=2.5)
             else:
-                with steer(backbone, [edits[name]]):
+                with steer(backbone, edits[name]):
                     backbone.generate(0, seed=seed, num_inference_steps=args.steps, guidance_scale=2.5)
             if seed:  # seed 0 warms up every path
                 times[name].append(time.perf_counter() - start)

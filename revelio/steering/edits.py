@@ -135,7 +135,7 @@ class FeatureEdit:
         read = pool(tokens, "mean")[:, None] if sae.config.pooling == "mean" else tokens
         with torch.no_grad():
             chosen, all_clamped, is_clamp, clamp_to, amounts, directions = self._targets(output, tokens.shape[1], read.shape[1], sae.W_dec)
-            centred, std = _centred(sae, read)
+            centred, std = frame_rows(sae, read)
             old = kept_in_frame(sae, centred, chosen).view(*read.shape[:-1], -1)  # [N, T', n_chosen]
             new = clamp_to if all_clamped else torch.where(is_clamp, clamp_to, old + amounts)
             delta = (new - old) @ directions  # [N, T', C]
@@ -247,7 +247,7 @@ def _kth_largest(pre: torch.Tensor, k: int) -> torch.Tensor:
     return kth
 
 
-def _centred(sae: KSparseAutoencoder, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def frame_rows(sae: KSparseAutoencoder, read: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``read`` ([..., C]) in the SAE's frame as rows [rows, C], and each row's std for a unit_norm SAE.
 
     For a scaling SAE (revelio's) the scaled inputs are written into one contiguous buffer and

@@ -38,7 +38,7 @@ from revelio.activations.capture import to_tokens
 from revelio.hook_points import canonical
 from revelio.models.backbone import Backbone
 from revelio.sae.model import KSparseAutoencoder
-from revelio.steering.edits import check_width, kept_in_frame
+from revelio.steering.edits import check_width, frame_rows, kept_in_frame
 
 Method = Literal["ablate", "replace"]
 METHODS: tuple[Method, ...] = ("ablate", "replace")
@@ -166,22 +166,24 @@ class StepRemoval:
     @torch.no_grad()
     def values(self, tokens: torch.Tensor) -> torch.Tensor:
         """[N, T, n]: the chosen features' values in the SAE's top-k code of tokens [N, T, C] (0 where not kept)."""
-        centred = self.sae.centre(tokens.reshape(-1, self.sae.d_in).to(self.sae.W_dec))
+        centred, _ = frame_rows(self.sae, tokens)
         return kept_in_frame(self.sae, centred, self._chosen).view(*tokens.shape[:-1], -1)
 
     def shows(self, values: torch.Tensor) -> torch.Tensor:
         """[N] bool: which images show the concept (their evidence is above the gate)."""
         return values.sum(-1).mean(-1) > self.gate
 
-    def remove(self, tokens: torch.Tensor, values: torch.Tensor, firing: torch.Tensor, method: Method, multiplier: float) -> torch.Tensor:
-        """Tokens [N, T, C] with the concept removed where ``firing`` ([N, T, n]: the chosen features' ``values`` fire)."""
+    def remove(self, tokens: torch.Tensor, values: torch.Tensor, firing: torch.Tensor, method: Method, multiplier: float,
+               out: torch.Tensor) -> torch.Tensor:
+        """Tokens [N, T, C] with the concept removed where ``firing`` ([N, T, n]: the chosen features'
+        ``values`` fire), written into ``out`` (a [N, T, C] view of the block's own layout)."""
         if method == "ablate":
             delta = (multiplier - 1) * (values * firing) @ self._decoder  # decode(new) - decode(old)
-            return tokens + delta.to(tokens)
+            return torch.add(tokens, delta.to(tokens), out=out)
         if self.replacement.shape[0] != tokens.shape[1]:
             raise ValueError(f"the replacement map has {self.replacement.shape[0]} locations; this block has {tokens.shape[1]} here")
         where = firing.any(-1, keepdim=True).to(tokens.device)
-        return torch.where(where, self.replacement.to(tokens), tokens)
+        return torch.where(where, self.replacement.to(tokens), tokens, out=out)
 
 
 @dataclass
@@ -242,8 +244,9 @@ class ConceptRemoval:
         shows = self._decided[1]
         self._decided = (t, shows)
         firing = (values > step.thresholds.to(values)) & shows.view(-1, 1, 1).to(values.device)
-        edited = step.remove(tokens, values, firing, self.method, self.multiplier)
-        return edited.transpose(1, 2).reshape(output.shape) if output.ndim == 4 else edited
+        edited = torch.empty_like(output)
+        step.remove(tokens, values, firing, self.method, self.multiplier, out=to_tokens(edited))
+        return edited
 
 
 def concept_removal(hook: str, statistics: dict[int, tuple[KSparseAutoencoder, ConceptStatistics]], concept: int, n: int,
