@@ -196,7 +196,7 @@ def main() -> None:
     sd = sd15_backbone(args.latent_size)
     side = sd.resolution
     images = [(rng.random((side, side, 3)) * 255).astype(np.uint8) for _ in range(args.sd_images)]
-    empty_prompt = sd._prompt_kwargs("")["encoder_hidden_states"]
+    empty_prompt = sd._prompt_cache.get("")["encoder_hidden_states"]
     bench(f"(b) {sd.name_or_path}, latent {args.latent_size}x{args.latent_size}", sd, images, 4,
           args.rounds, lambda n: {"encoder_hidden_states": empty_prompt.expand(n, -1, -1)})
 

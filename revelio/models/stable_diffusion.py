@@ -12,9 +12,8 @@ from revelio.data.images import ImageLike
 from revelio.models.backbone import Backbone
 from revelio.models.latents import encode_latents, vae_scale_factor
 from revelio.models.pixel_unet import unet_hook_channels
+from revelio.models.prompts import Encoded, PromptCache, prompt_list
 
-# Encoded prompts kept: extraction reuses one, an app a handful.
-PROMPT_CACHE_SIZE = 32
 # Adversarially distilled models sample in 1-4 steps without classifier-free guidance; their Hub
 # folders carry no revelio.json, so their defaults (steps, guidance) are known by repo name.
 DISTILLED_DEFAULTS = {"sdxl-turbo": (1, 0.0), "sd-turbo": (1, 0.0)}
@@ -42,7 +41,7 @@ class StableDiffusionBackbone(Backbone):
         self.prompt_template: str | None = extras.get("prompt_template")
         self.label_sets: dict[str, list[str]] = {k: list(v) for k, v in (extras.get("label_sets") or {}).items()}
         self.is_xl = getattr(pipeline, "text_encoder_2", None) is not None
-        self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
+        self._prompt_cache = PromptCache(self._encode_prompt)  # extraction reuses one prompt, an app a handful
 
     def to(self, device: str | torch.device) -> "StableDiffusionBackbone":
         self._prompt_cache.clear()  # cached embeddings live on the old device
@@ -74,51 +73,25 @@ class StableDiffusionBackbone(Backbone):
     def encode_images(self, images: list[ImageLike]) -> torch.Tensor:
         return encode_latents(self.pipeline.vae, self.pixels(images)).to(self.device, self.dtype)
 
-    @torch.no_grad()
-    def _prompt_kwargs(self, prompt: str) -> dict[str, torch.Tensor]:
-        """UNet conditioning for one prompt (batch of 1), cached: extraction reuses one prompt."""
-        if prompt not in self._prompt_cache:
-            if self.is_xl:
-                embeds, _, pooled, _ = self.pipeline.encode_prompt(
-                    prompt, device=self.device, num_images_per_prompt=1,
-                    do_classifier_free_guidance=False,
-                )
-                # SDXL micro-conditioning: original size, crop top-left, target size.
-                size = self.resolution
-                time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=embeds.dtype)
-                added = {"text_embeds": pooled, "time_ids": time_ids.to(self.device)}
-                kwargs = {"encoder_hidden_states": embeds, "added_cond_kwargs": added}
-            else:
-                embeds, _ = self.pipeline.encode_prompt(prompt, self.device, 1, False)
-                kwargs = {"encoder_hidden_states": embeds}
-            if len(self._prompt_cache) >= PROMPT_CACHE_SIZE:
-                self._prompt_cache.pop(next(iter(self._prompt_cache)))  # oldest first
-            self._prompt_cache[prompt] = kwargs
-        return self._prompt_cache[prompt]
+    def _encode_prompt(self, prompt: str) -> Encoded:
+        """UNet conditioning for one prompt (batch of 1): its embeddings, and SDXL's pooled ones and size ids."""
+        if not self.is_xl:
+            embeds, _ = self.pipeline.encode_prompt(prompt, self.device, 1, False)
+            return {"encoder_hidden_states": embeds}
+        embeds, _, pooled, _ = self.pipeline.encode_prompt(
+            prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False,
+        )
+        # SDXL micro-conditioning: original size, crop top-left, target size.
+        size = self.resolution
+        time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=embeds.dtype, device=self.device)
+        return {"encoder_hidden_states": embeds, "text_embeds": pooled, "time_ids": time_ids}
 
     def _batch_kwargs(self, condition: Any, batch_size: int) -> dict[str, Any]:
-        prompts = self._prompts(condition, batch_size)
-        parts = [self._prompt_kwargs(p) for p in prompts]
-        kwargs: dict[str, Any] = {
-            "encoder_hidden_states": torch.cat([p["encoder_hidden_states"] for p in parts])
-        }
+        encoded = self._prompt_cache.batch(prompt_list(condition, batch_size))
+        kwargs: dict[str, Any] = {"encoder_hidden_states": encoded["encoder_hidden_states"]}
         if self.is_xl:
-            kwargs["added_cond_kwargs"] = {
-                key: torch.cat([p["added_cond_kwargs"][key] for p in parts])
-                for key in ("text_embeds", "time_ids")
-            }
+            kwargs["added_cond_kwargs"] = {key: encoded[key] for key in ("text_embeds", "time_ids")}
         return kwargs
-
-    @staticmethod
-    def _prompts(condition: Any, batch_size: int) -> list[str]:
-        if condition is None:
-            return [""] * batch_size
-        if isinstance(condition, str):
-            return [condition] * batch_size
-        prompts = list(condition)
-        if len(prompts) != batch_size or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"pass one prompt string or a list of {batch_size} prompt strings")
-        return prompts
 
     def denoise(self, x_t: torch.Tensor, t: int, condition: Any = None) -> torch.Tensor:
         kwargs = self._batch_kwargs(condition, x_t.shape[0])
@@ -129,7 +102,7 @@ class StableDiffusionBackbone(Backbone):
         output_type: Literal["pil", "pt"], negative_prompt: str | None,
     ) -> list[Image.Image] | torch.Tensor:
         result = self.pipeline(
-            prompt=self._prompts(condition, num_images),
+            prompt=prompt_list(condition, num_images),
             negative_prompt=None if negative_prompt is None else [negative_prompt] * num_images,
             num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale,
