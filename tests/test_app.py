@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -56,7 +57,7 @@ def _confidences(label_output: dict) -> dict[str, float]:
 
 def test_every_named_endpoint_is_listed(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/explore", "/feature", "/suggest_features", "/steer", "/classify", "/features"} <= set(endpoints)
+    assert {"/explore", "/feature", "/suggest_features", "/steer", "/remove", "/classify", "/features"} <= set(endpoints)
 
 
 def test_classify_puts_an_examples_class_on_top(client, examples):
@@ -539,11 +540,17 @@ def test_steer_defaults_follow_the_releases_steering_measurement(bundled_state, 
     assert measured.within_budget and (defaults.cell.hook, defaults.cell.timestep, defaults.cell.pooling) == (hook, int(t), "none")
     assert defaults.strength == measured.strength and list(defaults.window) == measured.window
     assert defaults.count == measured.features_per_class
+    assert [c.spec for c in defaults.also] == measured.cells[1:]  # several measured cells: all steered at once
     fallback = (release.hooks[-1], bundled_state.default_cell.timestep, 2.0, (999, 500))
-    for change in ({"within_budget": False}, {"cells": ["mid_block:100", "up_blocks.1:100"]}, {"cells": ["up_blocks.1:7"]}):
+    for change in ({"within_budget": False}, {"cells": ["up_blocks.1:7"]}, {"cells": []}, {"clamp_to": "value"}):
         monkeypatch.setattr(release, "read_metrics", lambda name, schema, change=change: dataclasses.replace(measured, **change))
         other = steering_defaults(bundled_state)
-        assert (other.cell.hook, other.cell.timestep, other.strength, other.window) == fallback, change
+        assert (other.cell.hook, other.cell.timestep, other.strength, other.window, other.also) == (*fallback, ()), change
+    several = ["mid_block:100", "up_blocks.1:100", "up_blocks.0:300", "mid_block:100"]
+    monkeypatch.setattr(release, "read_metrics", lambda name, schema: dataclasses.replace(measured, cells=several))
+    other = steering_defaults(bundled_state)
+    assert other.cell.spec == "mid_block:100" and [c.spec for c in other.also] == ["up_blocks.1:100", "up_blocks.0:300"]
+    assert all(c.pooling == "none" for c in other.also)
 
 
 def test_clamp_modes_follow_the_sae(bundled_state):
@@ -623,12 +630,114 @@ def test_suggestions_and_the_steer_summary_show_what_the_selection_used(bundled_
     why = tab.chosen("up_blocks.1", 100, "none", 1, features)
     assert why.count("on Trouser maps") == 4 and "its average" in why
     request = tab.request(0, 0, 2, 2.5, "up_blocks.1", 100, "none", features, "class-map", 1, 3, 999, 0)
-    note = tab.note(request, tab.generator.clamp(request))
+    note = tab.note(request, tab.generator.clamps(request))
     assert note.count("on Trouser maps") == 4 and "3 × its Trouser map" in note
     for f in features:  # one label definition: the summary names each feature as the dropdowns do
         assert bundled_state.feature_label(request.cell, f) in note
     pooled = tab.suggest("mid_block", 100, "mean", 1, 4)
     assert tab.chosen("mid_block", 100, "mean", 1, pooled).count("of its activation on Trouser") == len(pooled)
+
+
+# --- Steer: several SAEs at once; Remove -----------------------------------------------------------------------
+
+@pytest.mark.slow  # generates images (4 steps, three times)
+def test_several_saes_at_once_clamp_at_each(client):
+    features = client.predict("up_blocks.1", 100, "none", 1, 8, api_name="/suggest_features")
+    args = (0, 7, 4, 2.5, "up_blocks.1", 100, "none", features, "class-map", 1, 2, 999, 0, None, None)
+    _, one, _, _, one_note = client.predict(*args, api_name="/steer")
+    _, several, _, _, note = client.predict(*args, ["mid_block:100", "up_blocks.0:100"], api_name="/steer")
+    assert "Steered at 3 SAEs at once (up_blocks.1:100, mid_block:100, up_blocks.0:100)" in note
+    assert "Steered at" not in one_note and one_note.count("Clamped at") == 1
+    sections = note.split("Clamped at ")[1:]
+    assert [part.split(",")[0].split(" (")[0] for part in sections] == ["up_blocks.1 at t=100", "mid_block at t=100",
+                                                                         "up_blocks.0 at t=100"]
+    assert all(part.count("× its Trouser map") == 8 for part in sections)  # as many features at each
+    # the further SAEs changed the image: ignoring them would give the one-SAE picture (same seed, same main clamp)
+    a, b = (np.asarray(Image.open(image["path"]).convert("L"), dtype=np.float32) for image in (one, several))
+    assert np.abs(a - b).mean() > 1, np.abs(a - b).mean()
+    _, same, _, _, _ = client.predict(*args, ["up_blocks.1:100"], api_name="/steer")  # the main cell again: dropped
+    assert np.array_equal(a, np.asarray(Image.open(same["path"]).convert("L"), dtype=np.float32))
+    with pytest.raises(AppError, match="a cell is written HOOK:T"):
+        client.predict(*args, ["mid_block"], api_name="/steer")
+    with pytest.raises(AppError, match="unknown block 'nowhere'"):
+        client.predict(*args, "nowhere:100", api_name="/steer")
+
+
+def test_further_saes_get_the_targets_suggestions_with_the_main_clamp(bundled_state):
+    from revelio.app.steer_advice import suggested
+    from revelio.app.tabs.steer import SteerTab
+
+    tab = SteerTab(bundled_state)
+    request = tab.request(0, 0, 2, 2.5, "up_blocks.1", 100, "none", [1, 2, 3], "class-map", 4, 1.5, 999, 0, None, None,
+                          ["mid_block:600", "up_blocks.0:25"])
+    clamps = tab.generator.clamps(request)
+    assert [c.spec for c in clamps] == ["up_blocks.1:100", "mid_block:600", "up_blocks.0:25"]
+    for cell, clamp in list(clamps.items())[1:]:
+        assert list(clamp) == suggested(bundled_state, cell, bundled_state.check_target(4), 3)
+        maps = bundled_state.class_maps(cell)
+        assert all(torch.equal(value, 1.5 * maps.map(4, f)) for f, value in clamp.items())
+    pooled = tab.request(0, 0, 2, 2.5, "mid_block", 100, "mean", [1, 2], "value", 1, 2, 999, 0, None, None, ["up_blocks.0:300"])
+    assert [c.pooling for c in pooled.also] == ["mean"]  # further SAEs are of the main SAE's kind
+    with pytest.raises(ValueError, match="also steer at"):
+        tab.request(0, 0, 2, 2.5, "mid_block", 100, "none", [1], "value", 1, 2, 999, 0, None, None, 7)
+
+
+@pytest.mark.slow  # prepares removal (about 12 s) and generates images (25 steps)
+def test_remove_takes_the_class_out_and_keeps_the_others(client):
+    before, after, before_label, after_label, note = client.predict(1, 1, 25, 4.0, "Trouser", api_name="/remove")
+    assert before["path"] != after["path"]
+    was, now = _confidences(before_label), _confidences(after_label)
+    assert before_label["label"] == "Trouser" and was["Trouser"] > 0.8, was
+    assert now.get("Trouser", 0.0) < 0.2 and after_label["label"] != "Trouser", now  # the removed class drops
+    assert "with **replace** at mid_block, up_blocks.0" in note and "metrics/removal.json" in note
+    assert "mid_block at t=951" in note and "up_blocks.0 at t=951" in note and "Trouser (77%)" in note
+    # the same settings by id, from a Bag: removing Trouser leaves the bag a bag
+    _, _, kept_before, kept_after, _ = client.predict(8, 1, 25, 4.0, 1, api_name="/remove")
+    assert kept_before["label"] == kept_after["label"] == "Bag", (kept_before, kept_after)
+
+
+def test_a_bad_concept_to_remove_says_what_to_send(client, bundled_state):
+    with pytest.raises(AppError, match="Zebra"):
+        client.predict(1, 1, 25, 4.0, "Zebra", api_name="/remove")
+    with pytest.raises(AppError, match="this release has one label set"):
+        client.predict(1, 1, 25, 4.0, "colour:blue", api_name="/remove")
+    with pytest.raises(AppError, match="pick a concept to remove"):
+        client.predict(1, 1, 25, 4.0, None, api_name="/remove")
+    with pytest.raises(AppError, match="seed must be a whole number"):
+        client.predict(1, -1, 25, 4.0, "Trouser", api_name="/remove")
+
+
+def test_removal_is_prepared_once_for_concurrent_requests_and_bounded(bundled_state):
+    from revelio.app.removal import PreparedRemovals, removal_settings, setup_bytes
+
+    prepared = PreparedRemovals(bundled_state, removal_settings(bundled_state))
+    with ThreadPoolExecutor(4) as pool:
+        setups = list(pool.map(lambda _: prepared.get("class", 3), range(4)))
+    assert prepared.preparations == 1 and all(s is setups[0] for s in setups)
+    assert len(setups[0].timesteps) == 3 and setup_bytes(setups[0]) > 0
+    prepared.max_bytes = setup_bytes(setups[0])  # room for one: the least recently used goes
+    prepared.get("class", 2)
+    assert prepared.preparations == 2 and not prepared.has("class", 3) and prepared.has("class", 2)
+
+
+def test_removal_settings_follow_the_measurement_or_say_they_are_defaults(bundled_state, monkeypatch):
+    import types
+
+    from revelio.app.removal import PreparedRemovals, removal_settings
+
+    measured = removal_settings(bundled_state)
+    removal = bundled_state.release.metrics("removal")
+    assert (measured.method, list(measured.hooks), measured.features) == (removal["app_method"], removal["hooks"],
+                                                                           removal["features"])
+    assert "metrics/removal.json" in measured.why() and removal["app_method_reason"] in measured.why()
+    monkeypatch.setattr(bundled_state.release, "read_metrics", lambda name, schema: None)
+    default = removal_settings(bundled_state)
+    assert (default.method, default.hooks, default.features, default.measured) == ("replace", ("mid_block", "up_blocks.0"),
+                                                                                   128, None)
+    assert "no removal measurement" in default.why()
+    pooled_only = types.SimpleNamespace(release=types.SimpleNamespace(poolings=["mean"]))
+    with pytest.raises(ValueError, match="removing a concept needs spatial SAEs"):
+        PreparedRemovals(pooled_only, default).get("class", 25)
 
 
 @pytest.fixture(scope="module")

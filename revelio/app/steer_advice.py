@@ -13,6 +13,7 @@ from typing import Any
 from revelio.app.state import AppState, Target
 from revelio.bundled import bundled_release_dir
 from revelio.grid import Cell
+from revelio.steering.selection import steering_features
 
 LOCAL_MASK_HOOKS = ("up_blocks.0",)  # the bundled release's blocks where a mask kept the change local
 POOLED = ("**A pooled SAE will not steer towards the class.** Its edit moves every location of the image the same "
@@ -44,6 +45,19 @@ def advice(state: AppState, hook: Any, pooling: Any, clamp_to: Any) -> str:
     if pooling == "none" and is_bundled(state) and hook not in LOCAL_MASK_HOOKS:
         notes.append(SPREADING_MASK.format(hook=hook, local=", ".join(LOCAL_MASK_HOOKS)))
     return "\n\n".join(notes)
+
+
+def suggested(state: AppState, cell: Cell, target: Target, count: int) -> list[int]:
+    """The features that steer towards ``target`` at ``cell`` ('Suggest features', and every further
+    SAE steered at once): from its class maps on spatial SAEs; on pooled ones the features labelled
+    with it (:mod:`revelio.analysis.labels`), heaviest on it first. There may be fewer than ``count``."""
+    stats = state.stats(cell, target.label_set)
+    if cell.pooling != "none":
+        name = state.names(target.label_set)[target.index]
+        labels = state.labels(cell, target.label_set)
+        ranked = steering_features(stats, target.index, state.sae(cell).d_sae, min_purity=0.0)
+        return [f for f in ranked if labels[f].name == name][:count]
+    return steering_features(stats, target.index, count, maps=state.class_maps(cell, target.label_set))
 
 
 def selection_reason(state: AppState, cell: Cell, feature: int, target: Target) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -56,14 +56,28 @@ def clamp_mode(value: Any, pooling: str = "none") -> str:
 
 
 @dataclass
-class SteeringRequest:
-    """One checked Generate request."""
+class Sampling:
+    """What an image is generated from, and how: the same for Steer and Remove (and their shared baselines)."""
 
     condition: str | int | None  # what the backbone generates from: a prompt, one of its classes, nothing
     negative_prompt: str | None  # text models only
     seed: int
     steps: int
     guidance: float
+
+
+def read_sampling(state: AppState, condition: Any, seed: Any, steps: Any, guidance: Any,
+                  negative_prompt: Any = None) -> Sampling:
+    """The checked condition, seed, steps and guidance (ValueError saying which was wrong)."""
+    condition, negative_prompt = generation_condition(state.backbone, condition, negative_prompt)
+    return Sampling(condition=condition, negative_prompt=negative_prompt, seed=whole(seed, "seed", *SEEDS),
+                    steps=whole(steps, "steps", *STEPS), guidance=number(guidance, "guidance", *guidance_range(state.backbone)))
+
+
+@dataclass
+class SteeringRequest(Sampling):
+    """One checked Generate request: the main SAE's features, and further SAEs (``also``) clamped the same way."""
+
     cell: Cell
     features: list[int]
     strength: float  # multiplies each feature's max training activation (0 ablates), or the class map
@@ -71,46 +85,71 @@ class SteeringRequest:
     clamp_to: str  # "value" (strength x max, everywhere) or "class-map" (strength x target's mean map)
     target: Target  # the concept (of a label set) whose maps "class-map" clamps to
     mask: torch.Tensor | None = None  # [H, W] in [0, 1]: where the clamp applies (None: everywhere)
+    also: list[Cell] = field(default_factory=list)  # further SAEs: the target's suggested features, clamped alike
+
+
+def cell_choices(state: AppState) -> list[tuple[str, str]]:
+    """Every (block, timestep) of the release as "hook:t" (how steering.json writes cells), for "also steer at"."""
+    return [(f"{hook} at t={t}", Cell(hook, t).spec) for hook in state.release.hooks for t in state.release.timesteps]
+
+
+def read_also(state: AppState, value: Any, main: Cell) -> list[Cell]:
+    """The further SAEs to steer at: cells written "hook:t" (one, or a list; None for none), read with
+    the main SAE's kind (spatial or pooled); the main cell and repeats are dropped."""
+    if value in (None, "", []):
+        return []
+    specs = [value] if isinstance(value, str) else value
+    if not isinstance(specs, list | tuple):
+        raise ValueError(f"'also steer at' takes cells written HOOK:T (e.g. up_blocks.0:100), one or a list; got {value!r:.60}")
+    cells: list[Cell] = []
+    for spec in specs:
+        if not isinstance(spec, str):
+            raise ValueError(f"'also steer at' takes cells written HOOK:T (e.g. up_blocks.0:100); got {spec!r:.60}")
+        parsed = Cell.parse(spec)
+        cell = state.cell(parsed.hook, parsed.timestep, main.pooling)
+        if cell != main and cell not in cells:
+            cells.append(cell)
+    return cells
 
 
 def read_request(state: AppState, condition: Any, seed: Any, steps: Any, guidance: Any, hook: str, timestep: Any,
                  pooling: str, features: Any, clamp_to: Any, target: Any, strength: Any, t_high: Any, t_low: Any,
                  negative_prompt: Any = None, mask: Any = None,
-                 mask_blobs: MutableMapping[str, Any] | None = None) -> SteeringRequest:
+                 mask_blobs: MutableMapping[str, Any] | None = None, also_at: Any = None) -> SteeringRequest:
     """The checked request from /steer's raw inputs (ValueError saying what was wrong with any of them);
     ``mask_blobs`` is the painter's blob store (see :func:`revelio.app.masks.read_mask`)."""
     cell = state.cell(hook, timestep, pooling)
-    condition, negative_prompt = generation_condition(state.backbone, condition, negative_prompt)
+    sampling = read_sampling(state, condition, seed, steps, guidance, negative_prompt)
     last = state.backbone.num_train_timesteps - 1
     high = whole(t_high, "window start (t high)", 0, last)
     low = whole(t_low, "window end (t low)", 0, last)
     if low > high:
         raise ValueError(f"the window runs from t high down to t low; got t high {high} < t low {low}")
     return SteeringRequest(
-        condition=condition, negative_prompt=negative_prompt, seed=whole(seed, "seed", *SEEDS),
-        steps=whole(steps, "steps", *STEPS), guidance=number(guidance, "guidance", *guidance_range(state.backbone)),
-        cell=cell, features=state.check_features(cell, features), strength=number(strength, "clamp value", *STRENGTH),
-        window=(high, low), clamp_to=clamp_mode(clamp_to, cell.pooling), target=state.check_target(target),
-        mask=read_mask(mask, mask_blobs),
+        **vars(sampling), cell=cell, features=state.check_features(cell, features),
+        strength=number(strength, "clamp value", *STRENGTH), window=(high, low), clamp_to=clamp_mode(clamp_to, cell.pooling),
+        target=state.check_target(target), mask=read_mask(mask, mask_blobs), also=read_also(state, also_at, cell),
     )
 
 
 @dataclass(frozen=True)
 class SteeringDefaults:
-    """What the Steer tab starts with: the SAE, how many features, how hard, and when."""
+    """What the Steer tab starts with: the SAE, how many features, how hard, when, and further SAEs."""
 
     cell: Cell
     count: int
     strength: float
     window: tuple[int, int]  # (t_high, t_low)
+    also: tuple[Cell, ...] = ()  # further SAEs steered at once (the measurement's other cells)
 
 
 def steering_defaults(state: AppState) -> SteeringDefaults:
     """The setting the release's steering measurement (metrics/steering.json) chose within its
-    side-effect budget, when it measured one spatial SAE of this release clamped to class maps.
-    Otherwise the last decoder block (highest resolution, which shapes the image most directly) at
-    the default timestep, 16 features at twice their class maps, over the high-noise half of the
-    schedule (where class shape is decided, at half the cost of every step)."""
+    side-effect budget, when it measured spatial SAEs of this release clamped to class maps (the
+    first of its ``cells`` is the main SAE, the others are steered at once). Otherwise the last
+    decoder block (highest resolution, which shapes the image most directly) at the default
+    timestep, 16 features at twice their class maps, over the high-noise half of the schedule
+    (where class shape is decided, at half the cost of every step)."""
     default, steps = state.default_cell, state.backbone.num_train_timesteps
     fallback = SteeringDefaults(Cell(state.release.hooks[-1], default.timestep, default.pooling), 16, 2.0,
                                 (steps - 1, steps // 2))
@@ -120,13 +159,12 @@ def steering_defaults(state: AppState) -> SteeringDefaults:
         log.warning("ignoring the release's steering measurement: %s", err)
         return fallback
     if not (measured and measured.within_budget and measured.pooling == "none"
-            and measured.clamp_to == "class-map" and len(measured.cells) == 1):
+            and measured.clamp_to == "class-map" and measured.cells):
         return fallback
     try:
-        measured_cell = measured.steered_cells[0]
-        cell = state.cell(measured_cell.hook, measured_cell.timestep, measured_cell.pooling)
+        cell, *also = [state.cell(c.hook, c.timestep, c.pooling) for c in measured.steered_cells]
         high, low = measured.window
     except ValueError:  # measured on SAEs this release no longer has (or a window that is no (high, low))
         return fallback
     return SteeringDefaults(cell, min(measured.features_per_class, COUNT_SLIDER[1]), measured.strength,
-                            (min(high, steps - 1), max(low, 0)))
+                            (min(high, steps - 1), max(low, 0)), tuple(dict.fromkeys(c for c in also if c != cell)))

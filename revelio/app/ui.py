@@ -1,9 +1,10 @@
 """The page: a header about the release, then the Explore, Steer, Classify and Atlas tabs.
 
 Each tab lays itself out and wires its own events (``revelio.app.tabs``); ``?tab=steer`` in the
-address opens a tab directly (links, screenshots). :class:`AppBlocks` launches with the app's
-stylesheet, error messages for API clients (``show_error``: Gradio's own refusals, such as a
-missing argument, then say what was wrong) and the upload limit, whoever launches it.
+address opens a tab directly (links, screenshots; ``?tab=remove`` opens Steer's Remove mode).
+:class:`AppBlocks` launches with the app's stylesheet, error messages for API clients
+(``show_error``: Gradio's own refusals, such as a missing argument, then say what was wrong) and
+the upload limit, whoever launches it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from revelio.app.uploads import MAX_UPLOAD_BYTES
 from revelio.release import Release
 
 TABS = ("explore", "steer", "classify", "atlas")
+MODES = {"remove": ("steer", "remove")}  # ?tab= names of a tab's mode: (the tab, its mode)
 
 
 # Small images (28 px) fill their box with crisp pixels; gallery captions wrap instead of being cut.
@@ -31,7 +33,7 @@ CSS = """
 .revelio-heatmaps .caption-label, .revelio-exemplars .caption-label { white-space: normal !important; overflow: visible !important; }
 .revelio-gallery .grid-wrap { height: auto !important; max-height: none !important; overflow-y: visible !important; }
 .revelio-gallery { height: auto !important; }
-.revelio-status { min-height: 4.5em; }
+.revelio-status, .revelio-remove-status { min-height: 4.5em; }
 .revelio-note { min-height: 2.5em; }
 .revelio-help p { font-size: var(--text-sm); color: var(--body-text-color-subdued); }
 """
@@ -57,10 +59,11 @@ def header(release: Release) -> str:
     )
 
 
-def open_tab(request: gr.Request) -> Any:
-    """The tab named by ``?tab=``, else Explore."""
+def open_tab(request: gr.Request) -> tuple[Any, Any]:
+    """The tab named by ``?tab=`` (``?tab=remove``: Steer's Remove mode), else Explore; and Steer's mode."""
     wanted = request.query_params.get("tab", "explore") if request else "explore"
-    return gr.Tabs(selected=wanted if wanted in TABS else "explore")
+    tab, mode = MODES.get(wanted, (wanted, "towards"))
+    return gr.Tabs(selected=tab if tab in TABS else "explore"), gr.Tabs(selected=mode)
 
 
 def build_demo(state: AppState) -> gr.Blocks:
@@ -71,10 +74,11 @@ def build_demo(state: AppState) -> gr.Blocks:
             with gr.Tab("Explore", id="explore"):
                 ExploreTab(state).build(demo, examples)
             with gr.Tab("Steer", id="steer"):
-                SteerTab(state).build()
+                steer = SteerTab(state)
+                steer.build()
             with gr.Tab("Classify", id="classify"):
                 ClassifyTab(state).build(examples)
             with gr.Tab("Atlas", id="atlas"):
                 AtlasTab(state).build()
-        demo.load(open_tab, None, tabs, api_visibility="private")
+        demo.load(open_tab, None, [tabs, steer.modes], api_visibility="private")
     return demo
