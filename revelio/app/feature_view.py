@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 from revelio.app.events import wire
-from revelio.app.rendering import histogram_frame, timesteps_frame, to_display
+from revelio.app.feature_icon import FeatureIcons
+from revelio.app.rendering import heatmap_overlay, histogram_frame, timesteps_frame, to_display
 from revelio.app.state import AppState
 from revelio.grid import Cell
 from revelio.layout import TIMESTEPS_FILE
@@ -21,6 +22,10 @@ STATISTICS_HELP = ("*Firing frequency*: the share of training tokens (locations;
                    "feature is active. *Image frequency*: the share of training images where it is active anywhere. "
                    "*Purity*: the share of its activation (summed over images, each at its strongest location) that "
                    "falls on its top class; the *share* rows give every class's.")
+ICON_HELP = ("**What does this feature draw?** The model generates from {condition} twice with one seed: as is, and "
+             "with only this feature pushed up where it usually fires (peak {strength:g} × its largest training "
+             "activation). The third picture shows where the image changed.")
+ICON_SIDE = 160
 
 
 @dataclass
@@ -78,9 +83,12 @@ class FeatureDetail:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
+        self.icons = FeatureIcons(state)
 
-    def build(self, trigger: Callable[..., Any], inputs: list[gr.components.Component], **kwargs: Any) -> Any:
-        """Lay the view out and fill it on ``trigger`` from ``inputs`` (block, timestep, pooling, feature)."""
+    def build(self, trigger: Callable[..., Any], inputs: list[gr.components.Component], icon_api_name: str | None = None,
+              **kwargs: Any) -> Any:
+        """Lay the view out and fill it on ``trigger`` from ``inputs`` (block, timestep, pooling, feature);
+        the feature's picture on its button (an API endpoint named ``icon_api_name``, else private)."""
         with gr.Row(equal_height=False):
             summary = gr.Markdown(elem_classes=["revelio-summary"])
             histogram = gr.BarPlot(x="activation", y="images", label="Activation on held-out test images (where it fires)",
@@ -88,8 +96,35 @@ class FeatureDetail:
             over_time = gr.LinePlot(x="timestep", y="mean activation", label="Mean activation across timesteps", height=240)
         exemplars = gr.Gallery(label="Top training exemplars (strongest first)", columns=8,
                                object_fit="contain", elem_classes=["revelio-exemplars", "revelio-gallery"])
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=240):
+                gr.Markdown(ICON_HELP.format(condition=self.icons.condition, strength=self.icons.strength),
+                            elem_classes=["revelio-help"])
+                draw = gr.Button("Draw what this feature adds", size="sm")
+            icon = gr.Gallery(label="What it draws", columns=3, object_fit="contain", scale=2, height=ICON_SIDE + 100,
+                              elem_classes=["revelio-icon", "revelio-gallery"])
+        endpoint = {"api_name": icon_api_name} if icon_api_name else {"api_visibility": "private"}
+        wire(draw.click, self.icon, inputs, icon, show_progress_on=[icon], **endpoint)
+        wire(trigger, self.no_icon, inputs, icon, api_visibility="private", show_progress="hidden")
         return wire(trigger, self.feature, inputs, [summary, exemplars, histogram, over_time],
                     show_progress_on=[summary], **kwargs)
+
+    def icon(self, hook: str, timestep: Any, pooling: str, feature: Any) -> list[tuple[Image.Image, str]]:
+        """The neutral condition's image, the same with only ``feature`` pushed up, and where they differ."""
+        cell = self.state.cell(hook, timestep, pooling)
+        if feature is None:
+            raise ValueError(f"pick a feature of the SAE {cell} first")
+        feature = self.state.check_feature(cell, feature)
+        found = self.icons.icon(cell, feature)
+        moved = found.difference()
+        peak = float(moved.max())
+        return [(to_display(found.baseline, ICON_SIDE), "as is (same seed)"),
+                (to_display(found.drawn, ICON_SIDE), f"#{feature} pushed up"),
+                (heatmap_overlay(found.drawn, moved, peak, ICON_SIDE), f"where it changed: up to {peak:.0f}/255")]
+
+    def no_icon(self, *_: Any) -> list:
+        """Another feature or SAE: the previous feature's picture goes."""
+        return []
 
     def feature(self, hook: str, timestep: Any, pooling: str, feature: Any) -> tuple:
         """Summary markdown, exemplar gallery, histogram and timestep curve of one feature."""

@@ -172,5 +172,5 @@ class ExploreTab:
             wire(event.success, table_csv, table, download, api_visibility="private", show_progress="hidden")
             wire(event.success, self.note, [*inputs, fvu], status, api_visibility="private", show_progress="hidden")
         table.select(self.pick_row, None, feature, api_visibility="private")
-        FeatureDetail(self.state).build(feature.change, [*cell, feature], api_name="feature")
+        FeatureDetail(self.state).build(feature.change, [*cell, feature], icon_api_name="feature_icon", api_name="feature")
         cell[2].change(heatmap_label, cell[2], [heatmaps, no_heatmaps], api_visibility="private", queue=False)
