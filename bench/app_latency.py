@@ -6,8 +6,12 @@ afterwards):
 - explore:  an uploaded test image -> top features, heatmaps, FVU (spatial SAE at the best cell);
 - classify: an uploaded test image -> the best probe's top-5 classes;
 - steer:    a 50-step steered generation with the app's defaults (the SAE, feature count,
-            strength and window the release's steering measurement chose), plus its unsteered
-            twin when the seed is new.
+            strength and window the release's steering measurement chose, and its further SAEs),
+            plus its unsteered twin when the seed is new; and the same with three SAEs at once
+            (the app's "also steer at": mid_block and up_blocks.0 too);
+- remove:   Steer's Remove mode with the release's removal setting (metrics/removal.json), 50
+            steps: the first request (preparing the removal: the held-out images at every sampler
+            step) timed once, then removals with a new seed (removed + new unsteered).
 Then steered / unsteered generation time, timed directly in the same run, interleaved, with the
 same seed and steps (what the steering hooks cost): with the app's default window, with the
 high-noise half only and with every step steered. Targets: explore p50 < 0.5 s, classify p50 <
@@ -45,18 +49,6 @@ def timed(call: Callable[[], object], repeats: int) -> list[float]:
     return out
 
 
-def several_edit(release, backbone, images, labels, hook: str, t: int, count: int, strength: float):
-    """Class 9's most selective features of one spatial SAE clamped to their class maps, as the app does."""
-    from revelio.activations.capture import extract
-    from revelio.steering import FeatureEdit
-    from revelio.steering.selection import ClassCodeMaps
-
-    sae = release.sae(hook=hook, timestep=t, pooling="none")
-    tokens = extract(backbone, images, [hook], [t], pooling="none", seed=release.info.seed)[(hook, t)]
-    maps = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
-    return FeatureEdit(sae, clamp={f: strength * maps.map(9, f) for f in maps.selective(9, count)}, timesteps=(999, 0))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
@@ -67,16 +59,15 @@ def main() -> None:
     import torch
     from gradio_client import Client, handle_file
 
-    from revelio.activations.capture import extract
     from revelio.app import create_demo
     from revelio.app.state import AppState
     from revelio.app.steer_request import steering_defaults
+    from revelio.app.tabs.steer import SteerTab
     from revelio.app.uploads import MAX_UPLOAD_BYTES
     from revelio.formats.removal import REMOVAL, Removal
     from revelio.release import load_release
     from revelio.release.removal_measurement import prepare_removal
     from revelio.steering import FeatureEdit, steer
-    from revelio.steering.selection import ClassCodeMaps
 
     demo = create_demo("bundled")
     with socket.socket() as sock:
@@ -90,34 +81,50 @@ def main() -> None:
     image_path = Path(tempfile.mkdtemp()) / "test-image.png"
     images[labels.index(1)].save(image_path)
     hook, timestep = release.best_cell.hook, release.best_cell.timestep
-    defaults = steering_defaults(AppState(release))
+    state = AppState(release)
+    defaults = steering_defaults(state)
     steer_hook, steer_t, window = defaults.cell.hook, defaults.cell.timestep, defaults.window
     features = client.predict(steer_hook, steer_t, "none", 9, defaults.count, api_name="/suggest_features")
     seeds = iter(range(10_000))
+    also = [cell.spec for cell in defaults.also]
+    several = ["mid_block", "up_blocks.0", "up_blocks.1"]
+    three = [f"{h}:{steer_t}" for h in several if h != steer_hook]
+
+    def steer_request(also_at: list[str]) -> object:
+        return client.predict(0, next(seeds), args.steps, 2.5, steer_hook, steer_t, "none", features, "class-map", 9,
+                              defaults.strength, *window, None, None, also_at, api_name="/steer")
+
+    def remove_request() -> object:
+        return client.predict(9, next(seeds), args.steps, 2.5, 9, api_name="/remove")
+
+    start = time.perf_counter()
+    remove_request()
+    first_remove = time.perf_counter() - start
 
     results = {
         "explore": timed(lambda: client.predict(handle_file(str(image_path)), hook, timestep, "none", api_name="/explore"), args.repeats),
         "classify": timed(lambda: client.predict(handle_file(str(image_path)), hook, timestep, release.info.best_cell.probe,
                                                  api_name="/classify"), args.repeats),
-        f"steer ({args.steps} steps, steered + new unsteered)": timed(
-            lambda: client.predict(0, next(seeds), args.steps, 2.5, steer_hook, steer_t, "none", features, "class-map", 9,
-                                   defaults.strength, *window, api_name="/steer"),
-            args.steer_repeats),
+        f"steer ({args.steps} steps, steered + new unsteered)": timed(lambda: steer_request(also), args.steer_repeats),
+        f"steer, 3 SAEs ({', '.join([steer_hook, *three])})": timed(lambda: steer_request(three), args.steer_repeats),
+        f"remove ({args.steps} steps, removed + new unsteered)": timed(remove_request, args.steer_repeats),
     }
     demo.close()
 
-    backbone = release.backbone()
-    sae = release.sae(hook=steer_hook, timestep=steer_t, pooling="none")
-    tokens = extract(backbone, images, [steer_hook], [steer_t], pooling="none", seed=release.info.seed)[(steer_hook, steer_t)]
-    maps = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
-    clamp = {f: defaults.strength * maps.map(9, f) for f in features}
+    backbone, tab = state.backbone, SteerTab(state)
+
+    def app_edits(also_at: list[str], window: tuple[int, int]) -> list[FeatureEdit]:
+        """Class 9's features clamped to its maps at the main SAE and ``also_at``, as the app makes them."""
+        request = tab.request(0, 0, args.steps, 2.5, steer_hook, steer_t, "none", features, "class-map", 9, defaults.strength,
+                              *window, None, None, also_at)
+        return [FeatureEdit(state.sae(cell), clamp=clamp, timesteps=request.window)
+                for cell, clamp in tab.generator.clamps(request).items()]
+
     app_window = f"app default window t={window[0]}..{window[1]}"
     windows = {"high-noise half t=999..500": (999, 500), "every step t=999..0": (999, 0)}
     windows = {app_window: window, **{name: w for name, w in windows.items() if w != window}}  # each window timed once
-    edits = {name: [FeatureEdit(sae, clamp=clamp, timesteps=window)] for name, window in windows.items()}
-    several = ["mid_block", "up_blocks.0", "up_blocks.1"]
-    edits[f"three SAEs at once ({', '.join(several)} t={steer_t}), every step"] = [
-        several_edit(release, backbone, images, labels, hook, steer_t, len(features), defaults.strength) for hook in several]
+    edits = {name: app_edits(also, window) for name, window in windows.items()}
+    edits[f"three SAEs at once ({', '.join(several)} t={steer_t}), every step"] = app_edits(three, (999, 0))
     removal = release.read_metrics(REMOVAL, Removal)
     if removal is not None:
         setup = prepare_removal(release, backbone, ["class"], removal.hooks, args.steps)
@@ -137,12 +144,13 @@ def main() -> None:
 
     print(f"app latency on the bundled release ({args.repeats} requests each; torch threads {torch.get_num_threads()})")
     print(f"{'request':<48} {'p50 s':>8} {'p95 s':>8}")
+    print(f"{'remove, first request (prepares the removal)':<48} {first_remove:8.3f}")
     for name, seconds in results.items():
         p50, p95 = percentiles(seconds)
         print(f"{name:<48} {p50:8.3f} {p95:8.3f}")
     base = statistics.median(times["unsteered"])
     print(f"\ngeneration, {args.steps} steps, guidance 2.5, {len(features)} features clamped to class maps at {steer_hook} "
-          f"t={steer_t} (spatial SAE); unsteered median {base:.3f} s")
+          f"t={steer_t} (spatial SAE){' and ' + ', '.join(also) if also else ''}; unsteered median {base:.3f} s")
     for name in edits:
         print(f"steered, {name}: median {statistics.median(times[name]):.3f} s, "
               f"steered / unsteered = {statistics.median(times[name]) / base:.3f}")

@@ -428,14 +428,16 @@ def _raw_call(app_url: str, api: str, body: str) -> tuple[str, str]:
     ("feature", '["mid_block", 100, "sideways", 3]', "unknown SAE 'sideways'"),
     ("suggest_features", '["mid_block", 100, "none", 1, Infinity]', "number of features must be a whole number in 1..64"),
     ("suggest_features", '["mid_block", 100, "none", NaN, 4]', "the class must be one of"),
-    ("steer", '[0, Infinity, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, 999, 0, null, null]',
+    ("steer", '[0, Infinity, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, 999, 0, null, null, null]',
      "seed must be a whole number in 0..2,147,483,647; got Infinity"),
-    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1e999], "value", 0, 0, 999, 0, null, null]', "got Infinity"),
-    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, NaN, 999, 0, null, null]', "clamp value must be a number"),
-    ("steer", '[0, 0, 5, NaN, "mid_block", 100, "none", [1], "value", 0, 0, 999, 0, null, null]', "guidance must be a number"),
-    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, Infinity, 0, null, null]', "window start"),
-    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, 999, 0, null, 7]', "validation error for EditorData"),
+    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1e999], "value", 0, 0, 999, 0, null, null, null]', "got Infinity"),
+    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, NaN, 999, 0, null, null, null]', "clamp value must be a number"),
+    ("steer", '[0, 0, 5, NaN, "mid_block", 100, "none", [1], "value", 0, 0, 999, 0, null, null, null]', "guidance must be a number"),
+    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, Infinity, 0, null, null, null]', "window start"),
+    ("steer", '[0, 0, 5, 2.5, "mid_block", 100, "none", [1], "value", 0, 0, 999, 0, null, 7, null]', "validation error for EditorData"),
     ("features", '["mid_block", 100, "none", 12]', "the search must be text"),
+    ("remove", '[1, NaN, 25, 4.0, "Trouser", null]', "seed must be a whole number"),
+    ("remove", '[1, 0, 25, 4.0, [3], null]', "the class must be one of"),
 ])
 def test_numbers_json_sends_get_a_message(app_url, api, body, message):
     event, data = _raw_call(app_url, api, f'{{"data": {body}}}')

@@ -3,8 +3,9 @@
 Explore: clicking examples explores them, and the bar chart always shows the table's features;
 clicking a table row shows that feature. Steer: Generate at the defaults turns the baseline into
 the target class, a mask painted on the baseline keeps the change inside it, progress shows per
-denoising step, switching to the pooled SAE switches the clamp mode, and an error leaves the last
-result in place. Atlas: search, row clicks, CSV download.
+denoising step, switching to the pooled SAE switches the clamp mode, an error leaves the last
+result in place, and several SAEs steer at once. Remove: a concept picked and removed, before and
+after with the probe's reading of each. Atlas: search, row clicks, CSV download.
 The screenshots land in artifacts/screenshots/*-in-use.png (docs/screenshots come from them).
 """
 
@@ -366,3 +367,57 @@ def test_atlas_tables_show_every_column_and_a_search_without_match_says_so(app_u
     page.wait_for_function(f"() => ({TABLE})('Features by purity').length > 0", timeout=30_000)
     assert all(row[1].startswith("mixed: ") for row in page.evaluate(TABLE, "Features by purity"))
     screenshot(page, "atlas-search", top="Feature browser")
+
+
+
+def pick(page, label: str, value) -> None:
+    """Pick ``value`` in the visible dropdown labelled ``label`` (a label may hold an apostrophe)."""
+    box = page.locator(f'input[aria-label="{label}"]:visible')
+    box.click()
+    box.fill(str(value))
+    page.wait_for_timeout(300)
+    box.press("Enter")
+    page.wait_for_timeout(500)
+
+
+def test_remove_a_concept_shows_before_after_and_the_probe(app_url, page):
+    page.goto(app_url + "?tab=steer")
+    page.wait_for_timeout(3000)
+    page.get_by_role("tab", name="Remove a concept").click()  # Steer's second mode
+    pick(page, "Generate class (the model's own classes)", "Trouser")
+    pick(page, "Concept to remove", "Trouser")
+    page.get_by_text("Seed, sampler steps and guidance").click()
+    seed = page.locator("input[aria-label^='Seed for removal']:visible")
+    seed.fill("1")
+    seed.press("Tab")
+    page.get_by_role("button", name="Remove", exact=True).click()
+    # the first removal prepares it (about 12 s on one CPU thread), then generates twice
+    page.wait_for_function(f"() => ({IMAGE_SRC})('After (concept removed)') !== null", timeout=180_000)
+    page.wait_for_timeout(1000)
+    before, after = (page.evaluate(PROBE_LABEL, label) for label in ("Probe before", "Probe after"))
+    assert before == "Trouser" and after not in (None, "Trouser"), (before, after)
+    change = np.abs(fetch_image(page, page.evaluate(IMAGE_SRC, "Before (nothing removed)"))
+                    - fetch_image(page, page.evaluate(IMAGE_SRC, "After (concept removed)"))).mean()
+    assert change > 5, change
+    text = page.locator(".revelio-remove-note").inner_text()
+    assert "Removed Trouser with replace at mid_block, up_blocks.0" in text and "metrics/removal.json" in text, text
+    screenshot(page, "remove")
+    page.goto(app_url + "?tab=remove")  # a link opens the mode directly
+    page.wait_for_function("() => [...document.querySelectorAll('input[aria-label=\"Concept to remove\"]')]"
+                           ".some(e => e.offsetParent)", timeout=30_000)
+
+
+def test_steering_at_several_saes_at_once(app_url, page):
+    page.goto(app_url + "?tab=steer")
+    page.wait_for_timeout(3000)
+    for cell in ("mid_block at t=100", "up_blocks.0 at t=100"):
+        pick(page, "Also steer at (further SAEs of the same kind)", cell)
+    page.get_by_role("button", name="Generate").click()
+    page.wait_for_function("() => document.body.innerText.includes('Steered at 3 SAEs at once')", timeout=120_000)
+    page.wait_for_timeout(1000)
+    text = page.locator("body").inner_text()
+    for cell in ("up_blocks.1 at t=100", "mid_block at t=100", "up_blocks.0 at t=100"):
+        assert f"Clamped at {cell}" in text, cell
+    baseline, steered = (page.evaluate(PROBE_LABEL, f"Probe on the {image}") for image in ("baseline", "steered image"))
+    assert baseline != "Trouser" and steered == "Trouser", (baseline, steered)
+    screenshot(page, "steer-several")

@@ -144,8 +144,10 @@ class RemoveTab:
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=320):
                 condition, negative_prompt = condition_inputs(state)
-                concept = gr.Dropdown(concepts, value=concepts[1][1] if len(concepts) > 1 else None, filterable=True,
-                                      label="Concept to remove")
+                first = concepts[0][1] if concepts else None  # a text model's example prompt names each set's first
+                if list(state.backbone.class_names or []) == state.class_names and len(state.class_names) > 1:
+                    condition.value = first = 1  # a model of the release's classes generates the one it removes
+                concept = gr.Dropdown(concepts, value=first, filterable=True, label="Concept to remove")
                 remove = gr.Button("Remove", variant="primary", interactive=spatial and bool(concepts))
                 gr.Markdown("Generates the image as usual (reused from Steer when the same) and again with the concept "
                             "removed; the first removal of a label set at a step count prepares it (seconds).",
