@@ -653,7 +653,8 @@ def test_several_saes_at_once_clamp_at_each(client):
     sections = note.split("Clamped at ")[1:]
     assert [part.split(",")[0].split(" (")[0] for part in sections] == ["up_blocks.1 at t=100", "mid_block at t=100",
                                                                          "up_blocks.0 at t=100"]
-    assert all(part.count("× its Trouser map") == 8 for part in sections)  # as many features at each
+    assert sections[0].count("→ 2 × its Trouser map") == 8  # the main SAE: a line per feature
+    assert all(", 8 features each to 2 × its Trouser map: #" in part for part in sections[1:])  # as many at each
     # the further SAEs changed the image: ignoring them would give the one-SAE picture (same seed, same main clamp)
     a, b = (np.asarray(Image.open(image["path"]).convert("L"), dtype=np.float32) for image in (one, several))
     assert np.abs(a - b).mean() > 1, np.abs(a - b).mean()

@@ -399,7 +399,7 @@ def test_remove_a_concept_shows_before_after_and_the_probe(app_url, page):
     change = np.abs(fetch_image(page, page.evaluate(IMAGE_SRC, "Before (nothing removed)"))
                     - fetch_image(page, page.evaluate(IMAGE_SRC, "After (concept removed)"))).mean()
     assert change > 5, change
-    text = page.locator(".revelio-remove-note").inner_text()
+    text = page.locator(".block.revelio-remove-note").inner_text()
     assert "Removed Trouser with replace at mid_block, up_blocks.0" in text and "metrics/removal.json" in text, text
     screenshot(page, "remove")
     page.goto(app_url + "?tab=remove")  # a link opens the mode directly
@@ -420,4 +420,4 @@ def test_steering_at_several_saes_at_once(app_url, page):
         assert f"Clamped at {cell}" in text, cell
     baseline, steered = (page.evaluate(PROBE_LABEL, f"Probe on the {image}") for image in ("baseline", "steered image"))
     assert baseline != "Trouser" and steered == "Trouser", (baseline, steered)
-    screenshot(page, "steer-several")
+    screenshot(page, "steer-several", top="Probe on the baseline")

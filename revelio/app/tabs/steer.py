@@ -103,18 +103,27 @@ class SteerTab:
                             target, strength, t_high, t_low, negative_prompt, mask, blobs, also_at=also_at)
 
     def note(self, request: SteeringRequest, clamps: Clamps) -> str:
-        """What was clamped at each SAE, each feature with its label and what ranked it."""
+        """What was clamped at each SAE: the main one's features each with its label, what ranked it and
+        its clamp; each further SAE's in one line (its suggested features, clamped alike)."""
         target_name = self.state.names(request.target.label_set)[request.target.index]
         where = (f" inside the painted mask ({100 * float(request.mask.mean()):.0f}% of the image)"
                  if request.mask is not None else "")
         parts = []
         for cell, clamp in clamps.items():
-            lines = "\n".join(
-                f"- {self.state.feature_label(cell, f)} [{selection_reason(self.state, cell, f, request.target)}] → "
-                + (f"{request.strength:g} × its {target_name} map" if isinstance(v, torch.Tensor) else f"{v:.3g}")
-                for f, v in clamp.items())
-            parts.append(f"Clamped at {cell}{where}, from t={request.window[0]} down to t={request.window[1]}:\n\n"
-                         + (lines or f"- nothing: no feature of this SAE is suggested for {target_name}"))
+            window = f"Clamped at {cell}{where}, from t={request.window[0]} down to t={request.window[1]}"
+            if not clamp:
+                parts.append(f"{window}: nothing, no feature of this SAE is suggested for {target_name}.")
+            elif cell == request.cell:
+                parts.append(f"{window}:\n\n" + "\n".join(
+                    f"- {self.state.feature_label(cell, f)} [{selection_reason(self.state, cell, f, request.target)}] → "
+                    + (f"{request.strength:g} × its {target_name} map" if isinstance(v, torch.Tensor) else f"{v:.3g}")
+                    for f, v in clamp.items()))
+            else:  # a further SAE: its suggested features in one line, all clamped alike
+                value = next(iter(clamp.values()))
+                to = (f"{request.strength:g} × its {target_name} map" if isinstance(value, torch.Tensor)
+                      else f"{request.strength:g} × its largest training activation (or typical activation × k)")
+                parts.append(f"{window}, {len(clamp)} features each to {to}: "
+                             + ", ".join(self.state.feature_label(cell, f) for f in clamp) + ".")
         if len(clamps) > 1:
             parts.insert(0, f"Steered at {len(clamps)} SAEs at once ({', '.join(c.spec for c in clamps)}); at each further "
                             f"SAE the {len(request.features)} features suggested for {target_name} there.")
