@@ -66,6 +66,7 @@ SAE_GRID = "sae_grid"
 QUALITY_GATE = "quality_gate"
 MONOSEMANTICITY = "monosemanticity"
 STEERING = "steering"
+REMOVAL = "removal"  # revelio.formats.removal.Removal
 
 
 def label_set_key(column: str) -> str:

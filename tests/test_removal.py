@@ -6,18 +6,33 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+import revelio
 from revelio.data.datasets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR
+from revelio.errors import ConfigError
 from revelio.formats.removal import Removal
 from revelio.probes.reference_classifier import ReferenceClassifier, frechet_distance
+from revelio.release.removal_measurement import (
+    RemovalMeasureConfig,
+    Source,
+    caption_template,
+    combinations,
+    measure_removal,
+    prepare_removal,
+    retention,
+    sources,
+)
 from revelio.sae import KSparseAutoencoder
 from revelio.steering import steer
 from revelio.steering.removal import ConceptRemoval, ConceptStatistics, StepRemoval, concept_removal
 from tests.leaks import count_forward_hooks
+from tests.two_label_sets import COLOURS, SHAPES, build_two_label_set_release
 
 ROOT = Path(__file__).resolve().parents[1]
 HOOK = "mid_block"
@@ -217,3 +232,72 @@ def test_removal_measurement_runs_on_the_bundled_release(tmp_path):
     assert json.loads((tmp_path / "removal.json").read_text())["config"]["features"] == 2
     failed = subprocess.run([sys.executable, "train/measure_removal.py", "--methods", "erase"], capture_output=True, text=True, cwd=ROOT)
     assert failed.returncode != 0 and "methods must be some of" in failed.stderr
+
+
+def test_text_sources_cover_every_concept_of_every_label_set_at_least_twice():
+    for sizes in ({"class": 10, "colour": 6}, {"shape": 3, "colour": 2}, {"a": 4, "b": 4}):
+        rows = combinations(sizes)
+        assert len(rows) == 2 * max(sizes.values()) and len({tuple(r.items()) for r in rows}) == len(rows), "distinct prompts"
+        for name, size in sizes.items():
+            assert set(Counter(r[name] for r in rows)) == set(range(size)) and min(Counter(r[name] for r in rows).values()) >= 2
+        by_first = {}
+        for r in rows:
+            by_first.setdefault(r[next(iter(sizes))], set()).add(tuple(r.items()))
+        assert all(len(v) == 2 for v in by_first.values()), "each concept of the largest set twice, beside different others"
+
+
+def test_cra_is_the_other_label_sets_recognition_on_every_image():
+    sources = [Source(i, f"s{i}", f"s{i}", {"shape": i % 2, "colour": i // 2}) for i in range(4)]
+    # shapes: source 0 (shape 0) misread once; colours: sources 2 and 3 (colour 1) read as colour 0 half the time
+    predicted = {"shape": {0: torch.tensor([1, 0]), 1: torch.tensor([1, 1]), 2: torch.tensor([0, 0]), 3: torch.tensor([1, 1])},
+                 "colour": {0: torch.tensor([0, 0]), 1: torch.tensor([0, 0]), 2: torch.tensor([1, 0]), 3: torch.tensor([0, 1])}}
+    ua, ira, cra = retention(sources, predicted, "shape", 0)
+    assert (ua, ira) == (0.25, 1.0), "UA: shape-0 images not read as shape 0; IRA: shape-1 images read as shape 1"
+    assert cra == 0.75, "CRA of removing a shape is the colour judge's recognition on all images"
+    ua, ira, cra = retention(sources, predicted, "colour", 1)
+    assert (ua, ira, cra) == (0.5, 1.0, 0.875), "removing a colour: UA and IRA by colour, CRA by shape"
+    assert retention([Source(0, "a", 0, {"class": 0}), Source(1, "b", 1, {"class": 1})],
+                     {"class": {0: torch.tensor([1]), 1: torch.tensor([1])}}, "class", 0)[2] is None, "one label set: no CRA"
+
+
+@pytest.fixture(scope="module")
+def two_sets(tmp_path_factory) -> revelio.Release:
+    return build_two_label_set_release(tmp_path_factory.mktemp("removal-two-sets"))
+
+
+@pytest.mark.build
+def test_removal_on_a_text_release_measures_ua_ira_and_cra_across_its_label_sets(two_sets, tmp_path):
+    backbone = two_sets.backbone(device="cpu")
+    found = sources(two_sets, backbone, ["shape", "colour"])
+    assert [s.condition for s in found] == ["a red disc", "a blue bar", "a red ring", "a blue disc", "a red bar", "a blue ring"]
+    config = RemovalMeasureConfig(release=str(two_sets.root), hooks=two_sets.hooks, features=2, per_source=1, steps=2,
+                                  real_images=12, out=tmp_path)
+    result = measure_removal(config, two_sets, backbone)
+    assert result.label_sets == ["shape", "colour"] and set(result.baseline.accuracy) == {"shape", "colour"}
+    assert Removal.read(tmp_path / "removal.json") == result
+    for method in result.methods.values():
+        assert list(method.per_concept) == SHAPES + list(COLOURS)
+        assert method.mean_cra == pytest.approx(sum(r.cra for r in method.per_concept.values()) / 5)
+        for name, row in method.per_concept.items():
+            other = "colour" if row.label_set == "shape" else "shape"
+            assert row.label_set == ("shape" if name in SHAPES else "colour")
+            assert row.cra is not None and row.baseline_cra == pytest.approx(result.baseline.accuracy[other]), \
+                f"removing {name!r} ({row.label_set}) is CRA-judged by the {other} set on the unedited images"
+    setup = prepare_removal(two_sets, backbone, ["colour"], two_sets.hooks[-1:], steps=2)
+    assert setup.edits("colour", 1, "replace", 2) and set(setup.statistics) == {"colour"}
+
+
+@pytest.mark.build
+def test_removal_refuses_what_a_release_cannot_measure(two_sets, backbones):
+    text = two_sets.backbone(device="cpu")
+    with pytest.raises(ConfigError, match="no label set 'size'.*\\['shape', 'colour'\\]"):
+        prepare_removal(two_sets, text, ["size"], two_sets.hooks, steps=2)
+    with pytest.raises(ConfigError, match="no label set 'size'"):
+        measure_removal(RemovalMeasureConfig(release=str(two_sets.root), label_sets=["size"], hooks=two_sets.hooks), two_sets, text)
+    with pytest.raises(ConfigError, match="a text model with a caption template or a model conditioned on"):
+        sources(two_sets, backbones["pixel-class"], ["shape"])
+    untemplated = SimpleNamespace(info=SimpleNamespace(caption_template=None), label_sets=["shape", "colour"])
+    with pytest.raises(ConfigError, match="caption template over its label sets"):
+        caption_template(untemplated, SimpleNamespace(conditioning="text", prompt_template=None))
+    with pytest.raises(ConfigError, match="not hooks of this release"):
+        prepare_removal(two_sets, text, ["shape"], ["down_blocks.9"], steps=2)

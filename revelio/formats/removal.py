@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from revelio.formats.schema import JsonSchema
+from revelio.layout import REMOVAL
 
-REMOVAL = "removal"  # metrics/<REMOVAL>.json
+__all__ = ["REMOVAL", "ConceptRemovalRow", "Removal", "RemovalBaseline", "RemovalMethod"]  # REMOVAL: metrics/<REMOVAL>.json
 
 
 @dataclass
