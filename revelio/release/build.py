@@ -42,7 +42,6 @@ from revelio.layout import (
     DATASET_FILE,
     EXTRACTION_RUN_FILE,
     MODEL_DIR,
-    MONOSEMANTICITY,
     PROBE_GRID,
     PROBES_DIR,
     QUALITY_GATE,
@@ -57,7 +56,7 @@ from revelio.layout import (
     sae_subfolder,
 )
 from revelio.models import Backbone, load_backbone
-from revelio.release.card import label_set_summary, render_card
+from revelio.release.card import write_card
 from revelio.release.exemplars import thumbnail_side, write_exemplars, write_held_out_examples
 from revelio.release.label_set_stats import write_label_set_stats
 from revelio.release.load import Release, load_release
@@ -364,17 +363,8 @@ def stage_steering(build: Build) -> None:
 
 
 def stage_card(build: Build) -> None:
-    quality_path = metrics_file(build.out, QUALITY_GATE)
-    quality = QualityGate.read(quality_path).to_json() if build.gate_skipped is None else None
-    further = []
-    for label_set in build.further_label_sets:
-        view = build.view(label_set)
-        purity = view.read_metrics(MONOSEMANTICITY, Monosemanticity)
-        further.append(label_set_summary(label_set, view.class_names, view.read_metrics(PROBE_GRID, ProbeGrid).to_json(),
-                                         purity and purity.to_json(), build.hooks, build.config.timesteps))
-    render_card(build.info.to_json(), ProbeGrid.read(metrics_file(build.out, PROBE_GRID)).to_json(),
-                build.sae_grid.to_json()["rows"], quality, build.config.repo_id or build.out.as_posix(), build.out,
-                build.purity.to_json(), further)
+    # read afresh: the steering stage rewrote release.json (its commands) after build.release was loaded
+    write_card(load_release(build.out), build.config.repo_id or build.out.as_posix())
 
 
 STAGES: list[tuple[str, Callable[[Build], None]]] = [

@@ -6,7 +6,11 @@ from pathlib import Path
 
 from revelio.bundled import is_bundled
 from revelio.data.datasets import COLOUR_FASHION_MNIST, FASHION_MNIST, FASHION_MNIST_HUB
+from revelio.formats.removal import REMOVAL
 from revelio.grid import POOLING_NAMES
+from revelio.layout import MONOSEMANTICITY, PROBE_GRID, QUALITY_GATE, SAE_GRID, STEERING, metrics_file
+from revelio.release.load import Release
+from revelio.storage.files import read_json
 
 CARD_TEMPLATE = Path(__file__).resolve().parents[2] / "hub_cards" / "release.md"
 
@@ -28,6 +32,58 @@ def purity_tables(purity: dict | None, hooks: list[str], timesteps: list[int]) -
     return tables
 
 
+def _number(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def steering_summary(steering: dict | None, where: str) -> str:
+    """The steering measurement (steering.json at ``where``) as a line of settings and a table per class."""
+    if not steering:
+        return ""
+    side = steering["side_effect"]
+    lines = [f"Steering (`{where}`, `train/measure_steering.py`): {steering['features_per_class']} features per class clamped "
+             f"at {', '.join(steering['cells'])} ({steering['clamp_to']}, strength {steering['strength']:g}, "
+             f"t {steering['window'][0]}..{steering['window'][1]}), {steering['num_inference_steps']} steps, judged by the "
+             f"{steering['judge']}: **mean success {steering['mean_success']:.3f}** (unsteered {steering['mean_baseline']:.3f}); "
+             f"unrelated features clamped the same way relabel {side['unrelated_class_change_rate']:.3f} of the images "
+             f"(budget {steering['budget']:g}). Fréchet distances on the reference classifier's features to real images of "
+             "the target class: steered, the same seeds unsteered, the model's own images of the class, real vs real.", "",
+             "| target | success | unsteered | Fréchet steered | unsteered | model's own | real floor |", "|---|---|---|---|---|---|---|"]
+    for name, row in steering["per_class"].items():
+        lines.append(f"| {name} | {row['success']:.2f} | {row['baseline']:.2f} | {_number(row.get('frechet_steered'), 1)} | "
+                     f"{_number(row.get('frechet_unsteered'), 1)} | {_number(row.get('frechet_model'), 1)} | "
+                     f"{_number(row.get('frechet_real'), 1)} |")
+    return "\n".join(lines)
+
+
+def removal_summary(removal: dict | None) -> str:
+    """The removal measurement (metrics/removal.json): settings, then UA / IRA / CRA, Fréchet distance and
+    artifact share per concept for every method."""
+    if not removal:
+        return ""
+    methods, base = removal["methods"], removal["baseline"]
+    lines = [f"Concept removal (`metrics/removal.json`, `train/measure_removal.py`): {removal['features']} features per block "
+             f"and sampler step at {', '.join(removal['hooks'])}, {removal['num_inference_steps']} steps, "
+             f"{removal['images_per_source']} images per source, judged by the {removal['judge']}. UA: the removed concept is "
+             "gone; IRA: the other concepts of its label set stay; CRA: the other label sets' concepts stay. The app removes "
+             f"with **{removal['app_method']}** ({removal['app_method_reason']}). Unedited: Fréchet {base['frechet']:.1f} "
+             f"(real vs real {base['frechet_real']:.1f}), artifact share {base['artifact_share']:.3f} (real "
+             f"{base['artifact_share_real']:.3f}).", "",
+             "| concept | " + " | ".join(f"{m}: UA / IRA / CRA | Fréchet / artifacts" for m in methods) + " |",
+             "|---|" + "---|---|" * len(methods)]
+    first = next(iter(methods.values()))
+    for concept, row in first["per_concept"].items():
+        cells = []
+        for method in methods.values():
+            r = method["per_concept"][concept]
+            cells.append(f"{r['ua']:.2f} / {r['ira']:.2f} / {_number(r['cra'], 2)} | {r['frechet']:.1f} / {r['artifact_share']:.2f}")
+        lines.append(f"| {concept} ({row['label_set']}) | " + " | ".join(cells) + " |")
+    lines.append("| **mean** | " + " | ".join(
+        f"**{m['mean_ua']:.3f} / {m['mean_ira']:.3f} / {_number(m['mean_cra'])}** | {m['mean_frechet']:.1f} / {m['artifact_share']:.3f}"
+        for m in methods.values()) + " |")
+    return "\n".join(lines)
+
+
 def label_set_summary(name: str, names: list[str], probe_grid: dict, purity: dict | None, hooks: list[str],
                       timesteps: list[int]) -> dict:
     """What the card says of a further label set."""
@@ -37,10 +93,12 @@ def label_set_summary(name: str, names: list[str], probe_grid: dict, purity: dic
 
 
 def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dict | None, load_name: str, out: Path,
-                purity: dict | None = None, label_sets: list[dict] | None = None) -> None:
+                purity: dict | None = None, label_sets: list[dict] | None = None, steering: list[str] | None = None,
+                removal: str = "") -> None:
     """README.md from hub_cards/release.md: YAML metadata plus the grid tables; ``load_name`` is what
     ``load_release`` takes to open this release (its Hub repo id, "bundled", or its folder);
-    ``label_sets``: each further label set's name, names, best probe, pixel baseline and purity tables."""
+    ``label_sets``: each further label set's name, names, best probe, pixel baseline and purity tables;
+    ``steering`` and ``removal``: :func:`steering_summary` per label set and :func:`removal_summary`."""
     from huggingface_hub import ModelCard, ModelCardData
 
 
@@ -73,5 +131,28 @@ def render_card(info: dict, probe_grid: dict, sae_rows: list[dict], quality: dic
         purity_tables=purity_tables(purity, hooks, timesteps), purity_images=(purity or {}).get("images"),
         purity_top_k=(purity or {}).get("top_k"), label_sets=label_sets or [], default_label_set=info.get("default_label_set"),
         caption_template=info.get("caption_template"), noising=info.get("noising", "ddpm"),
+        steering=[text for text in steering or [] if text], removal=removal,
     )
     card.save(out / "README.md")
+
+
+def write_card(release: Release, load_name: str) -> None:
+    """README.md of the release in its folder, from its files alone: after a build, or after a
+    measurement (steering, removal) was redone, the card says what the metrics now say."""
+    root = release.root
+    # a bundled card names its folder as the repository does
+    shown = root.resolve().relative_to(Path.cwd()) if root.resolve().is_relative_to(Path.cwd()) else root
+
+    def metrics(name: str, view: Release = release) -> dict | None:
+        path = metrics_file(view.labels_root, name)
+        return read_json(path) if path.is_file() else None
+
+    info, hooks, timesteps = release.info, release.info.hooks, release.info.timesteps
+    views = [release.with_label_set(name) for name in release.label_sets[1:]]
+    further = [label_set_summary(view.label_set_name, view.class_names, metrics(PROBE_GRID, view), metrics(MONOSEMANTICITY, view),
+                                 hooks, timesteps) for view in views]
+    steering = [steering_summary(found, metrics_file(view.labels_root, STEERING).relative_to(root).as_posix())
+                for view in [release, *views] if (found := metrics(STEERING, view))]
+    render_card(info.to_json(), metrics(PROBE_GRID), metrics(SAE_GRID)["rows"],
+                None if info.quality_gate_skipped else metrics(QUALITY_GATE), load_name, shown, metrics(MONOSEMANTICITY),
+                further, steering, removal_summary(metrics(REMOVAL)))
