@@ -41,6 +41,7 @@ from revelio.grid import POOLINGS, Cell, Pooling
 from revelio.layout import (
     DATASET_FILE,
     EXTRACTION_RUN_FILE,
+    HELD_OUT_FILE,
     MODEL_DIR,
     PROBE_GRID,
     PROBES_DIR,
@@ -386,7 +387,8 @@ def _steering_done(steering: SteeringMeasureConfig, view: Release) -> bool:
     path = metrics_file(view.labels_root, STEERING)
     if not path.is_file() or read_json(path).get("config") != to_json(steering):
         return False
-    inputs = [*(Path(steering.release) / SAES_DIR).rglob(WEIGHTS_FILE), metrics_file(view.labels_root, PROBE_GRID)]
+    inputs = [*(Path(steering.release) / SAES_DIR).rglob(WEIGHTS_FILE), metrics_file(view.labels_root, PROBE_GRID),
+              Path(steering.release) / HELD_OUT_FILE]  # class maps come from the held-out images
     return all(path.stat().st_mtime >= p.stat().st_mtime for p in inputs if p.is_file())
 
 

@@ -24,7 +24,7 @@ from revelio.layout import (
     sae_subfolder,
 )
 from revelio.sae.model import STATS_FILE
-from revelio.storage.files import read_safetensors, write_safetensors
+from revelio.storage.files import holds, read_safetensors, write_safetensors
 
 # The thumbnails' side: the model's resolution, at most this many pixels.
 MAX_THUMBNAIL_SIDE = 128
@@ -80,11 +80,13 @@ def write_held_out_examples(out: Path, dataset: str, split: str, image_column: s
     for row, label in enumerate(labels):
         groups.setdefault(label, {}).setdefault(combinations[row], []).append(row)
     index = sorted(row for by_combination in groups.values() for row in _in_turn(list(by_combination.values()), per_class))
-    write_safetensors({
+    tensors = {
         "images": _image_array(data.dataset, data.image_column, index, side),
         "labels": torch.tensor([labels[i] for i in index], dtype=torch.long),
         "dataset_index": torch.tensor(index, dtype=torch.long),
         **{label_set_key(column): torch.tensor([data.dataset[i][column] for i in index], dtype=torch.long)
            for column in list(data.label_sets)[1:]},
-    }, out / HELD_OUT_FILE)
+    }
+    if not holds(out / HELD_OUT_FILE, tensors):  # a rebuild keeps it as it was: measurements made on it stay valid
+        write_safetensors(tensors, out / HELD_OUT_FILE)
     return len(index)

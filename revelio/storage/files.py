@@ -61,6 +61,20 @@ def write_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
     write_atomic(path, lambda temporary: save_file(tensors, str(temporary), metadata))
 
 
+def holds(path: str | os.PathLike, tensors: dict[str, torch.Tensor]) -> bool:
+    """Whether the safetensors file at ``path`` already holds exactly ``tensors``: a stage that would
+    write the same file again leaves it (and its modification time, which later stages' done-checks
+    compare against) alone."""
+    if not Path(path).is_file():
+        return False
+    try:
+        found = read_safetensors(path)
+    except ArtifactFormatError:
+        return False
+    return found.keys() == tensors.keys() and all(
+        found[k].dtype == v.dtype and found[k].shape == v.shape and torch.equal(found[k], v.cpu()) for k, v in tensors.items())
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file; pickles and damaged files get a clear refusal."""
     try:
