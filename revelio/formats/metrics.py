@@ -134,12 +134,24 @@ class Monosemanticity(JsonSchema):
 
 @dataclass
 class ClassSteering:
-    """Steering towards one class: the features clamped at each SAE, their labels, how often it worked."""
+    """Steering towards one class: the features clamped at each SAE, their labels, how often it worked,
+    and how real the steered images look (``frechet_*``: Fréchet distances on the reference
+    classifier's features to real test images of the class; None without a reference classifier):
+    the steered images, the same seeds unsteered, the model's own images of the class, and as many
+    other real images of it (the floor). Every set compared has as many images as were steered."""
 
     features: list[list[int]]
     labels: list[list[str]]
     success: float
     baseline: float
+    frechet_steered: float | None = None
+    frechet_unsteered: float | None = None
+    frechet_model: float | None = None
+    frechet_real: float | None = None
+    # with Steering.exemplars: the row of Release.held_out_examples() whose maps the clamps follow, and
+    # the share of validation images (other seeds) each candidate steered here, in held-out order
+    exemplar: int | None = None
+    exemplar_validation: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -166,6 +178,7 @@ class SweepPoint:
     class_steering_mean_abs_pixel_change: float
     class_steering_class_change_rate: float
     success_per_class: dict[str, float]
+    frechet_steered_per_class: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -203,6 +216,9 @@ class Steering(JsonSchema):
     sources: list[SteeringSource] = field(default_factory=list)
     sweep: list[SweepPoint] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    # None: class-map clamps follow each class's mean maps over the held-out images; a number: each
+    # class's follow one held-out image's maps (ClassSteering.exemplar), chosen among its first this many
+    exemplars: int | None = None
 
     @property
     def steered_cells(self) -> list[Cell]:

@@ -9,7 +9,8 @@ classes otherwise, and one unconditional source for unconditional models. A judg
 images are c: the release's reference classifier (trained on real images only) when it has one,
 else its best probe. The same number of features unrelated to any class (the heaviest ones that
 no class's selection picks), clamped the same way, shows how far a clamp of as many features
-moves images that it should not (pixel change, class changes).
+moves images that it should not (pixel change, class changes). With a reference classifier, how
+real the images steered towards c look is measured too (:mod:`revelio.release.steering_quality`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import logging
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -34,12 +35,22 @@ from revelio.grid import Cell
 from revelio.layout import REFERENCE_CLASSIFIER_DIR, STEERING
 from revelio.models import Backbone
 from revelio.probes.classify_images import classify
+from revelio.probes.reference_classifier import ReferenceClassifier
 from revelio.release.load import Release, load_release
+from revelio.release.steering_quality import ClassQuality
 from revelio.sae import KSparseAutoencoder
 from revelio.steering import FeatureEdit, steer
-from revelio.steering.selection import ClassCodeMaps, clamp_targets, steering_features, unrelated_features, value_unit
+from revelio.steering.selection import (
+    ClassCodeMaps,
+    clamp_targets,
+    nth_of_each_class,
+    steering_features,
+    unrelated_features,
+    value_unit,
+)
 
 log = logging.getLogger(__name__)
+VALIDATION_SEED = 500  # added to a source's seed for the images that choose exemplars (sources are 1000 apart)
 
 
 @dataclass
@@ -52,6 +63,11 @@ class SteeringMeasureConfig:
     pooling: Literal["mean", "none"] = option("none")
     clamp_to: Literal["class-map", "max"] = option("class-map")
     features_per_class: int = option(16, "per SAE")
+    exemplars: int | None = option(
+        None, "class-map: clamp each class's features (still chosen on all held-out images) to the maps of one real "
+              "held-out image instead of the mean maps: of its first this many, the one whose clamps turn most images "
+              "from other seeds than the measurement's into the class (default: the mean maps)")
+    exemplar_strength: float = option(1.5, "the strength the exemplars are chosen at")
     min_frequency: float = option(0.005, "features rarer than this are not chosen (class or unrelated)")
     strengths: list[float] = option([2.0], "each multiplies the class map (or the max activation); several: a sweep")
     budget: float = option(0.25, "most share of images the unrelated-feature clamps may relabel at the chosen strength")
@@ -73,6 +89,9 @@ def checked_cells(config: SteeringMeasureConfig) -> list[Cell]:
         raise ConfigError(f"window is two timesteps, T_HIGH T_LOW (e.g. 999 0); got {config.window}")
     if config.clamp_to == "class-map" and config.pooling != "none":
         raise ConfigError("clamp_to 'class-map' needs spatial SAEs (pooling 'none'); use clamp_to 'max' for pooled ones")
+    if config.exemplars is not None and (config.clamp_to != "class-map" or config.exemplars < 1):
+        raise ConfigError(f"exemplars (got {config.exemplars}) is how many held-out images of each class (at least 1) "
+                          "to choose the one whose maps the clamps follow from; it needs clamp_to 'class-map'")
     try:
         return [Cell.parse(spec, config.pooling) for spec in config.cells]
     except ValueError as err:
@@ -81,17 +100,27 @@ def checked_cells(config: SteeringMeasureConfig) -> list[Cell]:
 
 @dataclass
 class _Steering:
-    """What one measurement steers with: the SAEs (with class maps when clamping to them) and how to generate."""
+    """What one measurement steers with: the SAEs (with class maps when clamping to them) and how to generate.
+
+    ``saes`` holds the maps of every held-out image, which choose the features; ``targets`` the maps
+    the chosen features are clamped to (the same, or with ``exemplars`` one held-out image's per class,
+    ``exemplar`` its row); ``tokens`` the held-out images' activations at each SAE's hook.
+    """
 
     config: SteeringMeasureConfig
     backbone: Backbone
     saes: list[tuple[KSparseAutoencoder, ClassCodeMaps | None]]
     labels: dict[int, list[str]]  # id(sae) -> its features' labels by the app's evidence rule, computed once
+    targets: list[ClassCodeMaps | None]
+    tokens: list[torch.Tensor]
+    held_out_labels: list[int]
+    exemplar: list[int] | None = None
 
-    def edits(self, target: int | None, strength: float) -> list[FeatureEdit]:
-        """One FeatureEdit per SAE: class ``target``'s selective features, or (None) unrelated ones."""
+    def edits(self, target: int | None, strength: float, targets: list[ClassCodeMaps | None] | None = None) -> list[FeatureEdit]:
+        """One FeatureEdit per SAE: class ``target``'s selective features, or (None) unrelated ones,
+        clamped to ``targets`` (default: the measurement's)."""
         config, edits = self.config, []
-        for sae, maps in self.saes:
+        for (sae, maps), values in zip(self.saes, targets or self.targets):
             stats, n = sae.feature_stats, config.features_per_class
             select = partial(steering_features, stats, n=n, maps=maps, min_frequency=config.min_frequency)
             if target is None:
@@ -99,15 +128,15 @@ class _Steering:
                 chosen = unrelated_features(stats, n, config.min_frequency, used, None if maps is None else maps.mass())
             else:
                 chosen = select(target)
-            clamp = clamp_targets(chosen, strength, stats, maps, target, value_unit(sae))
+            clamp = clamp_targets(chosen, strength, stats, values, target, value_unit(sae))
             if clamp:  # an SAE may have no feature that qualifies
                 edits.append(FeatureEdit(sae, clamp=clamp, timesteps=(config.window[0], config.window[1])))
         return edits
 
-    def images(self, source: Source, edits: list[FeatureEdit] | None) -> torch.Tensor:
-        """``source.count`` images of one source in [0, 1], steered by ``edits``, seeded by the source."""
+    def images(self, source: Source, edits: list[FeatureEdit] | None, offset: int = 0) -> torch.Tensor:
+        """``source.count`` images of one source in [0, 1], steered by ``edits``, seeded by the source (and ``offset``)."""
         config = self.config
-        kwargs = {"seed": config.seed + 1000 * source.index, "num_images": source.count, "num_inference_steps": config.steps,
+        kwargs = {"seed": config.seed + offset + 1000 * source.index, "num_images": source.count, "num_inference_steps": config.steps,
                   "guidance_scale": config.guidance_scale, "output_type": "pt"}
         if not edits:
             return self.backbone.generate(source.condition, **kwargs)
@@ -162,10 +191,17 @@ def sources(config: SteeringMeasureConfig, backbone: Backbone, release: Release)
     return [Source(0, "unconditional", None, None, n * len(class_names))]
 
 
+def reference_classifier(release: Release) -> ReferenceClassifier | None:
+    """The release's classifier of real images of this label set, if its quality gate trained one."""
+    if not release.info.quality_gate_skipped and (release.labels_root / REFERENCE_CLASSIFIER_DIR).is_dir():
+        return release.reference_classifier()
+    return None
+
+
 def judge(release: Release, backbone: Backbone) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
     """(what judges, images in [0, 1] -> predicted dataset class): the reference classifier, else the best probe."""
-    if not release.info.quality_gate_skipped and (release.labels_root / REFERENCE_CLASSIFIER_DIR).is_dir():
-        classifier = release.reference_classifier()
+    classifier = reference_classifier(release)
+    if classifier is not None:
         return "reference classifier", lambda images: classifier.predict(images * 2 - 1)
     probe = release.probe()
     sae = release.probe_sae(probe)
@@ -182,14 +218,43 @@ def _load(config: SteeringMeasureConfig, cells: list[Cell], release: Release, ba
     if any(sae.feature_stats is None or sae.feature_stats.label_distribution.shape[1] == 0 for sae in saes):
         raise DatasetError("these SAEs have no labelled feature statistics; rebuild the release with labels")
     maps: list[ClassCodeMaps | None] = [None] * len(saes)
+    tokens: list[torch.Tensor] = []
+    held_out: list[int] = []
     if config.clamp_to == "class-map":
-        images, labels = release.held_out_examples()
-        for i, (cell, sae) in enumerate(zip(cells, saes)):
-            hook, t = cell.hook, cell.timestep
-            tokens = extract(backbone, images, [hook], [t], pooling="none", seed=release.info.seed)[(hook, t)]
-            maps[i] = ClassCodeMaps.from_tokens(sae, tokens, labels, len(release.class_names))
+        images, held_out = release.held_out_examples()
+        tokens = [extract(backbone, images, [c.hook], [c.timestep], pooling="none", seed=release.info.seed)[(c.hook, c.timestep)]
+                  for c in cells]
+        maps = [ClassCodeMaps.from_tokens(sae, x, held_out, len(release.class_names)) for sae, x in zip(saes, tokens)]
     labels = {id(sae): [str(label) for label in evidence_labels(sae.feature_stats, release.class_names)] for sae in saes}
-    return _Steering(config, backbone, list(zip(saes, maps)), labels)
+    return _Steering(config, backbone, list(zip(saes, maps)), labels, list(maps), tokens, held_out)
+
+
+def _maps_of(steering: _Steering, rows: list[int]) -> list[ClassCodeMaps | None]:
+    """Each SAE's class maps from one held-out image per class (``rows``, by class)."""
+    return [ClassCodeMaps.from_tokens(sae, x[rows], [steering.held_out_labels[r] for r in rows], len(rows))
+            for (sae, _), x in zip(steering.saes, steering.tokens)]
+
+
+def _choose_exemplars(steering: _Steering, origins: list[Source], n_classes: int,
+                      predict: Callable[[torch.Tensor], torch.Tensor]) -> list[list[float]]:
+    """Clamp each class's features to the maps of each of its first ``exemplars`` held-out images in
+    turn, generating one image from every other source with validation seeds (never the
+    measurement's); keep for each class the image whose clamps make the most of them the class
+    (the earlier one on a tie). Returns each class's share per candidate."""
+    config = steering.config
+    shares: list[list[float]] = [[] for _ in range(n_classes)]
+    for n in range(config.exemplars or 0):
+        candidates = _maps_of(steering, nth_of_each_class(steering.held_out_labels, n_classes, n))
+        for target in range(n_classes):
+            edits = steering.edits(target, config.exemplar_strength, candidates)
+            others = [replace(o, count=1) for o in origins if o.label != target]
+            hits = [int((predict(steering.images(o, edits, VALIDATION_SEED)) == target).sum()) for o in others]
+            shares[target].append(sum(hits) / len(others))
+    best = [max(range(len(row)), key=lambda n, row=row: (row[n], -n)) for row in shares]
+    steering.exemplar = [nth_of_each_class(steering.held_out_labels, n_classes, n)[c] for c, n in enumerate(best)]
+    steering.targets = _maps_of(steering, steering.exemplar)
+    log.info("exemplars (held-out rows by class) %s, chosen from validation shares %s", steering.exemplar, shares)
+    return shares
 
 
 def _chosen(edits: list[FeatureEdit], labels: dict[int, list[str]]) -> tuple[list[list[int]], list[list[str]]]:
@@ -214,23 +279,30 @@ def measure_steering(config: SteeringMeasureConfig, release: Release | None = No
     origins = sources(config, backbone, release)
     baseline = {o.index: steering.images(o, None) for o in origins}
     baseline_pred = {i: predict(x) for i, x in baseline.items()}
-    sweep = [_measure_at(strength, steering, origins, release.class_names, baseline, baseline_pred, predict)
+    shares = _choose_exemplars(steering, origins, len(release.class_names), predict) if config.exemplars else None
+    classifier = reference_classifier(release)
+    quality = None if classifier is None else ClassQuality.load(release, classifier, config.seed)
+    sweep = [_measure_at(strength, steering, origins, release.class_names, baseline, baseline_pred, predict, quality)
              for strength in config.strengths]
     within = [m for m in sweep if m["side_effect"]["unrelated_class_change_rate"] <= config.budget]
     chosen = max(within or sweep, key=lambda m: (m["mean_success"], -m["strength"]))
     side = chosen["side_effect"]
+    yardsticks = {} if quality is None else _yardsticks(quality, steering, origins, release.class_names, baseline)
     result = Steering(
         release=config.release, cells=[cell.spec for cell in cells], pooling=config.pooling, clamp_to=config.clamp_to,
-        features_per_class=config.features_per_class, window=list(config.window),
+        features_per_class=config.features_per_class, exemplars=config.exemplars, window=list(config.window),
         sources=[SteeringSource(o.name, o.condition, o.count) for o in origins], judge=judged_by,
         num_inference_steps=config.steps, seed=config.seed,
         guidance_scale=config.guidance_scale or backbone.default_guidance_scale,
         strength=chosen["strength"], mean_success=chosen["mean_success"], mean_baseline=chosen["mean_baseline"],
-        per_class={name: ClassSteering(**c) for name, c in chosen["per_class"].items()}, side_effect=SideEffect(**side),
+        per_class={name: ClassSteering(**c, **yardsticks.get(name, {}), **_exemplar(steering, shares, i))
+                   for i, (name, c) in enumerate(chosen["per_class"].items())}, side_effect=SideEffect(**side),
         budget=config.budget, within_budget=bool(within),
         sweep=[SweepPoint(strength=m["strength"], mean_success=m["mean_success"], mean_baseline=m["mean_baseline"],
                           **{k: v for k, v in m["side_effect"].items() if k not in ("unrelated_features", "unrelated_labels")},
-                          success_per_class={name: c["success"] for name, c in m["per_class"].items()}) for m in sweep],
+                          success_per_class={name: c["success"] for name, c in m["per_class"].items()},
+                          frechet_steered_per_class={name: c["frechet_steered"] for name, c in m["per_class"].items()})
+               for m in sweep],
         config=to_json(config),
     )
     log.info("chosen strength %g (%s the budget of %.2f relabelled by unrelated features): steering success %.3f "
@@ -241,17 +313,43 @@ def measure_steering(config: SteeringMeasureConfig, release: Release | None = No
     return result
 
 
+def _exemplar(steering: _Steering, shares: list[list[float]] | None, target: int) -> dict[str, Any]:
+    """ClassSteering's exemplar fields of class ``target`` (none without exemplars)."""
+    if shares is None or steering.exemplar is None:
+        return {}
+    return {"exemplar": steering.exemplar[target], "exemplar_validation": shares[target]}
+
+
+def _yardsticks(quality: ClassQuality, steering: _Steering, origins: list[Source], names: list[str],
+                baseline: dict[int, torch.Tensor]) -> dict[str, dict[str, float | None]]:
+    """What the Fréchet distance of the images steered towards each class compares with: the same
+    seeds unsteered, the model's own images of the class (from its source, as many), the real floor."""
+    yardsticks = {}
+    for target, name in enumerate(names):
+        others = [o for o in origins if o.label != target]
+        count = sum(o.count for o in others)
+        own = next((o for o in origins if o.label == target), None)
+        model = None if own is None else quality.distance(target, quality.features(steering.images(replace(own, count=count), None)))
+        yardsticks[name] = {"frechet_unsteered": quality.distance(target, quality.features(torch.cat([baseline[o.index] for o in others]))),
+                            "frechet_model": model, "frechet_real": quality.floor(target, count)}
+        log.info(json.dumps({"target": name, **yardsticks[name]}))
+    return yardsticks
+
+
 def _measure_at(strength: float, steering: _Steering, origins: list[Source], names: list[str], baseline: dict,
-                baseline_pred: dict, predict: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
-    """Success towards every class and the side effects of unrelated features, at one strength."""
+                baseline_pred: dict, predict: Callable[[torch.Tensor], torch.Tensor], quality: ClassQuality | None) -> dict[str, Any]:
+    """Success towards every class (and with ``quality`` how real its steered images look) and the side
+    effects of unrelated features, at one strength."""
     per_class, class_moves, class_flips = {}, [], []
     for target, name in enumerate(names):
         edits = steering.edits(target, strength)
         hits = base_hits = total = 0
+        images = []
         for origin in origins:
             if origin.label == target:
                 continue
             steered = steering.images(origin, edits)
+            images.append(steered)
             predicted = predict(steered)
             hits += int((predicted == target).sum())
             base_hits += int((baseline_pred[origin.index] == target).sum())
@@ -259,7 +357,9 @@ def _measure_at(strength: float, steering: _Steering, origins: list[Source], nam
             class_moves.append((steered - baseline[origin.index]).abs().mean().item())
             class_flips.append(float((predicted != baseline_pred[origin.index]).float().mean()))
         features, labels = _chosen(edits, steering.labels)
-        per_class[name] = {"features": features, "labels": labels, "success": hits / total, "baseline": base_hits / total}
+        frechet = None if quality is None else quality.distance(target, quality.features(torch.cat(images)))
+        per_class[name] = {"features": features, "labels": labels, "success": hits / total, "baseline": base_hits / total,
+                           "frechet_steered": frechet}
         log.info(json.dumps({"strength": strength, "target": name, **per_class[name]}))
     unrelated = steering.edits(None, strength)
     moves, flips = [], []

@@ -145,3 +145,22 @@ def clamp_targets(
         unit = stats.max_activation if unit is None else unit
         return {f: strength * float(unit[f]) for f in features}
     return {f: strength * (maps.overall[..., f].clone() if target is None else maps.map(target, f)) for f in features}
+
+
+
+
+def nth_of_each_class(labels: Sequence[int], n_classes: int, n: int) -> list[int]:
+    """The row of the ``n``-th image (from 0) of each class, by class: one real image per class whose
+    maps a class's features can be clamped to instead of the class's mean maps.
+
+    A mean map spreads a class whose layout varies (a sandal's straps, a pullover's shading) over
+    every place any of its images has it; clamping to it pushes activations out of distribution
+    (over-bright, speckled images a classifier calls Shirt). One real image's maps are in distribution.
+    """
+    rows = []
+    for c in range(n_classes):
+        own = [i for i, label in enumerate(labels) if label == c]
+        if len(own) <= n:
+            raise ValueError(f"class {c} has {len(own)} images; it has no image number {n} to take maps from")
+        rows.append(own[n])
+    return rows
