@@ -106,7 +106,7 @@ def main() -> None:
         "classify": timed(lambda: client.predict(handle_file(str(image_path)), hook, timestep, release.info.best_cell.probe,
                                                  api_name="/classify"), args.repeats),
         f"steer ({args.steps} steps, steered + new unsteered)": timed(lambda: steer_request(also), args.steer_repeats),
-        f"steer, 3 SAEs ({', '.join([steer_hook, *three])})": timed(lambda: steer_request(three), args.steer_repeats),
+        f"steer, 3 SAEs at once ({args.steps} steps, same)": timed(lambda: steer_request(three), args.steer_repeats),
         f"remove ({args.steps} steps, removed + new unsteered)": timed(remove_request, args.steer_repeats),
     }
     demo.close()
@@ -149,6 +149,8 @@ def main() -> None:
         p50, p95 = percentiles(seconds)
         print(f"{name:<48} {p50:8.3f} {p95:8.3f}")
     base = statistics.median(times["unsteered"])
+    print(f"(3 SAEs at once: {steer_hook}:{steer_t} with {', '.join(three)}; remove: class 9 from class 9, "
+          f"{removal.app_method if removal else 'the app default'})")
     print(f"\ngeneration, {args.steps} steps, guidance 2.5, {len(features)} features clamped to class maps at {steer_hook} "
           f"t={steer_t} (spatial SAE){' and ' + ', '.join(also) if also else ''}; unsteered median {base:.3f} s")
     for name in edits:

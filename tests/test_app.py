@@ -692,8 +692,11 @@ def test_remove_takes_the_class_out_and_keeps_the_others(client):
     was, now = _confidences(before_label), _confidences(after_label)
     assert before_label["label"] == "Trouser" and was["Trouser"] > 0.8, was
     assert now.get("Trouser", 0.0) < 0.2 and after_label["label"] != "Trouser", now  # the removed class drops
-    assert "with **replace** at mid_block, up_blocks.0" in note and "metrics/removal.json" in note
-    assert "mid_block at t=951" in note and "up_blocks.0 at t=951" in note and "Trouser (77%)" in note
+    import revelio
+
+    measured = revelio.load_release("bundled").metrics("removal")  # the method and blocks the app removes with
+    assert f"with **{measured['app_method']}** at {', '.join(measured['hooks'])}" in note and "metrics/removal.json" in note
+    assert all(f"{hook} at t=951" in note for hook in measured["hooks"]) and "Trouser (" in note
     # the same settings by id, from a Bag: removing Trouser leaves the bag a bag
     _, _, kept_before, kept_after, _ = client.predict(8, 1, 25, 4.0, 1, api_name="/remove")
     assert kept_before["label"] == kept_after["label"] == "Bag", (kept_before, kept_after)
@@ -721,6 +724,22 @@ def test_removal_is_prepared_once_for_concurrent_requests_and_bounded(bundled_st
     prepared.max_bytes = setup_bytes(setups[0])  # room for one: the least recently used goes
     prepared.get("class", 2)
     assert prepared.preparations == 2 and not prepared.has("class", 3) and prepared.has("class", 2)
+
+
+def test_remove_reports_its_preparation_and_each_step(bundled_state):
+    from revelio.app.tabs.remove import PREPARING, RemoveTab
+    from revelio.app.tabs.steer import SteerTab
+
+    steer = SteerTab(bundled_state)
+    tab, reports = RemoveTab(bundled_state, steer.generator), []
+    request = tab.request(1, 4242, 4, 4.0, "Trouser")
+    tab.run(request, lambda done, total, what: reports.append((done, total, what)))
+    assert reports[0] == (0, 1, PREPARING) and reports[1] == (0, 8, "baseline (same seed, nothing clamped)")
+    assert reports[-1] == (8, 8, "probe") and sum(what == "concept removed" for _, _, what in reports) >= 4
+    reports.clear()
+    tab.run(request, lambda done, total, what: reports.append((done, total, what)))  # prepared, baseline cached
+    assert reports[0] == (0, 4, "concept removed") and reports[-1] == (4, 4, "probe")
+    assert steer.generator.has_baseline(tab.request(1, 4242, 4, 4.0, "Bag"))  # one cache of baselines for both modes
 
 
 def test_removal_settings_follow_the_measurement_or_say_they_are_defaults(bundled_state, monkeypatch):

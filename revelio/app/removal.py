@@ -4,9 +4,10 @@ Removal (:mod:`revelio.steering.removal`) needs each concept's statistics at eve
 timestep the sampler visits, from the release's held-out images noised there
 (:func:`~revelio.release.removal_measurement.prepare_removal`): about 12 s for 25 steps on the
 bundled release on one CPU thread, once per label set and step count. They are prepared on the
-first request that needs them, under the model lock (they run the model), one preparation at a
-time (a second client asking for the same ones waits and reuses them), and the most recently used
-are kept while they fit in :data:`SETUP_BYTES`.
+first request that needs them, under the model lock (they run the model; a ``gpu`` call on
+ZeroGPU, see :mod:`revelio.app.gpu`), one preparation at a time (a second client asking for the
+same ones waits and reuses them), and the most recently used are kept while they fit in
+:data:`SETUP_BYTES`.
 
 What removes, where and how hard comes from the release's measurement (``metrics/removal.json``):
 its app method, hooks, feature count and multiplier; a release without one gets the defaults of
@@ -21,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from revelio.app.gpu import gpu
 from revelio.app.state import AppState
 from revelio.errors import ArtifactFormatError
 from revelio.formats.removal import REMOVAL, Removal
@@ -28,6 +30,7 @@ from revelio.release.removal_measurement import RemovalSetup, prepare_removal
 
 log = logging.getLogger("revelio.app")
 
+PREPARE_SECONDS = 120  # ZeroGPU's bound on one preparation (100 steps: about 50 s on one CPU thread)
 SETUP_BYTES = 256 * 2**20  # prepared removals kept (25 steps on the bundled release: 35 MiB)
 DEFAULT_HOOKS = ("mid_block", "up_blocks.0")  # where removal was measured on the pixel default
 DEFAULT_FEATURES = 128
@@ -88,6 +91,7 @@ class PreparedRemovals:
         self._setups: OrderedDict[tuple[str, int], RemovalSetup] = OrderedDict()
         self._lock = threading.Lock()  # one preparation at a time; never taken while holding the model lock
         self.preparations = 0  # how many were prepared (a test reads it)
+        self._prepare = gpu(PREPARE_SECONDS)(prepare_removal)  # runs the model: on ZeroGPU, in the GPU worker
 
     def has(self, label_set: str, steps: int) -> bool:
         return (label_set, steps) in self._setups
@@ -104,7 +108,7 @@ class PreparedRemovals:
                 if on_prepare is not None:
                     on_prepare()
                 with self.state.model_lock:
-                    setup = prepare_removal(self.state.release, self.state.backbone, [label_set], list(self.settings.hooks),
+                    setup = self._prepare(self.state.release, self.state.backbone, [label_set], list(self.settings.hooks),
                                             steps)
                 self.preparations += 1
                 self._setups[key] = setup

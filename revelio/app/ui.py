@@ -81,4 +81,5 @@ def build_demo(state: AppState) -> gr.Blocks:
             with gr.Tab("Atlas", id="atlas"):
                 AtlasTab(state).build()
         demo.load(open_tab, None, [tabs, steer.modes], api_visibility="private")
+        demo.load(steer.load_defaults, None, steer.also, api_visibility="private", queue=False)
     return demo

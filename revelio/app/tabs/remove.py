@@ -9,6 +9,7 @@ modes); the removal itself from :mod:`revelio.app.removal` (settings, prepared s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,9 +57,11 @@ class RemoveTab:
                               target=target)
 
     def concept_hint(self) -> str:
-        further = ', or "set:name" / "set:id" of a further label set (e.g. '
-        return ("a class of the release by name or id" + (further + f'"{self.state.further_label_sets[0]}:0")'
-                                                          if self.state.further_label_sets else ""))
+        """How a concept is written, for the message when none was sent."""
+        hint = "a class of the release by name or id"
+        if self.state.further_label_sets:
+            hint += f', or "set:name" / "set:id" of a further label set (e.g. "{self.state.further_label_sets[0]}:0")'
+        return hint
 
     def remove(self, condition: Any, seed: Any, steps: Any, guidance: Any, concept: Any, negative_prompt: Any = None,
                progress: Any = gr.Progress()) -> tuple:  # noqa: B008 - Gradio's way
@@ -74,7 +77,8 @@ class RemoveTab:
         side = display_side(self.state.backbone.resolution)
         return to_display(before, side), to_display(after, side), *readings, self.note(request, setup, before, after)
 
-    def run(self, request: RemovalRequest, report: Any = None) -> tuple[Image.Image, Image.Image, RemovalSetup]:
+    def run(self, request: RemovalRequest, report: Callable[[int, int, str], None] | None = None
+            ) -> tuple[Image.Image, Image.Image, RemovalSetup]:
         """(before, after, the prepared removal used); ``report(done, total, what)`` as each phase and step goes."""
         report = report or (lambda *_: None)
         label_set = label_set_name(self.state, request.target.label_set)

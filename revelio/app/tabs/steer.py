@@ -30,6 +30,7 @@ from revelio.app.steer_request import (
     STEPS,
     STRENGTH,
     SUGGEST,
+    SteeringDefaults,
     SteeringRequest,
     cell_choices,
     clamp_modes,
@@ -43,8 +44,8 @@ from revelio.data.images import ImageError
 MASK_HELP = ("**Where to clamp** (spatial SAEs): paint over the part of the image to steer; nothing painted "
              "clamps everywhere. After a Generate the baseline appears here to paint on.")
 ALSO_HELP = ("At each further SAE the target's suggested features are clamped too, as many as above, with the same "
-             "clamp, value, window and mask; clamping to class maps needs spatial SAEs. The release's steering measurement "
-             "(metrics/steering.json) sets the default.")
+             "clamp, value, window and mask; clamping to class maps needs spatial SAEs. The page starts with the cells "
+             "the release's steering measurement (metrics/steering.json) steered at once.")
 PROBE_HELP = ("Probe: the release's best classifier on the model's own activations (block {hook}, t={t}, "
               "{kind} probe), given each image: what the model itself sees in it.")
 
@@ -57,6 +58,8 @@ class SteerTab:
         self.generator = GenerationService(state)
         self.mask_editor: gr.ImageEditor | None = None
         self.modes: gr.Tabs | None = None  # Steer's two modes: steer towards a concept, remove one
+        self.also: gr.Dropdown | None = None  # further SAEs to steer at
+        self.defaults: SteeringDefaults | None = None
 
     # --- events -------------------------------------------------------------------------------
     def suggest(self, hook: str, timestep: Any, pooling: str, target: Any, count: Any) -> list[int]:
@@ -146,6 +149,10 @@ class SteerTab:
         cell = self.state.cell(hook, timestep, pooling)
         return selection_table(self.state, cell, self.state.check_features(cell, features), self.state.check_target(target))
 
+    def load_defaults(self) -> Any:
+        """The further SAEs the page starts with (UI only): the release's measured cells after the first."""
+        return gr.Dropdown(value=[cell.spec for cell in self.defaults.also] if self.defaults else [])
+
     def paint_on(self, baseline: Any, mask: Any) -> Any:
         """After a Generate without a mask, the baseline becomes the painter's background."""
         if is_painted(mask) or not isinstance(baseline, dict):
@@ -162,7 +169,7 @@ class SteerTab:
         classes = state.target_choices()
         target_class = classes[1][1] if len(classes) > 1 else 0
         last = state.backbone.num_train_timesteps - 1
-        defaults = steering_defaults(state)
+        defaults = self.defaults = steering_defaults(state)
         steer_cell = defaults.cell
         starting = (self.suggest(steer_cell.hook, steer_cell.timestep, steer_cell.pooling, target_class, defaults.count)
                     if classes else [])
@@ -209,8 +216,11 @@ class SteerTab:
                         with gr.Row():
                             t_high = gr.Slider(0, last, defaults.window[0], step=1, label=f"Steer from t ({last} = pure noise)")
                             t_low = gr.Slider(0, last, defaults.window[1], step=1, label="down to t (0 = clean)")
-                        also = gr.Dropdown(cell_choices(state), value=[c.spec for c in defaults.also], multiselect=True,
-                                           filterable=True, label="Also steer at (further SAEs of the same kind)")
+                        # empty here (the API's default: a call without it steers one SAE, as before); the page
+                        # fills in the measured cells as it loads (load_defaults)
+                        self.also = gr.Dropdown(cell_choices(state), value=[], multiselect=True, filterable=True,
+                                                label="Also steer at (further SAEs of the same kind)")
+                        also = self.also
                         gr.Markdown(ALSO_HELP, elem_classes=["revelio-help"])
                     with gr.Column(scale=2):
                         with gr.Row():
