@@ -702,6 +702,25 @@ def test_remove_takes_the_class_out_and_keeps_the_others(client):
     assert kept_before["label"] == kept_after["label"] == "Bag", (kept_before, kept_after)
 
 
+@pytest.mark.slow  # loads the bundled text model, prepares removal (about 9 s) and generates (25 steps)
+def test_remove_on_the_text_release_without_a_measurement_uses_the_stated_defaults():
+    from revelio.app.generation import GenerationService
+    from revelio.app.state import AppState
+    from revelio.app.tabs.remove import RemoveTab
+    from revelio.release import load_release
+
+    state = AppState(load_release("bundled-text"))
+    tab = RemoveTab(state, GenerationService(state))
+    if tab.settings.measured is None:  # no mid_block there: up_blocks.0 alone, and the note says these are defaults
+        assert tab.settings.hooks == ("up_blocks.0",)
+    request = tab.request("a red trouser", 0, 25, state.backbone.default_guidance_scale, "trouser")
+    before, after, setup = tab.run(request)
+    was, now = (reading["trouser"] for reading in state.probabilities([before, after]))
+    assert was > 0.5 and now < was - 0.3, (was, now)
+    note = tab.note(request, setup, before, after)
+    assert "Removed **trouser** with" in note and ("no removal measurement" in note) == (tab.settings.measured is None)
+
+
 def test_a_bad_concept_to_remove_says_what_to_send(client, bundled_state):
     with pytest.raises(AppError, match="Zebra"):
         client.predict(1, 1, 25, 4.0, "Zebra", api_name="/remove")
