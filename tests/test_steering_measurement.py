@@ -57,8 +57,8 @@ def test_real_test_images_are_grouped_by_their_own_class(release):
 
 
 def test_the_chosen_exemplars_maps_are_what_the_clamps_follow_and_all_images_choose_the_features(release, tmp_path):
-    config = SteeringMeasureConfig(cells=["mid_block:100"], features_per_class=3, exemplars=2, strengths=[2.0], per_source=1,
-                                   steps=2, budget=1.0, out=tmp_path)
+    config = SteeringMeasureConfig(cells=["mid_block:100"], features_per_class=3, class_features=["Bag=5"], exemplars=2,
+                                   strengths=[2.0], per_source=1, steps=2, budget=1.0, out=tmp_path)
     backbone = release.backbone(device="cpu")
     steering = _load(config, checked_cells(config), release, backbone)
     origins = sources(config, backbone, release)
@@ -76,12 +76,18 @@ def test_the_chosen_exemplars_maps_are_what_the_clamps_follow_and_all_images_cho
     assert list(edit.clamp) == chosen_by.selective(4, 3)
     for f, value in edit.clamp.items():
         torch.testing.assert_close(value, 2.0 * follow.map(4, f))
+    assert list(steering.edits(8, 2.0)[0].clamp) == chosen_by.selective(8, 5), "Bag clamps its own number of features"
+    unrelated = set(steering.edits(None, 2.0)[0].clamp)
+    assert len(unrelated) == 3 and not unrelated & set(chosen_by.selective(8, 5)), "the control: as many as most classes, none of theirs"
     # the whole measurement stores each class's exemplar and its validation shares, and reads them back
     measured = measure_steering(config, release, backbone)
     stored = Steering.read(tmp_path / "steering.json")
     assert stored.exemplars == 2 and stored.per_class == measured.per_class
     assert [stored.per_class[name].exemplar for name in release.class_names] == rows
     assert [stored.per_class[name].exemplar_validation for name in release.class_names] == shares
+    assert stored.class_features_per_class == {"Bag": 5} and [len(f) for f in stored.per_class["Bag"].features] == [5]
+    with pytest.raises(ConfigError, match="CLASS=N"):
+        measure_steering(SteeringMeasureConfig(cells=["mid_block:100"], class_features=["Sandals=4"]), release, backbone)
 
 
 @pytest.mark.slow  # generates about 600 small images

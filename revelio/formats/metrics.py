@@ -219,6 +219,8 @@ class Steering(JsonSchema):
     # None: class-map clamps follow each class's mean maps over the held-out images; a number: each
     # class's follow one held-out image's maps (ClassSteering.exemplar), chosen among its first this many
     exemplars: int | None = None
+    # classes that clamp another number of features per SAE than features_per_class (the control keeps that one)
+    class_features_per_class: dict[str, int] = field(default_factory=dict)
 
     @property
     def steered_cells(self) -> list[Cell]:

@@ -20,7 +20,6 @@ import logging
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +62,7 @@ class SteeringMeasureConfig:
     pooling: Literal["mean", "none"] = option("none")
     clamp_to: Literal["class-map", "max"] = option("class-map")
     features_per_class: int = option(16, "per SAE")
+    class_features: list[str] = option([], 'classes that clamp another number of features per SAE, as CLASS=N (e.g. "Sandal=64")')
     exemplars: int | None = option(
         None, "class-map: clamp each class's features (still chosen on all held-out images) to the maps of one real "
               "held-out image instead of the mean maps: of its first this many, the one whose clamps turn most images "
@@ -114,15 +114,20 @@ class _Steering:
     targets: list[ClassCodeMaps | None]
     tokens: list[torch.Tensor]
     held_out_labels: list[int]
+    counts: dict[int, int]  # class id -> features per SAE, where it is not features_per_class
     exemplar: list[int] | None = None
 
     def edits(self, target: int | None, strength: float, targets: list[ClassCodeMaps | None] | None = None) -> list[FeatureEdit]:
-        """One FeatureEdit per SAE: class ``target``'s selective features, or (None) unrelated ones,
-        clamped to ``targets`` (default: the measurement's)."""
+        """One FeatureEdit per SAE: class ``target``'s selective features (its own number of them where
+        ``counts`` says), or (None) ``features_per_class`` unrelated ones (none that any class's
+        selection picks), clamped to ``targets`` (default: the measurement's)."""
         config, edits = self.config, []
         for (sae, maps), values in zip(self.saes, targets or self.targets):
             stats, n = sae.feature_stats, config.features_per_class
-            select = partial(steering_features, stats, n=n, maps=maps, min_frequency=config.min_frequency)
+
+            def select(c: int, stats=stats, maps=maps) -> list[int]:
+                return steering_features(stats, c, self.counts.get(c, n), maps, config.min_frequency)
+
             if target is None:
                 used = {f for c in range(stats.label_distribution.shape[1]) for f in select(c)}
                 chosen = unrelated_features(stats, n, config.min_frequency, used, None if maps is None else maps.mass())
@@ -226,7 +231,19 @@ def _load(config: SteeringMeasureConfig, cells: list[Cell], release: Release, ba
                   for c in cells]
         maps = [ClassCodeMaps.from_tokens(sae, x, held_out, len(release.class_names)) for sae, x in zip(saes, tokens)]
     labels = {id(sae): [str(label) for label in evidence_labels(sae.feature_stats, release.class_names)] for sae in saes}
-    return _Steering(config, backbone, list(zip(saes, maps)), labels, list(maps), tokens, held_out)
+    return _Steering(config, backbone, list(zip(saes, maps)), labels, list(maps), tokens, held_out,
+                     class_counts(config.class_features, release.class_names))
+
+
+def class_counts(specs: list[str], names: list[str]) -> dict[int, int]:
+    """``CLASS=N`` overrides of the number of features per SAE, by class id."""
+    counts = {}
+    for spec in specs:
+        name, _, number = spec.rpartition("=")
+        if name not in names or not number.isdigit() or int(number) < 1:
+            raise ConfigError(f"class_features takes CLASS=N with a class of this release ({names}) and N >= 1; got {spec!r}")
+        counts[names.index(name)] = int(number)
+    return counts
 
 
 def _maps_of(steering: _Steering, rows: list[int]) -> list[ClassCodeMaps | None]:
@@ -291,6 +308,7 @@ def measure_steering(config: SteeringMeasureConfig, release: Release | None = No
     result = Steering(
         release=config.release, cells=[cell.spec for cell in cells], pooling=config.pooling, clamp_to=config.clamp_to,
         features_per_class=config.features_per_class, exemplars=config.exemplars, window=list(config.window),
+        class_features_per_class={release.class_names[c]: n for c, n in steering.counts.items()},
         sources=[SteeringSource(o.name, o.condition, o.count) for o in origins], judge=judged_by,
         num_inference_steps=config.steps, seed=config.seed,
         guidance_scale=config.guidance_scale or backbone.default_guidance_scale,
