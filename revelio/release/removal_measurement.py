@@ -436,7 +436,7 @@ def measure_removal(config: RemovalMeasureConfig, release: Release | None = None
     real = run.real_features
     result = Removal(
         release=config.release, label_sets=label_sets, hooks=list(config.hooks), timesteps=setup.timesteps,
-        saes=setup.cells(), features=config.features, multiplier=config.multiplier, judge=f"each label set's reference classifier; Fréchet distance and artifacts: the {run.quality_set!r} set's",
+        saes=setup.cells(), features=config.features, multiplier=config.multiplier, judge=f"reference classifier of each label set (Fréchet distance and artifacts: the {run.quality_set!r} set's)",
         confidence_threshold=config.confidence,
         num_inference_steps=config.steps, guidance_scale=config.guidance_scale or backbone.default_guidance_scale,
         seed=config.seed, images_per_source=config.per_source, statistics_images=setup.statistics_images,
