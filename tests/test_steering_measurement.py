@@ -103,3 +103,14 @@ def test_steered_images_are_compared_with_real_images_of_their_target(release, t
         assert stored.sweep[0].frechet_steered_per_class[name] == row.frechet_steered
     steered_well = [row for row in stored.per_class.values() if row.success >= 0.9]
     assert steered_well and all(row.frechet_steered < row.frechet_unsteered for row in steered_well)
+
+
+def test_the_committed_measurement_steers_every_class_within_its_budget(release):
+    measured = release.read_metrics("steering", Steering)
+    rows = measured.per_class.values()
+    assert measured.within_budget and measured.side_effect.unrelated_class_change_rate <= measured.budget == 0.25
+    assert measured.mean_success >= 0.8 and min(row.success for row in rows) >= 0.5 and measured.mean_baseline < 0.1
+    assert all(source.images >= 5 for source in measured.sources)
+    for name, row in measured.per_class.items():
+        assert row.frechet_real < row.frechet_steered and row.frechet_real < row.frechet_model, name
+        assert row.exemplar is not None and len(row.exemplar_validation) == measured.exemplars, name
