@@ -114,3 +114,14 @@ def test_the_committed_measurement_steers_every_class_within_its_budget(release)
     for name, row in measured.per_class.items():
         assert row.frechet_real < row.frechet_steered and row.frechet_real < row.frechet_model, name
         assert row.exemplar is not None and len(row.exemplar_validation) == measured.exemplars, name
+
+
+def test_without_a_reference_classifier_there_is_no_frechet_distance(release, monkeypatch):
+    import revelio.release.steering_measurement as measurement
+
+    monkeypatch.setattr(measurement, "reference_classifier", lambda release: None)  # a release whose gate was skipped
+    measured = measure_steering(SteeringMeasureConfig(cells=["mid_block:100"], features_per_class=2, strengths=[2.0], per_source=1,
+                                                      steps=2), release)
+    assert measured.judge.startswith("best probe")
+    assert all(row.frechet_steered is row.frechet_real is None for row in measured.per_class.values())
+    assert set(measured.sweep[0].frechet_steered_per_class.values()) == {None}
