@@ -2,8 +2,8 @@
 
 A tiny SD model whose captions are "a {colour} {shape}", built on a ``datasets`` DatasetDict with two
 ClassLabel columns (saved with save_to_disk): every label set gets its probes, feature labels,
-held-out labels, steering targets and reference classifier. The builder of tests/test_label_sets.py,
-shared so other modules (removal) measure on the same release.
+held-out labels, steering targets and reference classifier. tests/test_label_sets.py and the removal
+tests build it.
 """
 
 from __future__ import annotations
