@@ -41,8 +41,11 @@ def steering_summary(steering: dict | None, where: str) -> str:
     if not steering:
         return ""
     side = steering["side_effect"]
-    lines = [f"Steering (`{where}`, `train/measure_steering.py`): {steering['features_per_class']} features per class clamped "
-             f"at {', '.join(steering['cells'])} ({steering['clamp_to']}, strength {steering['strength']:g}, "
+    counts = ", ".join(f"{name}: {n}" for name, n in (steering.get("class_features_per_class") or {}).items())
+    maps = (f"the maps of one held-out image per class, chosen from its first {steering['exemplars']} on separate seeds"
+            if steering.get("exemplars") else steering["clamp_to"])
+    lines = [f"Steering (`{where}`, `train/measure_steering.py`): {steering['features_per_class']} features per class"
+             f"{f' ({counts})' if counts else ''} clamped at {', '.join(steering['cells'])} ({maps}, strength {steering['strength']:g}, "
              f"t {steering['window'][0]}..{steering['window'][1]}), {steering['num_inference_steps']} steps, judged by the "
              f"{steering['judge']}: **mean success {steering['mean_success']:.3f}** (unsteered {steering['mean_baseline']:.3f}); "
              f"unrelated features clamped the same way relabel {side['unrelated_class_change_rate']:.3f} of the images "
