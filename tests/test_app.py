@@ -145,7 +145,8 @@ def test_ablating_a_class_features_lowers_that_class_probability(client, example
 
 @pytest.mark.slow  # generates images (both steered and unsteered, 25 steps)
 def test_clamping_to_a_class_map_steers_towards_that_class(client, examples):
-    # at the setting the release's steering measurement chose, towards the two classes it steered best
+    # at the setting the release's steering measurement chose (every SAE it steered at once), towards the two
+    # classes it steered best
     import revelio
 
     measured = revelio.load_release("bundled").metrics("steering")
@@ -158,7 +159,8 @@ def test_clamping_to_a_class_map_steers_towards_that_class(client, examples):
         source = (target + 5) % len(names)
         features = client.predict(hook, int(timestep), "none", target, count, api_name="/suggest_features")
         _, _, before, after, note = client.predict(source, 0, 25, 2.5, hook, int(timestep), "none", features, "class-map",
-                                                   target, strength, 999, 0, api_name="/steer")
+                                                   target, strength, 999, 0, None, None, measured["cells"][1:],
+                                                   api_name="/steer")
         assert f"{strength:g} × its {name} map" in note
         assert _confidences(after)[name] > _confidences(before).get(name, 0.0) + 0.2, name  # top five only
 

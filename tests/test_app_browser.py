@@ -83,6 +83,17 @@ def screenshot(page, name: str, top: str | None = None) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}-in-use.png"))
 
 
+def clear(page, label: str) -> None:
+    """Empty the visible multiselect dropdown labelled ``label`` (its clear button)."""
+    block = page.locator(".block", has=page.locator(f'input[aria-label="{label}"]:visible')).last
+    if block.locator(".remove-all").count():
+        block.locator(".remove-all").first.click()
+        page.wait_for_timeout(500)
+
+
+ALSO = "Also steer at (further SAEs of the same kind)"
+
+
 def fetch_image(page, url: str) -> np.ndarray:
     response = page.request.get(url)
     assert response.ok, url
@@ -134,6 +145,7 @@ def test_a_painted_mask_keeps_the_steering_inside_it(app_url, page):
     page.wait_for_timeout(3000)
     choose(page, "Block", "up_blocks.0")
     choose(page, "Timestep", "600")
+    clear(page, ALSO)  # one SAE: masks keep the change local at up_blocks.0 only
     page.get_by_role("button", name="Suggest features").click()
     page.wait_for_timeout(1500)
     page.get_by_role("button", name="Generate").click()
@@ -189,7 +201,8 @@ def test_steer_shows_progress_switches_modes_and_keeps_results_on_errors(app_url
         }).observe(document.body, {subtree: true, childList: true, characterData: true});
     }""")
     page.get_by_role("button", name="Generate").click()
-    page.wait_for_function(f"() => ({IMAGE_SRC})('Steered') !== null", timeout=60_000)
+    page.wait_for_function(f"() => ({IMAGE_SRC})('Steered') !== null && ({IMAGE_SRC})('Baseline (same seed, nothing "
+                           "clamped)') !== null", timeout=60_000)
     seen = page.evaluate("() => [...window.revelioSteps]")
     assert len(seen) >= 3 and all(text.endswith("/200") for text in seen), seen  # 100 steps, twice
     before = (page.evaluate(IMAGE_SRC, "Baseline (same seed, nothing clamped)"), page.evaluate(IMAGE_SRC, "Steered"))
@@ -318,8 +331,11 @@ def test_classify_reruns_for_each_probe_and_cell(app_url, page):
 def test_steer_says_what_will_not_steer_before_generate(app_url, page):
     page.goto(app_url + "?tab=steer")
     page.wait_for_timeout(3000)
+    import revelio
+
+    default_block = revelio.load_release("bundled").metrics("steering")["cells"][0].split(":")[0]  # the measured one
     advice = page.locator(".block.revelio-advice")
-    assert "will not keep the change inside it at up_blocks.1" in advice.inner_text()  # the default block
+    assert f"will not keep the change inside it at {default_block}" in advice.inner_text()  # not up_blocks.0
     page.get_by_text("Why these features").click()
     page.wait_for_function("() => document.body.innerText.includes('on Trouser maps')", timeout=10_000)
     page.locator("label:visible", has_text="pooled (one code per image)").click()
@@ -416,7 +432,7 @@ def test_steering_at_several_saes_at_once(app_url, page):
     cells = list(dict.fromkeys(revelio.load_release("bundled").metrics("steering")["cells"]))
     for spec in ("mid_block:100", "up_blocks.0:100", "up_blocks.1:100"):
         if len(cells) < 3 and spec not in cells:
-            pick(page, "Also steer at (further SAEs of the same kind)", spec.replace(":", " at t="))
+            pick(page, ALSO, spec.replace(":", " at t="))
             cells.append(spec)
     page.get_by_role("button", name="Generate").click()
     page.wait_for_function(f"() => document.body.innerText.includes('Steered at {len(cells)} SAEs at once')", timeout=120_000)
