@@ -562,12 +562,13 @@ def test_clamp_modes_follow_the_sae(bundled_state):
     from revelio.app.tabs.steer import SteerTab
 
     tab = SteerTab(bundled_state)
-    assert [m for _, m in clamp_modes("none")] == ["class-map", "value"] and [m for _, m in clamp_modes("mean")] == ["value"]
-    radio, painter, help_text = tab.cell_changed("mean", "class-map")
+    assert [m for _, m in clamp_modes("none")] == ["class-map", "exemplar", "value"] and [m for _, m in clamp_modes("mean")] == ["value"]
+    assert [m for _, m in clamp_modes("none", exemplars=False)] == ["class-map", "value"]
+    radio, painter, help_text = tab.cell_changed("mean", "exemplar")
     assert radio.value == "value" and [m for _, m in radio.choices] == ["value"] and painter.visible is False
     assert help_text.visible is False
-    radio, painter, _ = tab.cell_changed("none", "value")
-    assert radio.value == "value" and len(radio.choices) == 2 and painter.visible is True
+    radio, painter, _ = tab.cell_changed("none", "value")  # the bundled measurement chose exemplars
+    assert radio.value == "value" and len(radio.choices) == 3 and painter.visible is True
 
 
 def test_suggesting_fewer_features_than_asked_says_so(bundled_state, monkeypatch):

@@ -111,7 +111,8 @@ class GenerationService:
         if not features and cell == request.cell:
             raise ValueError("pick at least one feature to steer (or use 'Suggest features')")
         target = request.target
-        maps = self.state.class_maps(cell, target.label_set) if request.clamp_to == "class-map" else None
+        maps = {"class-map": self.state.class_maps, "exemplar": self.state.exemplar_maps}.get(request.clamp_to)
+        maps = maps(cell, target.label_set) if maps else None
         return clamp_targets(features, request.strength, self.state.stats(cell, target.label_set), maps,
                              target.index, value_unit(self.state.sae(cell)))
 

@@ -22,7 +22,10 @@ from revelio.analysis.labels import FeatureLabel, evidence_labels
 from revelio.analysis.queries import feature_strengths
 from revelio.app.gpu import FORWARD_SECONDS, gpu
 from revelio.app.inputs import class_id, feature_id, feature_ids, whole
+from revelio.errors import ArtifactFormatError
+from revelio.formats.metrics import Steering
 from revelio.grid import POOLING_NAMES, Cell
+from revelio.layout import STEERING
 from revelio.probes import Probe
 from revelio.probes.classify_images import classify
 from revelio.release import Release
@@ -196,6 +199,32 @@ class AppState:
         _, labels = self.reference_images(label_set)
         tokens = self.held_out_tokens(cell.hook, cell.timestep)
         return ClassCodeMaps.from_tokens(self.sae(cell), tokens, labels, max(len(self.names(label_set)), max(labels) + 1))
+
+    @cache  # noqa: B019
+    def exemplar_rows(self, label_set: str | None = None) -> tuple[int, ...] | None:
+        """The held-out image of each concept of ``label_set`` whose maps the release's steering
+        measurement clamped its features to (``--exemplars``: one real image per class, chosen on
+        separate seeds), by concept; None where it clamped to mean maps or measured nothing."""
+        try:
+            measured = self.view(label_set).read_metrics(STEERING, Steering)
+        except ArtifactFormatError:
+            return None
+        if not measured or not measured.exemplars:
+            return None
+        rows = [measured.per_class[name].exemplar if name in measured.per_class else None for name in self.names(label_set)]
+        return None if None in rows else tuple(rows)
+
+    @cache  # noqa: B019
+    def exemplar_maps(self, cell: Cell, label_set: str | None = None) -> ClassCodeMaps:
+        """Each feature's map on each concept's exemplar image (:meth:`exemplar_rows`; spatial SAEs only)."""
+        if cell.pooling != "none":
+            raise ValueError("clamping to an exemplar's map needs a spatial SAE; choose the spatial SAE")
+        rows = self.exemplar_rows(label_set)
+        if rows is None:
+            raise ValueError(f"this release's steering measurement chose no exemplar images for the {label_set or 'default'} "
+                             "label set; clamp to the class map instead")
+        tokens = self.held_out_tokens(cell.hook, cell.timestep)[list(rows)]
+        return ClassCodeMaps.from_tokens(self.sae(cell), tokens, list(range(len(rows))), len(rows))
 
     @cache  # noqa: B019
     def held_out_mean(self, cell: Cell) -> torch.Tensor:

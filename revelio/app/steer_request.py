@@ -30,18 +30,24 @@ STEPS = (1, 100)
 STRENGTH = (-5.0, 10.0)
 SEEDS = (0, 2**31 - 1)
 SUGGEST = (1, 64)
-COUNT_SLIDER = (1, 32)  # the "How many" slider; API clients may ask for up to SUGGEST[1]
+COUNT_SLIDER = SUGGEST  # the "How many" slider (a measured setting may choose 64 for a class)
 CLASS_MAP = ("the target class's mean map × value (spatial SAEs)", "class-map")
 VALUE = ("value × the feature's largest training activation (or its publisher's typical activation × k); 0 switches it off",
          "value")
-CLAMP_MODES = [CLASS_MAP, VALUE]
+EXEMPLAR = ("the target's map on one real image of it, the one the release's steering measurement chose × value "
+            "(spatial SAEs)", "exemplar")
+CLAMP_MODES = [CLASS_MAP, EXEMPLAR, VALUE]
+MAP_MODES = ("class-map", "exemplar")  # the clamp modes that clamp to a map over locations
 
 Clamp = dict[int, float | torch.Tensor]  # what each feature is clamped to: a value, or a map over locations
 
 
-def clamp_modes(pooling: Any) -> list[tuple[str, str]]:
-    """The clamp modes that apply to an SAE: class maps only where there is a map (spatial SAEs)."""
-    return CLAMP_MODES if pooling == "none" else [VALUE]
+def clamp_modes(pooling: Any, exemplars: bool = True) -> list[tuple[str, str]]:
+    """The clamp modes that apply to an SAE: maps only where there is a map (spatial SAEs), exemplars
+    only where the release's steering measurement chose some."""
+    if pooling != "none":
+        return [VALUE]
+    return CLAMP_MODES if exemplars else [CLASS_MAP, VALUE]
 
 
 def clamp_mode(value: Any, pooling: str = "none") -> str:
@@ -49,7 +55,7 @@ def clamp_mode(value: Any, pooling: str = "none") -> str:
     modes = [mode for _, mode in CLAMP_MODES]
     if value not in modes:
         raise ValueError(f"clamp to one of {modes}; got {value!r:.60}")
-    if value == "class-map" and pooling != "none":
+    if value in MAP_MODES and pooling != "none":
         raise ValueError("clamping to a class's map needs a spatial SAE (a pooled SAE has one code per image, no map); "
                          "choose the spatial SAE or clamp to a value")
     return value
@@ -82,7 +88,7 @@ class SteeringRequest(Sampling):
     features: list[int]
     strength: float  # multiplies each feature's max training activation (0 ablates), or the class map
     window: tuple[int, int]  # (t_high, t_low)
-    clamp_to: str  # "value" (strength x max, everywhere) or "class-map" (strength x target's mean map)
+    clamp_to: str  # "value" (strength x max, everywhere), "class-map" (x target's mean map), "exemplar" (x its exemplar's)
     target: Target  # the concept (of a label set) whose maps "class-map" clamps to
     mask: torch.Tensor | None = None  # [H, W] in [0, 1]: where the clamp applies (None: everywhere)
     also: list[Cell] = field(default_factory=list)  # further SAEs: the target's suggested features, clamped alike
@@ -141,6 +147,8 @@ class SteeringDefaults:
     strength: float
     window: tuple[int, int]  # (t_high, t_low)
     also: tuple[Cell, ...] = ()  # further SAEs steered at once (the measurement's other cells)
+    clamp_to: str = "class-map"  # "exemplar" where the measurement clamped to its chosen images' maps
+    counts: tuple[tuple[str, int], ...] = ()  # (class, features) where the measurement chose other than ``count``
 
 
 def steering_defaults(state: AppState) -> SteeringDefaults:
@@ -167,4 +175,6 @@ def steering_defaults(state: AppState) -> SteeringDefaults:
     except ValueError:  # measured on SAEs this release no longer has (or a window that is no (high, low))
         return fallback
     return SteeringDefaults(cell, min(measured.features_per_class, COUNT_SLIDER[1]), measured.strength,
-                            (min(high, steps - 1), max(low, 0)), tuple(dict.fromkeys(c for c in also if c != cell)))
+                            (min(high, steps - 1), max(low, 0)), tuple(dict.fromkeys(c for c in also if c != cell)),
+                            "exemplar" if state.exemplar_rows() else "class-map",
+                            tuple((name, min(n, COUNT_SLIDER[1])) for name, n in measured.class_features_per_class.items()))

@@ -111,6 +111,8 @@ class SteerTab:
         target_name = self.state.names(request.target.label_set)[request.target.index]
         where = (f" inside the painted mask ({100 * float(request.mask.mean()):.0f}% of the image)"
                  if request.mask is not None else "")
+        maps = (f"its map on the {target_name} image the release's steering measurement chose"
+                if request.clamp_to == "exemplar" else f"its {target_name} map")
         parts = []
         for cell, clamp in clamps.items():
             window = f"Clamped at {cell}{where}, from t={request.window[0]} down to t={request.window[1]}"
@@ -119,11 +121,11 @@ class SteerTab:
             elif cell == request.cell:
                 parts.append(f"{window}:\n\n" + "\n".join(
                     f"- {self.state.feature_label(cell, f)} [{selection_reason(self.state, cell, f, request.target)}] → "
-                    + (f"{request.strength:g} × its {target_name} map" if isinstance(v, torch.Tensor) else f"{v:.3g}")
+                    + (f"{request.strength:g} × {maps}" if isinstance(v, torch.Tensor) else f"{v:.3g}")
                     for f, v in clamp.items()))
             else:  # a further SAE: its suggested features in one line, all clamped alike
                 value = next(iter(clamp.values()))
-                to = (f"{request.strength:g} × its {target_name} map" if isinstance(value, torch.Tensor)
+                to = (f"{request.strength:g} × {maps}" if isinstance(value, torch.Tensor)
                       else f"{request.strength:g} × its largest training activation (or typical activation × k)")
                 parts.append(f"{window}, {len(clamp)} features each to {to}: "
                              + ", ".join(self.state.feature_label(cell, f) for f in clamp) + ".")
@@ -136,9 +138,10 @@ class SteerTab:
         """Clamp modes and the mask painter for the chosen SAE (UI only): class maps and masks where
         they apply (spatial SAEs); switching to a pooled SAE switches class-map clamping to a value."""
         spatial = pooling == "none"
-        mode = clamp_to if clamp_to in [m for _, m in clamp_modes(pooling)] else "value"
+        modes = clamp_modes(pooling, bool(self.state.exemplar_rows()))
+        mode = clamp_to if clamp_to in [m for _, m in modes] else "value"
         painter = gr.ImageEditor(visible=True) if spatial else gr.ImageEditor(value=None, visible=False)
-        return gr.Radio(choices=clamp_modes(pooling), value=mode), painter, gr.Markdown(visible=spatial)
+        return gr.Radio(choices=modes, value=mode), painter, gr.Markdown(visible=spatial)
 
     def advice(self, hook: Any, timestep: Any, pooling: Any, clamp_to: Any) -> str:
         """The note before Generate on settings measured or known not to steer (UI only)."""
@@ -148,6 +151,16 @@ class SteerTab:
         """The chosen features with their labels and what ranks each for the target (UI only)."""
         cell = self.state.cell(hook, timestep, pooling)
         return selection_table(self.state, cell, self.state.check_features(cell, features), self.state.check_target(target))
+
+    def measured_count(self, target: Any) -> Any:
+        """How many features the release's steering measurement clamped for this target (UI only): its
+        own count where it chose one (e.g. 64 for Sandal), else the measured default."""
+        if self.defaults is None or not self.defaults.counts:
+            return gr.skip()
+        chosen = self.state.check_target(target)
+        name = self.state.names(chosen.label_set)[chosen.index]
+        counts = dict(self.defaults.counts) if chosen.label_set is None else {}  # measured on the default set
+        return gr.Slider(value=counts.get(name, self.defaults.count))
 
     def load_defaults(self) -> Any:
         """The further SAEs the page starts with (UI only): the release's measured cells after the first."""
@@ -186,7 +199,7 @@ class SteerTab:
                                     "steered image; progress shows below.", elem_classes=["revelio-help"])
                         status = gr.Markdown(elem_classes=["revelio-status"])
                         warning = gr.Markdown(self.advice(steer_cell.hook, steer_cell.timestep, steer_cell.pooling,
-                                                          "class-map" if spatial else "value"),
+                                                          defaults.clamp_to if spatial else "value"),
                                               elem_classes=["revelio-advice"])
                         with gr.Accordion("Sampling: seed, steps, guidance", open=False):
                             seed = gr.Number(0, precision=0, label=f"Seed (0..{SEEDS[1]})", minimum=SEEDS[0], maximum=SEEDS[1])
@@ -210,7 +223,8 @@ class SteerTab:
                         with gr.Accordion("Why these features", open=False):
                             why = gr.Markdown(selection_table(state, steer_cell, starting, state.check_target(target_class))
                                               if classes else "")
-                        clamp_to = gr.Radio(clamp_modes(steer_cell.pooling), value="class-map" if spatial else "value",
+                        clamp_to = gr.Radio(clamp_modes(steer_cell.pooling, bool(state.exemplar_rows())),
+                                            value=defaults.clamp_to if spatial else "value",
                                             label="Clamp each feature to")
                         strength = gr.Slider(*STRENGTH, defaults.strength, step=0.25, label="Value")
                         with gr.Row():
@@ -248,6 +262,7 @@ class SteerTab:
                 RemoveTab(state, self.generator).build()
         wire(suggest.click, self.suggest, [*cell, target, count], features, api_name="suggest_features",
              show_progress_on=[features])
+        wire(target.change, self.measured_count, target, count, api_visibility="private", show_progress="hidden")
         follow_cell(state, features, cell)
         if classes:
             wire(lambda *args, **kwargs: gr.on([features.change, target.change], *args, **kwargs), self.chosen,
