@@ -61,8 +61,8 @@ def page(browser):
 
 
 def choose(page, label: str, value) -> None:
-    """Pick ``value`` in the visible dropdown labelled ``label``."""
-    box = page.locator(f"input[aria-label='{label}']:visible")
+    """Pick ``value`` in the visible dropdown labelled ``label`` (a label may hold an apostrophe)."""
+    box = page.locator(f'input[aria-label="{label}"]:visible')
     box.click()
     box.fill(str(value))
     page.wait_for_timeout(300)
@@ -386,22 +386,12 @@ def test_atlas_tables_show_every_column_and_a_search_without_match_says_so(app_u
 
 
 
-def pick(page, label: str, value) -> None:
-    """Pick ``value`` in the visible dropdown labelled ``label`` (a label may hold an apostrophe)."""
-    box = page.locator(f'input[aria-label="{label}"]:visible')
-    box.click()
-    box.fill(str(value))
-    page.wait_for_timeout(300)
-    box.press("Enter")
-    page.wait_for_timeout(500)
-
-
 def test_remove_a_concept_shows_before_after_and_the_probe(app_url, page):
     page.goto(app_url + "?tab=steer")
     page.wait_for_timeout(3000)
     page.get_by_role("tab", name="Remove a concept").click()  # Steer's second mode
-    pick(page, "Generate class (the model's own classes)", "Trouser")
-    pick(page, "Concept to remove", "Trouser")
+    choose(page, "Generate class (the model's own classes)", "Trouser")
+    choose(page, "Concept to remove", "Trouser")
     page.get_by_text("Seed, sampler steps and guidance").click()
     seed = page.locator("input[aria-label^='Seed for removal']:visible")
     seed.fill("1")
@@ -432,7 +422,7 @@ def test_steering_at_several_saes_at_once(app_url, page):
     cells = list(dict.fromkeys(revelio.load_release("bundled").metrics("steering")["cells"]))
     for spec in ("mid_block:100", "up_blocks.0:100", "up_blocks.1:100"):
         if len(cells) < 3 and spec not in cells:
-            pick(page, ALSO, spec.replace(":", " at t="))
+            choose(page, ALSO, spec.replace(":", " at t="))
             cells.append(spec)
     page.get_by_role("button", name="Generate").click()
     page.wait_for_function(f"() => document.body.innerText.includes('Steered at {len(cells)} SAEs at once')", timeout=120_000)
