@@ -84,6 +84,8 @@ def test_card_renders_metadata_tables_and_loading_code(release_dir):
     assert all(f"| {hook} |" in text for hook in HOOKS), "grid tables list every block"
     assert "{{" not in text and "python train/build_release.py" in text
     assert "Monosemanticity" in text and "random directions" in text, "the card shows the purity baselines"
+    assert "## Steering and concept removal" in text and "**mean success" in text, "the card shows the steering measurement"
+    assert "activations of **model-src**" in text, "a local model is named by its folder, not the path it was built at"
 
 
 def test_load_release_gives_working_artifacts(release_dir, split_folder):

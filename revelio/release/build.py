@@ -310,11 +310,12 @@ def stage_release_info(build: Build) -> None:
 
 
 def backbone_name(config: ReleaseConfig, local: bool, backbone: Backbone) -> str:
-    """How the card names the model: revelio's own bundled models by what they are, others by their id or folder."""
+    """How the card and the app name the model: revelio's own bundled models by what they are, others
+    by their Hub id or their folder's name (the path where it was built means nothing elsewhere)."""
     if local and config.dataset in (FASHION_MNIST, COLOUR_FASHION_MNIST):
         kind = "text-to-image model" if backbone.conditioning == "text" else "model"
         return f"revelio's {config.dataset} {kind}"
-    return config.model
+    return Path(config.model).name if local else config.model
 
 
 def dataset_split(config: ReleaseConfig) -> str:
