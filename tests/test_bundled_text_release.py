@@ -11,7 +11,7 @@ from revelio.bundled import BUNDLED_TEXT, bundled_release_dir
 from revelio.data.colour_fashion import CLASS_WORDS, COLOURS, PALETTE
 from revelio.formats.metrics import Monosemanticity, ProbeGrid, QualityGate, Steering
 from revelio.probes.colour_judge import grey, judge_colours
-from tests.helpers import SCREENSHOTS
+from tests.helpers import SCREENSHOTS, generate_and_wait
 
 ROOT = bundled_release_dir(BUNDLED_TEXT)
 
@@ -102,10 +102,7 @@ def test_a_prompt_is_typed_and_steered_towards_a_colour_in_a_real_browser(releas
     page.keyboard.press("Enter")
     page.get_by_role("button", name="Suggest features").click()
     page.wait_for_timeout(2000)
-    shown = "() => [...document.images].filter(e => e.naturalWidth > 0 && e.offsetParent && e.src.includes('/file=')).length"
-    before = page.evaluate(shown)
-    page.get_by_role("button", name="Generate").click()
-    page.wait_for_function(f"({shown})() >= {before + 2}", timeout=120_000)
+    generate_and_wait(page, 120_000)
     page.wait_for_timeout(1000)
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SCREENSHOTS / "steer-text.png"))

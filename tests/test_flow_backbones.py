@@ -344,7 +344,7 @@ def test_the_app_answers_on_a_flux_release(flux_release, serve_app, tmp_path):
 @pytest.mark.browser
 def test_a_prompt_steered_on_a_flux_release_in_a_real_browser(flux_release, serve_app, browser):
     """Type a prompt, suggest features, Generate on the FLUX release: both images arrive (screenshot kept)."""
-    from tests.helpers import SCREENSHOTS
+    from tests.helpers import SCREENSHOTS, generate_and_wait
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 1400})
@@ -352,10 +352,7 @@ def test_a_prompt_steered_on_a_flux_release_in_a_real_browser(flux_release, serv
     page.get_by_label("Prompt", exact=True).fill("a photo of a brick")
     page.get_by_role("button", name="Suggest features").click()
     page.wait_for_timeout(1500)
-    shown = "() => [...document.images].filter(e => e.naturalWidth > 0 && e.offsetParent && e.src.includes('/file=')).length"
-    before = page.evaluate(shown)
-    page.get_by_role("button", name="Generate").click()
-    page.wait_for_function(f"({shown})() >= {before + 2}", timeout=90_000)
+    generate_and_wait(page, 90_000)
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(SCREENSHOTS / "steer-flux.png"))
     note = page.get_by_text("Clamped at").inner_text()
