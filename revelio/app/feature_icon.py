@@ -39,12 +39,10 @@ ICON_CACHE_SIZE = 128
 
 @dataclass(frozen=True)
 class FeatureIcon:
-    """One feature's picture beside the same seed's unedited image, and how both were made."""
+    """One feature's picture beside the same seed's unedited image."""
 
     baseline: Image.Image
     drawn: Image.Image
-    peak: float  # the largest value the feature was clamped to
-    condition: str  # the neutral condition, in words
 
     def difference(self) -> torch.Tensor:
         """[H, W]: how far each pixel moved, mean over channels, in 0..255."""
@@ -73,7 +71,7 @@ class FeatureIcons:
     def __init__(self, state: AppState, strength: float = ICON_STRENGTH, seed: int = ICON_SEED) -> None:
         self.state, self.strength, self.seed = state, strength, seed
         self.steps = min(25, state.backbone.default_num_inference_steps)
-        self.condition = neutral_condition(state)[1]
+        self._neutral, self.condition = neutral_condition(state)  # what is generated, and it in words
         self.window = steering_defaults(state).window
         self._icons: OrderedDict[tuple[Cell, int], FeatureIcon] = OrderedDict()
         self._baseline: Image.Image | None = None
@@ -88,12 +86,11 @@ class FeatureIcons:
                 self._icons.move_to_end(key)
                 return self._icons[key]
         clamp = self.strength * self.clamp_unit(cell, feature)
-        condition, words = neutral_condition(self.state)
         with self.state.model_lock:
             if self._baseline is None:
-                self._baseline = self._sample(condition, None, None)
-            drawn = self._sample(condition, cell, {feature: clamp if clamp.ndim else float(clamp)})
-        icon = FeatureIcon(self._baseline, drawn, float(clamp.max()), words)
+                self._baseline = self._sample(self._neutral, None, None)
+            drawn = self._sample(self._neutral, cell, {feature: clamp if clamp.ndim else float(clamp)})
+        icon = FeatureIcon(self._baseline, drawn)
         with self._lock:
             self._icons[key] = icon
             if len(self._icons) > ICON_CACHE_SIZE:
